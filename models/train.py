@@ -1,0 +1,104 @@
+"""Central (non-federated, non-DP) training and evaluation of the NPLM.
+
+The central model is a baseline ("the same network trained centrally without DP") and, trained
+on the public split, the warm start that federated runs may begin from.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+from torch import nn
+
+from models.data import Examples
+from models.metrics import next_word_metrics
+from models.nplm import NPLM
+
+__all__ = ["evaluate", "train_central", "predict_topk"]
+
+_NEVER_SUGGESTED = (0, 1)  # <unk>, <s>
+
+
+@torch.no_grad()
+def predict_topk(
+    model: NPLM, examples: Examples, k: int = 3, batch_size: int = 4096
+) -> tuple[np.ndarray, np.ndarray]:
+    """(log P(target), top-k ids) for every example; ``<unk>``/``<s>`` are never predicted."""
+    was_training = model.training
+    model.eval()
+    logps, tops = [], []
+    for start in range(0, len(examples), batch_size):
+        x = torch.from_numpy(examples.x[start : start + batch_size])
+        y = torch.from_numpy(examples.y[start : start + batch_size])
+        logp = torch.log_softmax(model(x), dim=-1)  # (B, V)
+        logps.append(logp.gather(1, y[:, None])[:, 0].numpy())
+        logp[:, list(_NEVER_SUGGESTED)] = -torch.inf
+        tops.append(logp.topk(k, dim=-1).indices.numpy())
+    model.train(was_training)
+    if not logps:
+        return np.zeros(0), np.zeros((0, k), dtype=np.int64)
+    return np.concatenate(logps), np.concatenate(tops)
+
+
+def evaluate(model: NPLM, examples: Examples, unk_id: int = 0, batch_size: int = 4096) -> dict:
+    """``models.metrics.next_word_metrics`` of ``model`` on ``examples``."""
+    logp, topk = predict_topk(model, examples, k=3, batch_size=batch_size)
+    return next_word_metrics(examples.y, topk, logp, unk_id)
+
+
+def train_central(
+    model: NPLM,
+    examples: Examples,
+    *,
+    epochs: float = 1.0,
+    lr: float = 2e-3,
+    batch_size: int = 256,
+    seed: int = 0,
+    weight_decay: float = 0.0,
+    max_seconds: float | None = None,
+    log_every: int = 0,
+) -> dict:
+    """Train ``model`` in place with Adam and cross-entropy; returns a small training summary.
+
+    ``epochs`` may be fractional; ``max_seconds`` stops early (reported in the summary).
+    """
+    if len(examples) == 0:
+        raise ValueError("no training examples")
+    gen = torch.Generator().manual_seed(seed)
+    opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+    loss_fn = nn.CrossEntropyLoss()
+    x_all, y_all = torch.from_numpy(examples.x), torch.from_numpy(examples.y)
+    total_steps = max(1, int(epochs * len(examples) / batch_size))
+    model.train()
+    start, step, seen, running = time.perf_counter(), 0, 0, 0.0
+    while step < total_steps:
+        order = torch.randperm(len(examples), generator=gen)
+        for i in range(0, len(order) - batch_size + 1 if len(order) >= batch_size else 1, batch_size):
+            idx = order[i : i + batch_size]
+            # cosine decay to 10% of lr, so short runs still settle
+            for group in opt.param_groups:
+                group["lr"] = lr * (0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * step / total_steps)))
+            loss = loss_fn(model(x_all[idx]), y_all[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            running = 0.98 * running + 0.02 * loss.item() if step else loss.item()
+            step += 1
+            seen += len(idx)
+            if log_every and step % log_every == 0:
+                print(f"step {step}/{total_steps} loss {running:.3f}", flush=True)
+            if step >= total_steps or (max_seconds and time.perf_counter() - start > max_seconds):
+                break
+        if max_seconds and time.perf_counter() - start > max_seconds:
+            break
+    model.eval()
+    seconds = time.perf_counter() - start
+    return {
+        "steps": step,
+        "examples_seen": seen,
+        "final_loss": running,
+        "seconds": seconds,
+        "stopped_early": step < total_steps,
+    }
