@@ -1,0 +1,263 @@
+"""The device side of a federated round as a Flower ClientApp (Message API).
+
+One virtual SuperNode = one device = one train user (``partition-id`` indexes the selected users).
+On a train message carrying the global weights w_t and the round config, the device:
+
+    1. runs local DP-SGD (``keyboard_sim.device.Device``: Opacus, example-level DP)  -> w_i
+    2. Delta_i = w_i - w_t
+    3. clips to the user-level bound:  Delta_i <- Delta_i * min(1, C / ||Delta_i||_2)
+    4. adds its share of distributed DP noise:  Delta_i <- Delta_i + xi_i,
+       xi_i ~ N(0, sigma^2 C^2 / m I), so the sum over the m sampled devices carries N(0, sigma^2 C^2 I)
+    5. encodes the update with the run's codec (``encode_update``: the single seam where the
+       plain float32 ArrayRecord is swapped for CKKS ciphertexts) and replies.
+
+Steps 1-4 never change with the codec. The device's example-level privacy ledger travels in
+``context.state`` so it survives rounds whichever worker process runs the device.
+Noise here comes from numpy's PCG64, which is fine for simulation; a deployment needs a CSPRNG.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Protocol
+
+import numpy as np
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+
+from keyboard_sim.dataset import UserExamples
+from keyboard_sim.device import Device, LocalDPConfig, seed_for
+from models.nplm import NPLM, ModelConfig, load_weights
+from models.train import evaluate
+from server.simulation import FederationConfig, load_data
+
+__all__ = [
+    "UpdateCodec",
+    "PlainCodec",
+    "register_codec",
+    "encode_update",
+    "clip_update",
+    "add_noise_share",
+    "select_devices",
+    "make_client_app",
+    "app",
+]
+
+
+# ----------------------------------------------------------------------------- codecs
+class UpdateCodec(Protocol):
+    """Turns a device's (clipped, noised) update into what goes on the wire."""
+
+    name: str
+
+    def encode(self, delta: dict[str, np.ndarray], **options) -> ArrayRecord:
+        """Encode ``delta`` (float32 arrays by name) as an ArrayRecord."""
+
+
+class PlainCodec:
+    """float32 arrays in the clear (``Array.stype == "numpy.ndarray"``): the aggregator sees them."""
+
+    name = "plain"
+
+    def encode(self, delta: dict[str, np.ndarray], **options) -> ArrayRecord:
+        return ArrayRecord({k: Array(np.ascontiguousarray(v, dtype=np.float32)) for k, v in delta.items()})
+
+
+_CODECS: dict[str, Callable[[], UpdateCodec]] = {"plain": PlainCodec}
+
+
+def register_codec(name: str, factory: Callable[[], UpdateCodec]) -> None:
+    """Make ``factory`` the codec for ``aggregation=name`` (the CKKS package registers "he")."""
+    _CODECS[name] = factory
+
+
+def _codec(name: str) -> UpdateCodec:
+    if name not in _CODECS and name == "he":
+        try:  # the CKKS work provides and registers it on import
+            __import__("ckks.codec")
+        except ModuleNotFoundError as err:
+            raise ValueError(f"codec 'he' is not available yet ({err}); use aggregation='plain'") from err
+    if name not in _CODECS:
+        raise ValueError(f"unknown update codec {name!r}; registered: {sorted(_CODECS)}")
+    return _CODECS[name]()
+
+
+def encode_update(delta: dict[str, np.ndarray], *, codec: str = "plain", **options) -> ArrayRecord:
+    """The single seam between training and the wire: ``delta`` -> ArrayRecord via ``codec``."""
+    return _codec(codec).encode(delta, **options)
+
+
+# ----------------------------------------------------------------------- user-level DP
+def clip_update(delta: dict[str, np.ndarray], clip: float) -> tuple[dict[str, np.ndarray], float]:
+    """Delta * min(1, C / ||Delta||_2) over all arrays jointly; returns (clipped, norm before)."""
+    if clip <= 0:
+        raise ValueError(f"clip must be positive, got {clip}")
+    norm = float(np.sqrt(sum(float(np.sum(np.square(v, dtype=np.float64))) for v in delta.values())))
+    factor = min(1.0, clip / norm) if norm > 0 else 1.0
+    return {k: (v * factor).astype(np.float32) for k, v in delta.items()}, norm
+
+
+def add_noise_share(
+    delta: dict[str, np.ndarray], std: float, rng: np.random.Generator
+) -> dict[str, np.ndarray]:
+    """Delta + N(0, std^2 I); with std = sigma * C / sqrt(m) the m shares sum to N(0, sigma^2 C^2 I)."""
+    if std < 0:
+        raise ValueError(f"noise std must be >= 0, got {std}")
+    if std == 0:
+        return delta
+    return {k: (v + rng.normal(0.0, std, size=v.shape)).astype(np.float32) for k, v in delta.items()}
+
+
+# ----------------------------------------------------------------------- the fleet
+def select_devices(train_users: list[UserExamples], config: FederationConfig) -> list[UserExamples]:
+    """The N train users that become devices: enough examples, seeded choice, stable order."""
+    eligible = sorted(
+        (u for u in train_users if len(u.train) >= config.min_device_examples), key=lambda u: u.user_id
+    )
+    if len(eligible) < config.devices:
+        raise ValueError(
+            f"only {len(eligible)} train users have >= {config.min_device_examples} examples, "
+            f"but devices={config.devices}"
+        )
+    chosen = random.Random(config.seed).sample(eligible, config.devices)
+    return sorted(chosen, key=lambda u: u.user_id)
+
+
+def _model_config(weights: dict[str, np.ndarray]) -> ModelConfig:
+    """The model shape, read off the weights the server sent (so a warm start's shape wins)."""
+    vocab, embed = weights["embedding"].shape
+    hidden, input_dim = weights["w1"].shape
+    return ModelConfig(
+        vocab_size=vocab,
+        context=input_dim // embed,
+        embed_dim=embed,
+        hidden=hidden,
+        beta=float(np.ravel(weights["beta"])[0]) if "beta" in weights else 1.0,
+    )
+
+
+class _Fleet:
+    """Per worker process: the device list and an LRU of live ``Device`` objects."""
+
+    def __init__(self) -> None:
+        self.devices: OrderedDict[tuple[str, int], Device] = OrderedDict()
+
+    def get(self, config: FederationConfig, partition: int, model_config: ModelConfig) -> Device:
+        key = (config.config_hash(), partition)
+        if key in self.devices:
+            self.devices.move_to_end(key)
+            return self.devices[key]
+        users = select_devices(load_data(config).train_users, config)
+        if not 0 <= partition < len(users):
+            raise ValueError(f"partition-id {partition} is outside the {len(users)} devices of this run")
+        user = users[partition]
+        dp = LocalDPConfig(
+            noise_multiplier=config.example_noise_multiplier,
+            max_grad_norm=config.max_grad_norm,
+            batch_size=config.batch_size,
+            lr=config.lr,
+            local_epochs=config.local_epochs,
+            max_local_steps=config.max_local_steps,
+            delta=config.example_delta,
+            accountant=config.example_accountant,
+            trainable=tuple(k for k in config.trainable.split(",") if k),
+        )
+        device = Device(user.user_id, user.train, model_config, dp)
+        self.devices[key] = device
+        while len(self.devices) > config.device_cache:
+            self.devices.popitem(last=False)
+        return device
+
+
+_FLEET = _Fleet()
+_STATE_KEY = "hushtype-device"
+
+
+def _inject_faults(config: ConfigRecord, partition: int, server_round: int, seed: int) -> None:
+    """Raise if the round config says this device fails (tests and robustness drills)."""
+    failing = {int(p) for p in str(config.get("fail-partitions", "")).split(",") if p.strip()}
+    if partition in failing:
+        raise RuntimeError(f"injected failure on device {partition}")
+    p_drop = float(config.get("drop-probability", 0.0))
+    if p_drop > 0 and random.Random(seed_for(seed, "drop", server_round, partition)).random() < p_drop:
+        raise ConnectionError(f"device {partition} went offline (injected, p={p_drop})")
+
+
+# ----------------------------------------------------------------------- the app
+def make_client_app(config: FederationConfig | None = None) -> ClientApp:
+    """A ClientApp bound to ``config``, or reading ``context.run_config`` when ``config`` is None."""
+    client_app = ClientApp()
+
+    def _config(context: Context) -> FederationConfig:
+        return config if config is not None else FederationConfig.from_run_config(dict(context.run_config))
+
+    @client_app.train()
+    def train(msg: Message, context: Context) -> Message:
+        cfg = _config(context)
+        partition = int(context.node_config["partition-id"])
+        round_config = msg.content["config"]
+        server_round = int(round_config["server-round"])
+        _inject_faults(round_config, partition, server_round, cfg.seed)
+
+        global_weights = {k: a.numpy() for k, a in msg.content["arrays"].items()}
+        device = _FLEET.get(cfg, partition, _model_config(global_weights))
+        if _STATE_KEY in context.state:  # the ledger may have advanced in another worker
+            saved = json.loads(str(context.state[_STATE_KEY]["json"]))
+            if len(saved["ledger"]) > device.rounds_trained:
+                device.load_state(saved)
+
+        result = device.train(
+            global_weights,
+            server_round=server_round,
+            seed=seed_for(cfg.seed, "train", server_round, partition),
+            lr=float(round_config.get("lr", cfg.lr)),
+            local_epochs=float(round_config.get("local-epochs", cfg.local_epochs)),
+        )
+        clip = float(round_config.get("clip", cfg.clip))
+        delta, norm = clip_update(result.delta, clip)
+        noise_std = float(round_config.get("noise-share-std", 0.0))
+        delta = add_noise_share(
+            delta, noise_std, np.random.default_rng(seed_for(cfg.seed, "noise", server_round, partition))
+        )
+        record = encode_update(delta, codec=str(round_config.get("codec", cfg.aggregation)))
+        context.state[_STATE_KEY] = ConfigRecord({"json": json.dumps(device.state())})
+        metrics = MetricRecord(
+            {
+                "num-examples": result.num_examples,
+                "train-loss": result.train_loss,
+                "example-epsilon": result.example_epsilon,
+                "delta-norm": norm,
+                "clipped": float(norm > clip),
+                "steps": result.steps,
+                "seconds": result.seconds,
+            }
+        )
+        return Message(RecordDict({"arrays": record, "metrics": metrics}), reply_to=msg)
+
+    @client_app.evaluate()
+    def evaluate_later(msg: Message, context: Context) -> Message:
+        """Score the global model on this user's *later* lines (the personalization baseline)."""
+        cfg = _config(context)
+        partition = int(context.node_config["partition-id"])
+        users = select_devices(load_data(cfg).train_users, cfg)
+        later = users[partition].later
+        weights = {k: a.numpy() for k, a in msg.content["arrays"].items()}
+        model = load_weights(NPLM(_model_config(weights)), weights)
+        scores = evaluate(model, later) if len(later) else {"top1": 0.0, "top3": 0.0, "loss": 0.0}
+        metrics = MetricRecord(
+            {
+                "num-examples": len(later),
+                "top1": scores["top1"],
+                "top3": scores["top3"],
+                "loss": scores["loss"],
+            }
+        )
+        return Message(RecordDict({"metrics": metrics}), reply_to=msg)
+
+    return client_app
+
+
+app = make_client_app()  # for `flwr run .`: config comes from [tool.flwr.app.config]

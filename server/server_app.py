@@ -1,0 +1,314 @@
+"""The aggregator as a Flower ServerApp: sample devices, aggregate, evaluate, account, record.
+
+Per round t (``Strategy.start`` runs the loop; this module supplies the pieces):
+
+    1. the strategy samples m of the N devices and sends w_t plus the round config
+       (device lr, E, user-level clip C, distributed-noise share std sigma * C / sqrt(m), codec);
+    2. it aggregates the deltas of the devices that answered (``server.strategies``);
+    3. ``evaluate_fn`` scores w_{t+1} on held-out users, steps the user-level accountant
+       (q = m / N; the noise that actually arrived: sigma_t = sigma * sqrt(|A_t| / m)), appends a
+       line to rounds.jsonl and writes a checkpoint;
+    4. after the last round: progress.png, the model card and a release of the final model.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
+from flwr.serverapp import Grid, ServerApp
+from flwr.supercore import log
+from safetensors.numpy import save_file
+from tqdm import tqdm
+
+from models.data import Examples
+from models.nplm import NPLM, ModelConfig, export_weights, load_weights
+from models.release import load_release, save_release
+from models.train import evaluate
+from server.accounting import UserLevelAccountant, user_noise_for_epsilon
+from server.simulation import FederationConfig, load_data
+from server.strategies import make_strategy
+from server.strategies.plain_fedavg import arrays_to_numpy, numpy_to_arrays
+
+__all__ = ["make_server_app", "run_federation", "initial_weights", "heldout_sample", "RunRecorder", "app"]
+
+INFO = logging.INFO
+
+
+def initial_weights(
+    config: FederationConfig, vocab_words: list[str]
+) -> tuple[dict[str, np.ndarray], ModelConfig, str]:
+    """(w_0, model shape, provenance): the warm-start release, or a fresh seeded init."""
+    if config.warm_start:
+        release = load_release(config.warm_start)
+        if release.vocab.words != vocab_words:
+            raise ValueError(
+                f"warm start {config.warm_start} was trained with a different vocabulary than this "
+                "run's data; rebuild it from the same DataConfig (hushtype pretrain)"
+            )
+        weights = {k: np.asarray(v, dtype=np.float32) for k, v in release.weights.items()}
+        return weights, release.config, f"warm start {config.warm_start} (version {release.version})"
+    model_config = ModelConfig(
+        vocab_size=len(vocab_words), context=config.context, embed_dim=config.embed_dim, hidden=config.hidden
+    )
+    torch.manual_seed(config.seed)
+    return export_weights(NPLM(model_config)), model_config, f"random init (seed {config.seed})"
+
+
+def heldout_sample(heldout: Examples, max_examples: int | None, seed: int) -> Examples:
+    """A fixed, seeded subset of the held-out windows (all of them when ``max_examples`` is None)."""
+    if max_examples is None or len(heldout) <= max_examples:
+        return heldout
+    idx = np.sort(np.random.default_rng(seed).choice(len(heldout), size=max_examples, replace=False))
+    return Examples(heldout.x[idx], heldout.y[idx])
+
+
+def _finite(value: float) -> float | None:
+    """JSON has no infinity: inf/nan become null."""
+    return float(value) if math.isfinite(value) else None
+
+
+class RunRecorder:
+    """Writes a run directory: rounds.jsonl, checkpoints, progress.png and the model card."""
+
+    def __init__(self, run_dir: str | Path, *, checkpoint_every: int = 1) -> None:
+        self.run_dir = Path(run_dir)
+        (self.run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+        self.rounds_path = self.run_dir / "rounds.jsonl"
+        self.rounds_path.write_text("", encoding="utf-8")
+        self.checkpoint_every = checkpoint_every
+        self.rows: list[dict] = []
+
+    def record(self, row: dict, weights: dict[str, np.ndarray], *, final: bool = False) -> None:
+        """Append one round's row; checkpoint every ``checkpoint_every`` rounds and at the end."""
+        self.rows.append(row)
+        with self.rounds_path.open("a", encoding="utf-8") as fh:
+            fh.write(json.dumps(row) + "\n")
+        if final or row["round"] % self.checkpoint_every == 0:
+            arrays = {
+                k: np.ascontiguousarray(v, dtype=np.float32).reshape(np.shape(v)) for k, v in weights.items()
+            }
+            save_file(arrays, str(self.run_dir / "checkpoints" / f"round_{row['round']:03d}.safetensors"))
+
+    def plot(self) -> Path:
+        """progress.png: held-out top-1/top-3 and user-level epsilon vs round."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        rounds = [r["round"] for r in self.rows]
+        fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(6, 6), sharex=True)
+        ax1.plot(rounds, [r["top1"] for r in self.rows], "o-", label="top-1")
+        ax1.plot(rounds, [r["top3"] for r in self.rows], "s-", label="top-3")
+        ax1.set_ylabel("held-out accuracy")
+        ax1.legend()
+        ax1.grid(alpha=0.3)
+        eps = [r["user_epsilon"] if r["user_epsilon"] is not None else float("nan") for r in self.rows]
+        ax2.plot(rounds, eps, "o-", color="C3", label="user-level epsilon")
+        dev = [r["max_device_epsilon"] for r in self.rows]
+        ax2.plot(rounds, dev, "^--", color="C2", label="max example-level epsilon (devices)")
+        ax2.set_xlabel("round")
+        ax2.set_ylabel("epsilon")
+        ax2.legend()
+        ax2.grid(alpha=0.3)
+        fig.tight_layout()
+        path = self.run_dir / "progress.png"
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        return path
+
+    def write_card(self, card: dict) -> Path:
+        """model_card.json in the run directory."""
+        path = self.run_dir / "model_card.json"
+        path.write_text(json.dumps(card, indent=2, sort_keys=True, default=str), encoding="utf-8")
+        return path
+
+
+def run_federation(grid: Grid, config: FederationConfig) -> dict:
+    """The whole server-side job; returns the model card it wrote."""
+    start = time.perf_counter()
+    data = load_data(config)
+    w0, model_config, provenance = initial_weights(config, data.vocab.words)
+    eval_set = heldout_sample(data.heldout, config.eval_max_examples, config.seed)
+    model = NPLM(model_config)
+    if config.devices > len(data.train_users):
+        raise ValueError(
+            f"devices={config.devices} but the data has only {len(data.train_users)} train users"
+        )
+
+    q, m, clip, delta = config.sample_rate, config.devices_per_round, config.clip, config.user_delta
+    if config.noise_multiplier is not None:
+        sigma = config.noise_multiplier
+    else:
+        sigma = user_noise_for_epsilon(
+            target_epsilon=config.target_epsilon,
+            sample_rate=q,
+            rounds=config.rounds,
+            delta=delta,
+            accountant=config.accountant,
+        )
+    accountant = UserLevelAccountant(delta=delta, accountant=config.accountant)
+    strategy = make_strategy(
+        config.aggregation,
+        devices_per_round=m,
+        server_lr=config.server_lr,
+        server_momentum=config.server_momentum,
+        weighting=config.weighting,
+        min_available_nodes=m,
+        seed=config.seed,
+    )
+    train_config = ConfigRecord(
+        {
+            "lr": config.lr,
+            "local-epochs": config.local_epochs,
+            "clip": clip,
+            "noise-share-std": sigma * clip / math.sqrt(m),
+            "codec": config.aggregation,
+            "fail-partitions": ",".join(str(p) for p in config.fail_partitions),
+            "drop-probability": config.drop_probability,
+        }
+    )
+    recorder = RunRecorder(config.run_dir, checkpoint_every=config.checkpoint_every)
+    log(
+        INFO,
+        "hushtype federation: N=%d devices, m=%d per round (q=%.3f), T=%d rounds, C=%g, sigma=%.4f, "
+        "delta=%.2e, %s",
+        config.devices,
+        m,
+        q,
+        config.rounds,
+        clip,
+        sigma,
+        delta,
+        provenance,
+    )
+    progress = tqdm(total=config.rounds, desc="rounds", unit="round", dynamic_ncols=True)
+    max_device_epsilon = 0.0
+    last_time = time.perf_counter()
+
+    def evaluate_fn(server_round: int, arrays: ArrayRecord) -> MetricRecord:
+        nonlocal max_device_epsilon, last_time
+        weights = arrays_to_numpy(arrays)
+        scores = evaluate(load_weights(model, weights), eval_set, unk_id=data.vocab.unk_id)
+        stats = strategy.rounds.get(server_round, {})
+        participants = int(stats.get("participants", 0))
+        if server_round > 0 and participants > 0:
+            accountant.step(noise_multiplier=sigma * math.sqrt(participants / m), sample_rate=q)
+        max_device_epsilon = max(max_device_epsilon, float(stats.get("max-example-epsilon", 0.0)))
+        user_eps = accountant.user_epsilon()
+        now = time.perf_counter()
+        row = {
+            "round": server_round,
+            "top1": scores["top1"],
+            "top3": scores["top3"],
+            "loss": scores["loss"],
+            "perplexity": scores["perplexity"],
+            "user_epsilon": _finite(user_eps),
+            "max_device_epsilon": max_device_epsilon,
+            "participants": participants,
+            "dropouts": int(stats.get("dropouts", 0)),
+            "train_loss": _finite(float(stats.get("train-loss", float("nan")))),
+            "delta_norm": _finite(float(stats.get("delta-norm", float("nan")))),
+            "clipped_fraction": _finite(float(stats.get("clipped", float("nan")))),
+            "seconds": now - last_time,
+        }
+        last_time = now
+        recorder.record(row, weights, final=server_round == config.rounds)
+        if server_round > 0:
+            progress.update(1)
+        progress.set_postfix(top1=f"{row['top1']:.4f}", eps=f"{user_eps:.2f}", drop=row["dropouts"])
+        log(
+            INFO,
+            "round %d/%d: top1 %.4f top3 %.4f loss %.3f | user eps %.3f | max device eps %.2f | "
+            "%d answered, %d dropouts | %.1fs",
+            server_round,
+            config.rounds,
+            row["top1"],
+            row["top3"],
+            row["loss"],
+            user_eps,
+            max_device_epsilon,
+            participants,
+            row["dropouts"],
+            row["seconds"],
+        )
+        return MetricRecord({"top1": row["top1"], "top3": row["top3"], "loss": row["loss"]})
+
+    result = strategy.start(
+        grid=grid,
+        initial_arrays=numpy_to_arrays(w0),
+        num_rounds=config.rounds,
+        timeout=config.round_timeout,
+        train_config=train_config,
+        evaluate_fn=evaluate_fn,
+    )
+    progress.close()
+    final = arrays_to_numpy(result.arrays) if len(result.arrays) else w0
+    first, last = recorder.rows[0], recorder.rows[-1]
+    card = {
+        "trained": f"federated DP-FedAvg ({config.aggregation} aggregation), example-level DP-SGD on devices",
+        "start": provenance,
+        "round": last["round"],
+        "user_epsilon": last["user_epsilon"],
+        "user_delta": delta,
+        "user_noise_multiplier": sigma,
+        "user_clip": clip,
+        "device_sampling_rate": q,
+        "user_accountant": config.accountant,
+        "user_accountant_history": accountant.history,
+        "max_device_example_epsilon": max_device_epsilon,
+        "example_delta": config.example_delta,
+        "example_noise_multiplier": config.example_noise_multiplier,
+        "example_max_grad_norm": config.max_grad_norm,
+        "metrics": {
+            "start": {k: first[k] for k in ("top1", "top3", "loss", "perplexity")},
+            "final": {k: last[k] for k in ("top1", "top3", "loss", "perplexity")},
+            "heldout_windows": len(eval_set),
+            "heldout_users": len(data.heldout_users),
+        },
+        "participants": sum(r["participants"] for r in recorder.rows),
+        "dropouts": sum(r["dropouts"] for r in recorder.rows),
+        "seconds": time.perf_counter() - start,
+        "config": asdict(config),
+        "config_hash": config.config_hash(),
+        "data": config.data_config().to_dict(),
+        "caveats": [
+            "user-level epsilon treats fixed-size device sampling as Poisson sampling with q = m / N",
+            "secure_mode is off (torchcsprng unavailable); noise uses non-cryptographic RNGs",
+        ],
+    }
+    recorder.plot()
+    save_release(
+        recorder.run_dir / "release",
+        final,
+        model_config,
+        data.vocab,
+        {**card, "epsilon": last["user_epsilon"]},
+    )
+    recorder.write_card(card)
+    return card
+
+
+def make_server_app(config: FederationConfig | None = None) -> ServerApp:
+    """A ServerApp bound to ``config``, or reading ``context.run_config`` when ``config`` is None."""
+    server_app = ServerApp()
+
+    @server_app.main()
+    def main(grid: Grid, context: Context) -> None:
+        cfg = config if config is not None else FederationConfig.from_run_config(dict(context.run_config))
+        random.seed(cfg.seed)
+        run_federation(grid, cfg)
+
+    return server_app
+
+
+app = make_server_app()  # for `flwr run .`: config comes from [tool.flwr.app.config]

@@ -1,0 +1,126 @@
+"""Simulated devices: persistent Opacus engine, deltas, ledger; the client app's clip and noise share."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from keyboard_sim.client_app import add_noise_share, clip_update, encode_update
+from keyboard_sim.device import TRAINABLE, Device, LocalDPConfig, seed_for
+from models.data import Examples
+from models.nplm import NPLM, ModelConfig, export_weights
+
+TINY = ModelConfig(vocab_size=64, context=4, embed_dim=8, hidden=16, dropout=0.0)
+
+
+def _examples(n: int, seed: int = 0) -> Examples:
+    rng = np.random.default_rng(seed)
+    return Examples(rng.integers(0, 64, (n, 4)), rng.integers(2, 64, n))
+
+
+def _global(seed: int = 0) -> dict[str, np.ndarray]:
+    torch.manual_seed(seed)
+    return export_weights(NPLM(TINY))
+
+
+def test_engine_persists_across_rounds_and_epsilon_accumulates() -> None:
+    # Prepare
+    device = Device("u1", _examples(40), TINY, LocalDPConfig(batch_size=8, max_local_steps=3))
+    # Execute
+    first = device.train(_global(0), server_round=1, seed=1)
+    module, engine = device._gsm, device.privacy_engine
+    second = device.train(_global(1), server_round=4, seed=2)
+    # Assert: same wrapped module and engine (make_private ran once), one accountant over both rounds
+    assert device._gsm is module and device.privacy_engine is engine
+    assert engine.accountant.history == [(1.0, pytest.approx(0.2), 6)]  # 3 + 3 steps, p = 1 / ceil(40/8)
+    assert 0 < first.example_epsilon < second.example_epsilon
+    assert [e["round"] for e in device.ledger] == [1, 4]
+
+
+def test_delta_is_local_minus_global_for_trainable_keys() -> None:
+    w = _global()
+    device = Device(
+        "u1", _examples(30), TINY, LocalDPConfig(batch_size=10, max_local_steps=2, trainable=("b2",))
+    )
+    result = device.train(w, server_round=1, seed=0)
+    assert set(result.delta) == {"b2"}
+    local = export_weights(device._model)
+    np.testing.assert_allclose(result.delta["b2"], local["b2"] - w["b2"], atol=1e-7)
+    np.testing.assert_array_equal(local["w2"], w["w2"])  # frozen
+    assert np.abs(result.delta["b2"]).sum() > 0
+
+
+def test_same_seed_same_update_and_hooks_mode_works() -> None:
+    w = _global()
+    a = Device("u", _examples(30), TINY, LocalDPConfig(batch_size=10, max_local_steps=2)).train(
+        w, server_round=1, seed=5
+    )
+    b = Device("u", _examples(30), TINY, LocalDPConfig(batch_size=10, max_local_steps=2)).train(
+        w, server_round=1, seed=5
+    )
+    for key in TRAINABLE:
+        np.testing.assert_array_equal(a.delta[key], b.delta[key])
+    hooks = Device(
+        "u", _examples(30), TINY, LocalDPConfig(batch_size=10, max_local_steps=2, grad_sample_mode="hooks")
+    )
+    assert hooks.train(w, server_round=1, seed=5).steps == 2
+
+
+def test_state_round_trip_restores_the_ledger() -> None:
+    device = Device("u1", _examples(20), TINY, LocalDPConfig(batch_size=5, max_local_steps=2))
+    device.train(_global(), server_round=1, seed=0)
+    fresh = Device("u1", _examples(20), TINY, LocalDPConfig(batch_size=5, max_local_steps=2))
+    fresh.load_state(device.state())
+    assert fresh.example_epsilon() == pytest.approx(device.example_epsilon())
+    assert fresh.rounds_trained == 1
+    with pytest.raises(ValueError, match="belongs to device"):
+        Device("u2", _examples(20), TINY, LocalDPConfig()).load_state(device.state())
+
+
+def test_tiny_device_uses_full_batch() -> None:
+    device = Device("u", _examples(3), TINY, LocalDPConfig(batch_size=32, max_local_steps=5))
+    result = device.train(_global(), server_round=1, seed=0)
+    assert device.sample_rate == 1.0 and result.steps == 1  # one epoch of one full batch
+
+
+def test_invalid_configs() -> None:
+    with pytest.raises(ValueError, match="trainable"):
+        LocalDPConfig(trainable=("w3",))
+    with pytest.raises(ValueError, match="grad_sample_mode"):
+        LocalDPConfig(grad_sample_mode="functorch-ish")
+    with pytest.raises(ValueError, match="no training examples"):
+        Device("u", Examples.empty(4), TINY, LocalDPConfig())
+
+
+def test_seed_for_is_stable_and_distinct() -> None:
+    assert seed_for(0, 1, 2) == seed_for(0, 1, 2)
+    assert len({seed_for(0, r, d) for r in range(20) for d in range(20)}) == 400
+
+
+# ------------------------------------------------------------------ client app helpers
+def test_clip_update_bounds_the_joint_norm() -> None:
+    delta = {"a": np.array([3.0, 0.0], np.float32), "b": np.array([4.0], np.float32)}  # ||delta|| = 5
+    clipped, norm = clip_update(delta, 1.0)
+    assert norm == pytest.approx(5.0)
+    np.testing.assert_allclose(clipped["a"], [0.6, 0.0], rtol=1e-6)
+    np.testing.assert_allclose(clipped["b"], [0.8], rtol=1e-6)
+    unchanged, _ = clip_update(delta, 10.0)
+    np.testing.assert_array_equal(unchanged["a"], delta["a"])
+
+
+def test_noise_shares_sum_to_sigma_c() -> None:
+    # m devices each add N(0, sigma^2 C^2 / m): the sum has std sigma * C
+    sigma, clip, m = 0.7, 0.5, 16
+    zero = {"w": np.zeros(20000, np.float32)}
+    rng = np.random.default_rng(0)
+    total = sum(add_noise_share(zero, sigma * clip / np.sqrt(m), rng)["w"] for _ in range(m))
+    assert np.std(total) == pytest.approx(sigma * clip, rel=0.03)
+
+
+def test_plain_codec_round_trips() -> None:
+    delta = {"b2": np.arange(4, dtype=np.float32)}
+    record = encode_update(delta, codec="plain")
+    np.testing.assert_array_equal(record["b2"].numpy(), delta["b2"])
+    with pytest.raises(ValueError, match="codec"):
+        encode_update(delta, codec="rot13")

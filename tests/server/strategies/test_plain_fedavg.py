@@ -1,0 +1,133 @@
+"""PlainFedAvg on tiny arrays whose results can be checked by hand."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from flwr.app import Array, ArrayRecord, ConfigRecord, Error, Message, MetricRecord, RecordDict
+from flwr.supercore.task_identity import TaskIdentity
+
+from server.strategies import make_strategy
+from server.strategies.plain_fedavg import PlainFedAvg, arrays_to_numpy, numpy_to_arrays
+
+
+@pytest.fixture(autouse=True)
+def _task_identity():
+    """Messages built outside a Flower runtime need a run/task identity."""
+    saved = (TaskIdentity._run_id, TaskIdentity._task_id, TaskIdentity._node_id)
+    TaskIdentity.run_id, TaskIdentity.task_id, TaskIdentity.node_id = 1, 1, 0
+    yield
+    TaskIdentity._run_id, TaskIdentity._task_id, TaskIdentity._node_id = saved
+
+
+class FakeGrid:
+    """Just enough of a Grid for configure_train."""
+
+    def __init__(self, node_ids: list[int]) -> None:
+        self.node_ids = node_ids
+
+    def get_node_ids(self) -> list[int]:
+        return list(self.node_ids)
+
+
+W0 = {"w": np.array([1.0, 2.0], np.float32), "beta": np.array(1.0, np.float32)}
+
+
+def _start_round(strategy: PlainFedAvg, server_round: int, weights: dict, nodes: list[int]) -> list[Message]:
+    return list(
+        strategy.configure_train(server_round, numpy_to_arrays(weights), ConfigRecord(), FakeGrid(nodes))
+    )
+
+
+def _reply(ins: Message, delta: list[float], n: int = 1) -> Message:
+    content = RecordDict(
+        {
+            "arrays": numpy_to_arrays({"w": np.array(delta, np.float32)}),
+            "metrics": MetricRecord({"num-examples": n, "train-loss": 1.0, "example-epsilon": float(n)}),
+        }
+    )
+    return Message(content, reply_to=ins)
+
+
+def test_uniform_mean_of_deltas() -> None:
+    # Prepare
+    strategy = PlainFedAvg(devices_per_round=2)
+    sent = _start_round(strategy, 1, W0, [7, 8])
+    # Execute: Delta_1 = [1, 0], Delta_2 = [0, 2] -> mean [0.5, 1]
+    arrays, metrics = strategy.aggregate_train(1, [_reply(sent[0], [1, 0]), _reply(sent[1], [0, 2])])
+    # Assert: w = [1, 2] + [0.5, 1]; beta carried unchanged
+    out = arrays_to_numpy(arrays)
+    np.testing.assert_allclose(out["w"], [1.5, 3.0])
+    np.testing.assert_allclose(out["beta"], 1.0)
+    assert metrics["participants"] == 2 and metrics["dropouts"] == 0
+    assert metrics["max-example-epsilon"] == 1.0
+
+
+def test_server_lr_and_momentum_over_two_rounds() -> None:
+    strategy = PlainFedAvg(devices_per_round=2, server_lr=2.0, server_momentum=0.5)
+    sent = _start_round(strategy, 1, W0, [7, 8])
+    arrays, _ = strategy.aggregate_train(1, [_reply(sent[0], [1, 0]), _reply(sent[1], [0, 2])])
+    w1 = arrays_to_numpy(arrays)
+    np.testing.assert_allclose(w1["w"], [2.0, 4.0])  # v_1 = [0.5, 1]; w = [1, 2] + 2 v_1
+    sent = _start_round(strategy, 2, w1, [7, 8])
+    arrays, _ = strategy.aggregate_train(2, [_reply(sent[0], [1, 0]), _reply(sent[1], [0, 2])])
+    # v_2 = 0.5 * [0.5, 1] + [0.5, 1] = [0.75, 1.5]; w = [2, 4] + 2 v_2 = [3.5, 7]
+    np.testing.assert_allclose(arrays_to_numpy(arrays)["w"], [3.5, 7.0])
+
+
+def test_examples_weighting() -> None:
+    strategy = PlainFedAvg(devices_per_round=2, weighting="examples")
+    sent = _start_round(strategy, 1, W0, [7, 8])
+    arrays, _ = strategy.aggregate_train(1, [_reply(sent[0], [1, 0], n=1), _reply(sent[1], [0, 2], n=3)])
+    np.testing.assert_allclose(arrays_to_numpy(arrays)["w"], [1.25, 3.5])  # + 0.25 [1,0] + 0.75 [0,2]
+
+
+def test_failed_silent_and_malformed_devices_are_dropouts() -> None:
+    # Prepare: 4 sampled; one answers, one raises, one never replies, one sends a non-plain update
+    strategy = PlainFedAvg(devices_per_round=4)
+    sent = _start_round(strategy, 1, W0, [1, 2, 3, 4])
+    good = _reply(sent[0], [2, 2])
+    failed = Message(Error(code=0, reason="injected failure"), reply_to=sent[1])
+    bad = Message(
+        RecordDict(
+            {
+                "arrays": ArrayRecord(
+                    {"w": Array(dtype="ckks", shape=(2,), stype="ckks.vector", data=b"\x00")}
+                ),
+                "metrics": MetricRecord({"num-examples": 1}),
+            }
+        ),
+        reply_to=sent[3],
+    )
+    # Execute
+    arrays, metrics = strategy.aggregate_train(1, [good, failed, bad])
+    # Assert: the round proceeds with the one good update
+    np.testing.assert_allclose(arrays_to_numpy(arrays)["w"], [3.0, 4.0])
+    assert metrics["participants"] == 1 and metrics["dropouts"] == 3 and metrics["sampled"] == 4
+    reasons = " ".join(strategy.rounds[1]["failures"])
+    assert "injected failure" in reasons and "no reply" in reasons and "malformed" in reasons
+
+
+def test_no_usable_reply_keeps_model() -> None:
+    strategy = PlainFedAvg(devices_per_round=2)
+    sent = _start_round(strategy, 1, W0, [1, 2])
+    arrays, metrics = strategy.aggregate_train(1, [Message(Error(code=0, reason="x"), reply_to=sent[0])])
+    assert arrays is None
+    assert metrics["participants"] == 0 and metrics["dropouts"] == 2
+
+
+def test_sampling_is_seeded_and_without_replacement() -> None:
+    nodes = list(range(100, 120))
+    a = [m.metadata.dst_node_id for m in _start_round(PlainFedAvg(devices_per_round=5, seed=3), 1, W0, nodes)]
+    b = [m.metadata.dst_node_id for m in _start_round(PlainFedAvg(devices_per_round=5, seed=3), 1, W0, nodes)]
+    assert a == b and len(set(a)) == 5 and set(a) <= set(nodes)
+
+
+def test_invalid_configuration() -> None:
+    with pytest.raises(ValueError, match="learning rate"):
+        PlainFedAvg(devices_per_round=2, server_lr=0.0)
+    with pytest.raises(ValueError, match="weighting"):
+        PlainFedAvg(devices_per_round=2, weighting="median")
+    with pytest.raises(ValueError, match="aggregation"):
+        make_strategy("secagg", devices_per_round=2)
+    assert isinstance(make_strategy("plain", devices_per_round=2), PlainFedAvg)

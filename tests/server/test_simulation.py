@@ -1,0 +1,73 @@
+"""A small real federation: Flower simulation engine (Ray) + real Opacus DP-SGD on the devices."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from keyboard_sim.dataset import save_jsonl
+from server.simulation import FederationConfig, run_federated
+from tests.conftest import make_users
+
+
+def test_config_run_config_round_trip() -> None:
+    cfg = FederationConfig(
+        devices=8, devices_per_round=3, fail_partitions=(1, 4), jsonl_path="x.jsonl", data_source="jsonl"
+    )
+    back = FederationConfig.from_run_config(cfg.to_run_config())
+    assert back == cfg and back.config_hash() == cfg.config_hash()
+    by_eps = FederationConfig.from_run_config({"target-epsilon": 8, "rounds": 5})
+    assert by_eps.noise_multiplier is None and by_eps.target_epsilon == 8.0
+    with pytest.raises(ValueError, match="unknown run-config key"):
+        FederationConfig.from_run_config({"num-server-rounds": 3})
+    with pytest.raises(ValueError, match="exactly one"):
+        FederationConfig(noise_multiplier=1.0, target_epsilon=3.0)
+    with pytest.raises(ValueError, match="devices_per_round"):
+        FederationConfig(devices=3, devices_per_round=4)
+
+
+def test_small_federation_with_a_failing_device(tmp_path: Path) -> None:
+    # Prepare: 40 grammar users as a JSONL corpus; 6 devices, 3 per round, 2 rounds; device 0 always fails
+    corpus = tmp_path / "corpus.jsonl"
+    save_jsonl(make_users(n_users=40, lines_per_user=30), corpus)
+    cfg = FederationConfig(
+        devices=6,
+        devices_per_round=3,
+        rounds=2,
+        data_source="jsonl",
+        jsonl_path=str(corpus),
+        vocab_size=64,
+        embed_dim=8,
+        hidden=16,
+        min_device_examples=4,
+        max_local_steps=3,
+        batch_size=8,
+        trainable="b1,w2,b2",
+        noise_multiplier=1.0,
+        fail_partitions=(0,),
+        drop_probability=0.2,
+        run_dir=str(tmp_path / "run"),
+        eval_max_examples=500,
+        seed=1,
+    )
+    # Execute
+    card = run_federated(cfg)
+    # Assert: artifacts
+    run = tmp_path / "run"
+    rows = [json.loads(line) for line in (run / "rounds.jsonl").read_text().splitlines()]
+    assert [r["round"] for r in rows] == [0, 1, 2]
+    assert (run / "progress.png").stat().st_size > 1000
+    assert (run / "checkpoints" / "round_002.safetensors").is_file()
+    assert (run / "release" / "weights.safetensors").is_file()
+    assert json.loads((run / "model_card.json").read_text())["config_hash"] == cfg.config_hash()
+    # privacy: both epsilons finite and positive, and never the same quantity
+    assert 0 < card["user_epsilon"] < math.inf
+    assert 0 < card["max_device_example_epsilon"] < math.inf
+    assert rows[-1]["user_epsilon"] == card["user_epsilon"]
+    # faults: the failing device was sampled (seed 1) and the rounds went on without it
+    assert card["dropouts"] >= 1
+    assert sum(r["participants"] for r in rows) >= 1
+    assert all(r["participants"] + r["dropouts"] == 3 for r in rows[1:])
