@@ -59,10 +59,13 @@ def train_central(
     weight_decay: float = 0.0,
     max_seconds: float | None = None,
     log_every: int = 0,
+    valid: Examples | None = None,
 ) -> dict:
     """Train ``model`` in place with Adam and cross-entropy; returns a small training summary.
 
-    ``epochs`` may be fractional; ``max_seconds`` stops early (reported in the summary).
+    ``epochs`` may be fractional; ``max_seconds`` stops early (reported in the summary). With
+    ``valid``, the validation loss is measured after every epoch and the best epoch's weights are
+    restored at the end (early stopping; ``valid`` must not be evaluation data).
     """
     if len(examples) == 0:
         raise ValueError("no training examples")
@@ -73,6 +76,19 @@ def train_central(
     total_steps = max(1, int(epochs * len(examples) / batch_size))
     model.train()
     start, step, seen, running = time.perf_counter(), 0, 0, 0.0
+    best_loss, best_state, valid_curve = float("inf"), None, []
+
+    def checkpoint() -> None:
+        nonlocal best_loss, best_state
+        if valid is None or len(valid) == 0:
+            return
+        loss_now = evaluate(model, valid)["loss"]
+        valid_curve.append(loss_now)
+        if loss_now < best_loss:
+            best_loss = loss_now
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        model.train()
+
     while step < total_steps:
         order = torch.randperm(len(examples), generator=gen)
         for i in range(0, len(order) - batch_size + 1 if len(order) >= batch_size else 1, batch_size):
@@ -91,8 +107,11 @@ def train_central(
                 print(f"step {step}/{total_steps} loss {running:.3f}", flush=True)
             if step >= total_steps or (max_seconds and time.perf_counter() - start > max_seconds):
                 break
+        checkpoint()
         if max_seconds and time.perf_counter() - start > max_seconds:
             break
+    if best_state is not None:
+        model.load_state_dict(best_state)
     model.eval()
     seconds = time.perf_counter() - start
     return {
@@ -101,4 +120,6 @@ def train_central(
         "final_loss": running,
         "seconds": seconds,
         "stopped_early": step < total_steps,
+        "valid_loss_per_epoch": valid_curve,
+        "best_epoch": int(np.argmin(valid_curve)) + 1 if valid_curve else None,
     }
