@@ -84,6 +84,29 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench_dp_train(args: argparse.Namespace) -> int:
+    from hushtype.bench_dp_train import measure_dp_train
+
+    _print_json(
+        measure_dp_train(
+            steps=args.steps,
+            batch_size=args.batch_size,
+            grad_sample_mode=args.grad_sample_mode,
+            synthetic=args.synthetic,
+        )
+    )
+    return 0
+
+
+def _cmd_simulate(args: argparse.Namespace) -> int:
+    from server.simulation import main as simulation_main
+
+    overrides = list(args.overrides)
+    if args.warm_start:
+        overrides.append(f"warm-start={args.warm_start}")
+    return simulation_main(overrides)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
     parser = argparse.ArgumentParser(
@@ -103,6 +126,18 @@ def build_parser() -> argparse.ArgumentParser:
     pre.add_argument("--epochs", type=float, default=3.0)
     pre.set_defaults(func=_cmd_pretrain)
 
+    sim = sub.add_parser(
+        "simulate",
+        help="federated DP training of simulated devices under Flower (Ray simulation engine)",
+        description="Overrides are FederationConfig fields as key=value (hyphens or underscores), e.g. "
+        "devices=200 devices-per-round=50 rounds=10 noise-multiplier=1.0 clip=0.3 aggregation=he "
+        "run-dir=runs/federated. Prints a JSON summary; the run directory holds rounds.jsonl, "
+        "progress.png, checkpoints/, release/ and model_card.json.",
+    )
+    sim.add_argument("overrides", nargs="*", metavar="key=value")
+    sim.add_argument("--warm-start", help="release directory to start from (e.g. from `hushtype pretrain`)")
+    sim.set_defaults(func=_cmd_simulate)
+
     bench = sub.add_parser("bench", help="benchmarks: each prints one JSON object")
     bench_sub = bench.add_subparsers(dest="bench", required=True)
     quality = bench_sub.add_parser("quality", help="NPLM vs n-gram on held-out users")
@@ -112,6 +147,14 @@ def build_parser() -> argparse.ArgumentParser:
     quality.add_argument("--json", action="store_true", help="print one JSON object")
     quality.add_argument("--release-dir", help="also save the central model as a release here")
     quality.set_defaults(func=_cmd_bench_quality)
+
+    dp = bench_sub.add_parser("dp-train", help="DP-SGD (Opacus) vs plain SGD throughput, same model and data")
+    dp.add_argument("--json", action="store_true", help="print one JSON object (always on)")
+    dp.add_argument("--steps", type=int, default=30)
+    dp.add_argument("--batch-size", type=int, default=32)
+    dp.add_argument("--grad-sample-mode", choices=("ghost", "hooks"), default="ghost")
+    dp.add_argument("--synthetic", action="store_true", help="random windows instead of the real corpus")
+    dp.set_defaults(func=_cmd_bench_dp_train)
     return parser
 
 

@@ -1,0 +1,254 @@
+"""Per-session keys for encrypted inference: the device's secret, the server's evaluation keys, wire formats.
+
+Device (``SessionSecret``): generates a fresh secret key per session, the relinearization key and Galois
+keys for *only* the rotation steps the circuit lists (``EncryptedNPLM.rotation_steps``), all saved in
+SEAL's seeded form (the uniform half of every key component is replaced by a PRNG seed: ~half size).
+Queries are encrypted with seeded *symmetric* encryption (``Encryptor(ctx, sk).encrypt_symmetric``),
+again about half the bytes of a public-key ciphertext. Logits come back at the last level only.
+
+Server (``SessionEvalKeys``, ``load_ciphertext``): parses and validates everything it receives; malformed,
+truncated or wrong-parameter bytes raise ``SessionFormatError`` (a ``ValueError``), never a SEAL crash.
+
+Wire formats (little-endian)::
+
+    eval keys:  b"HTEK" | u8 version | 8-byte params_id | 16-byte key_id | u16 n_steps | i32 steps...
+                | u64 len | SEAL relin keys | u64 len | SEAL Galois keys
+    ciphertext: b"HTCT" | u8 version | u8 kind (1 query, 2 personal bias, 3 logits) | 8-byte params_id
+                | 16-byte key_id | SEAL ciphertext
+
+``key_id`` is random per session: the server refuses a query made under another session's key, and the
+device refuses logits computed under another key (they would decrypt to noise anyway).
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from dataclasses import dataclass
+
+import numpy as np
+import tenseal.sealapi as sealapi
+
+from ckks.keys import make_seal_context
+from ckks.params import HEParams
+from ckks.serialize import CiphertextFormatError, seal_from_bytes, seal_to_bytes
+
+__all__ = [
+    "KIND_QUERY",
+    "KIND_BIAS",
+    "KIND_LOGITS",
+    "SessionFormatError",
+    "SessionSecret",
+    "SessionEvalKeys",
+    "dump_ciphertext",
+    "load_ciphertext",
+]
+
+KIND_QUERY, KIND_BIAS, KIND_LOGITS = 1, 2, 3
+_KIND_NAMES = {KIND_QUERY: "query", KIND_BIAS: "personal bias", KIND_LOGITS: "logits"}
+_VERSION = 1
+_KEYS_HEAD = struct.Struct("<4sB8s16sH")
+_CT_HEAD = struct.Struct("<4sBB8s16s")
+_LEN = struct.Struct("<Q")
+_MAX_STEPS = 64
+
+
+class SessionFormatError(CiphertextFormatError):
+    """Session bytes (keys or ciphertexts) that are truncated, garbage, or made for other parameters/keys."""
+
+
+def _galois_elts(context: sealapi.SEALContext, steps: list[int]) -> list[int]:
+    # The int-vector overload of create_galois_keys can bind to Galois elements: convert explicitly.
+    return list(context.key_context_data().galois_tool().get_elts_from_steps(list(steps)))
+
+
+def dump_ciphertext(ct: object, params: HEParams, key_id: bytes, kind: int) -> bytes:
+    """Header + SEAL bytes of a ciphertext (or a seeded ``SerializableCiphertext``)."""
+    if kind not in _KIND_NAMES:
+        raise ValueError(f"kind must be one of {sorted(_KIND_NAMES)}, got {kind}.")
+    return _CT_HEAD.pack(b"HTCT", _VERSION, kind, params.params_id, key_id) + seal_to_bytes(ct)
+
+
+def load_ciphertext(
+    data: bytes,
+    context: sealapi.SEALContext,
+    params: HEParams,
+    kind: int,
+    key_id: bytes | None = None,
+    parms_id: list[int] | None = None,
+) -> sealapi.Ciphertext:
+    """Parse and validate a ``dump_ciphertext`` blob; raise ``SessionFormatError`` on anything wrong.
+
+    ``key_id`` (if given) must match the blob's; ``parms_id`` (if given) pins the level it must be at.
+    """
+    what = _KIND_NAMES.get(kind, "ciphertext")
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise TypeError(f"{what} must be bytes.")
+    data = bytes(data)
+    if len(data) < _CT_HEAD.size:
+        raise SessionFormatError(f"{what}: {len(data)} bytes is too short for a hushtype ciphertext.")
+    magic, version, got_kind, params_id, got_key = _CT_HEAD.unpack_from(data)
+    if magic != b"HTCT":
+        raise SessionFormatError(f"{what}: not a hushtype ciphertext (bad magic).")
+    if version != _VERSION:
+        raise SessionFormatError(f"{what}: unsupported version {version}; this build reads {_VERSION}.")
+    if got_kind != kind:
+        raise SessionFormatError(f"{what}: got a {_KIND_NAMES.get(got_kind, 'unknown')} ciphertext instead.")
+    if params_id != params.params_id:
+        raise SessionFormatError(f"{what}: made for other HE parameters than {params.name}.")
+    if key_id is not None and got_key != key_id:
+        raise SessionFormatError(f"{what}: encrypted under another session's key.")
+    ct = sealapi.Ciphertext()
+    try:
+        seal_from_bytes(ct, context, data[_CT_HEAD.size :], what=what)
+    except CiphertextFormatError as exc:
+        raise SessionFormatError(str(exc)) from exc
+    if ct.size() != 2:
+        raise SessionFormatError(f"{what}: expected a 2-component ciphertext, got {ct.size()}.")
+    if parms_id is not None and list(ct.parms_id()) != list(parms_id):
+        raise SessionFormatError(f"{what}: ciphertext is at the wrong level.")
+    return ct
+
+
+class SessionSecret:
+    """Device side of one inference session: secret key, encryption, decryption. Never leaves the device."""
+
+    def __init__(self, params: HEParams, rotation_steps: list[int], seed_key_id: bytes | None = None):
+        if not isinstance(params, HEParams):
+            raise TypeError("params must be a ckks.params.HEParams.")
+        steps = sorted({int(s) for s in rotation_steps})
+        if len(steps) > _MAX_STEPS:
+            raise ValueError(f"at most {_MAX_STEPS} rotation steps, got {len(steps)}.")
+        slots = params.slot_count
+        if any(not -slots < s < slots for s in steps):
+            raise ValueError(f"rotation steps must lie in (-{slots}, {slots}), got {steps}.")
+        self.params = params
+        self.rotation_steps = steps
+        self.key_id = seed_key_id if seed_key_id is not None else os.urandom(16)
+        self.context = make_seal_context(params)
+        self._keygen = sealapi.KeyGenerator(self.context)
+        self._secret_key = self._keygen.secret_key()
+        self.encoder = sealapi.CKKSEncoder(self.context)
+        self._encryptor = sealapi.Encryptor(self.context, self._secret_key)
+        self._decryptor = sealapi.Decryptor(self.context, self._secret_key)
+
+    @classmethod
+    def generate(cls, params: HEParams, rotation_steps: list[int]) -> SessionSecret:
+        """A fresh session (new secret key and key_id) for ``params`` and the circuit's rotation steps."""
+        return cls(params, rotation_steps)
+
+    def eval_keys_bytes(self) -> bytes:
+        """Relinearization + Galois keys (seeded), to upload when the session is created. Public."""
+        relin = seal_to_bytes(self._keygen.create_relin_keys())
+        galois = seal_to_bytes(
+            self._keygen.create_galois_keys(_galois_elts(self.context, self.rotation_steps))
+        )
+        head = _KEYS_HEAD.pack(
+            b"HTEK", _VERSION, self.params.params_id, self.key_id, len(self.rotation_steps)
+        )
+        steps = struct.pack(f"<{len(self.rotation_steps)}i", *self.rotation_steps)
+        return b"".join([head, steps, _LEN.pack(len(relin)), relin, _LEN.pack(len(galois)), galois])
+
+    def encrypt_query(self, slots: np.ndarray) -> bytes:
+        """Seeded symmetric encryption of a slot vector at the top level and scale Δ."""
+        return self._encrypt(slots, self.context.first_parms_id(), self.params.scale, KIND_QUERY)
+
+    def encrypt_bias(self, slots: np.ndarray, scale: float, parms_id: list[int] | None = None) -> bytes:
+        """Encrypt the personal vocabulary bias at the circuit's output scale and level (default: last)."""
+        parms_id = parms_id if parms_id is not None else self.context.last_parms_id()
+        return self._encrypt(slots, parms_id, scale, KIND_BIAS)
+
+    def decrypt_logits(self, data: bytes, vocab_size: int) -> np.ndarray:
+        """Decrypt a logits response: the first ``vocab_size`` slots (real parts), float64."""
+        ct = load_ciphertext(data, self.context, self.params, KIND_LOGITS, key_id=self.key_id)
+        pt = sealapi.Plaintext()
+        self._decryptor.decrypt(ct, pt)
+        return np.asarray(self.encoder.decode_double(pt))[:vocab_size]
+
+    def _encrypt(self, slots: np.ndarray, parms_id: list[int], scale: float, kind: int) -> bytes:
+        values = np.asarray(slots)
+        n = self.encoder.slot_count()
+        if values.ndim != 1 or values.size > n:
+            raise ValueError(f"can only encrypt a vector of at most {n} slots, got shape {values.shape}.")
+        if not np.all(np.isfinite(values)):
+            raise ValueError("values contain NaN or infinity.")
+        pt = sealapi.Plaintext()
+        if np.iscomplexobj(values):
+            self.encoder.encode(values.astype(np.complex128).tolist(), parms_id, scale, pt)
+        else:
+            self.encoder.encode(values.astype(np.float64).tolist(), parms_id, scale, pt)
+        return dump_ciphertext(self._encryptor.encrypt_symmetric(pt), self.params, self.key_id, kind)
+
+
+@dataclass
+class SessionEvalKeys:
+    """Server side: one session's public evaluation keys, loaded and validated."""
+
+    params: HEParams
+    key_id: bytes
+    rotation_steps: list[int]
+    relin_keys: sealapi.RelinKeys
+    galois_keys: sealapi.GaloisKeys
+
+    @classmethod
+    def from_bytes(
+        cls,
+        data: bytes,
+        params: HEParams,
+        context: sealapi.SEALContext | None = None,
+        required_steps: list[int] | None = None,
+    ) -> SessionEvalKeys:
+        """Parse ``SessionSecret.eval_keys_bytes`` output; raise ``SessionFormatError`` if it is not valid
+        for ``params`` or lacks a key for one of ``required_steps``."""
+        if not isinstance(data, bytes | bytearray | memoryview):
+            raise TypeError("eval keys must be bytes.")
+        data = bytes(data)
+        context = context if context is not None else make_seal_context(params)
+        if len(data) < _KEYS_HEAD.size:
+            raise SessionFormatError(f"eval keys: {len(data)} bytes is too short.")
+        magic, version, params_id, key_id, n_steps = _KEYS_HEAD.unpack_from(data)
+        if magic != b"HTEK":
+            raise SessionFormatError("eval keys: not hushtype evaluation keys (bad magic).")
+        if version != _VERSION:
+            raise SessionFormatError(
+                f"eval keys: unsupported version {version}; this build reads {_VERSION}."
+            )
+        if params_id != params.params_id:
+            raise SessionFormatError(f"eval keys: made for other HE parameters than {params.name}.")
+        if n_steps > _MAX_STEPS:
+            raise SessionFormatError(
+                f"eval keys: {n_steps} rotation steps is more than the {_MAX_STEPS} allowed."
+            )
+        pos = _KEYS_HEAD.size
+        if pos + 4 * n_steps > len(data):
+            raise SessionFormatError("eval keys: truncated inside the step list.")
+        steps = list(struct.unpack_from(f"<{n_steps}i", data, pos))
+        pos += 4 * n_steps
+        slots = params.slot_count
+        if any(not -slots < s < slots for s in steps) or len(set(steps)) != len(steps):
+            raise SessionFormatError(f"eval keys: invalid rotation steps {steps}.")
+        blobs = []
+        for what in ("relinearization keys", "Galois keys"):
+            if pos + _LEN.size > len(data):
+                raise SessionFormatError(f"eval keys: truncated before the {what}.")
+            (length,) = _LEN.unpack_from(data, pos)
+            pos += _LEN.size
+            if pos + length > len(data):
+                raise SessionFormatError(f"eval keys: truncated inside the {what}.")
+            blobs.append(data[pos : pos + length])
+            pos += length
+        if pos != len(data):
+            raise SessionFormatError(f"eval keys: {len(data) - pos} trailing bytes.")
+        relin, galois = sealapi.RelinKeys(), sealapi.GaloisKeys()
+        try:
+            seal_from_bytes(relin, context, blobs[0], what="relinearization keys")
+            seal_from_bytes(galois, context, blobs[1], what="Galois keys")
+        except CiphertextFormatError as exc:
+            raise SessionFormatError(str(exc)) from exc
+        for step, elt in zip(steps, _galois_elts(context, steps), strict=True):
+            if not galois.has_key(elt):
+                raise SessionFormatError(f"eval keys: the Galois key for step {step} is missing.")
+        missing = sorted(set(required_steps or []) - set(steps))
+        if missing:
+            raise SessionFormatError(f"eval keys: no Galois keys for the circuit's rotation steps {missing}.")
+        return cls(params, key_id, steps, relin, galois)

@@ -1,0 +1,118 @@
+"""EncryptedNPLM: decrypt(circuit(enc(x))) vs models.nplm.server_logits on a small model (both modes)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from ckks.nplm_circuit import INFERENCE, INFERENCE_H, EncryptedNPLM
+from ckks.session_keys import (
+    KIND_BIAS,
+    KIND_LOGITS,
+    KIND_QUERY,
+    SessionEvalKeys,
+    SessionSecret,
+    dump_ciphertext,
+)
+from ckks.session_keys import load_ciphertext as load_ct
+from models.nplm import NPLM, ModelConfig, client_features, export_weights, server_logits
+
+TOL = 1e-3  # absolute logit error; measured ~1e-5 (x mode) on these weights
+
+
+def _weights(
+    vocab: int = 512, context: int = 4, embed: int = 16, hidden: int = 64, gain: float = 3.0
+) -> dict:
+    torch.manual_seed(0)
+    cfg = ModelConfig(vocab_size=vocab, context=context, embed_dim=embed, hidden=hidden)
+    w = export_weights(NPLM(cfg))
+    for key in ("embedding", "w1", "w2"):  # ~ the spread of a trained model's logits (std ~1)
+        w[key] = w[key] * gain
+    w["b1"] = np.full_like(w["b1"], 0.05)
+    w["b2"] = np.linspace(-0.5, 0.5, vocab).astype(np.float32)
+    return w
+
+
+@pytest.fixture(scope="module")
+def small() -> dict:
+    return _weights()
+
+
+def _run(circuit: EncryptedNPLM, weights: dict, ids: np.ndarray, bias: np.ndarray | None = None) -> tuple:
+    session = SessionSecret.generate(circuit.params, circuit.rotation_steps)
+    keys = SessionEvalKeys.from_bytes(
+        session.eval_keys_bytes(), circuit.params, circuit.context, circuit.rotation_steps
+    )
+    x = client_features(weights, ids)
+    features = x if circuit.mode == "x" else x @ weights["w1"].T.astype(np.float64) + weights["b1"]
+    query = load_ct(
+        session.encrypt_query(circuit.query_slots(features)),
+        circuit.context,
+        circuit.params,
+        KIND_QUERY,
+        key_id=keys.key_id,
+    )
+    bias_ct = None
+    if bias is not None:
+        blob = session.encrypt_bias(np.tile(bias, circuit.tools.slots // bias.size), circuit.output_scale)
+        bias_ct = load_ct(
+            blob,
+            circuit.context,
+            circuit.params,
+            KIND_BIAS,
+            key_id=keys.key_id,
+            parms_id=circuit.output_parms_id,
+        )
+    z = circuit.evaluate(query, bias_ct, galois_keys=keys.galois_keys, relin_keys=keys.relin_keys)
+    logits = session.decrypt_logits(
+        dump_ciphertext(z, circuit.params, keys.key_id, KIND_LOGITS), circuit.vocab_size
+    )
+    return logits, server_logits(weights, x, bias)
+
+
+@pytest.mark.parametrize("mode", ["x", "h"])
+def test_encrypted_logits_match_plaintext(small: dict, mode: str) -> None:
+    circuit = EncryptedNPLM(small, mode=mode)
+    assert circuit.params is (INFERENCE if mode == "x" else INFERENCE_H)
+    rng = np.random.default_rng(1)
+    for _ in range(2):
+        got, want = _run(circuit, small, rng.integers(0, 512, size=4))
+        np.testing.assert_allclose(got, want, atol=TOL)
+        assert set(np.argsort(-got)[:3]) == set(np.argsort(-want)[:3])
+
+
+def test_personal_bias_is_added(small: dict) -> None:
+    circuit = EncryptedNPLM(small)
+    bias = np.random.default_rng(2).normal(size=512)
+    got, want = _run(circuit, small, np.array([1, 2, 3, 4]), bias)
+    np.testing.assert_allclose(got, want, atol=TOL)
+
+
+def test_rotation_steps(small: dict) -> None:
+    # W1 64x64 -> 32 blocks (radix-4 sums: steps 64, 256, 1024), pairs so no step 2; W2 -> 1, 2, 8 (baby 8).
+    assert EncryptedNPLM(small).rotation_steps == [0, 1, 2, 16, 64, 256, 1024]
+    assert EncryptedNPLM(small, mode="h").rotation_steps == [0, 1, 2, 16]
+
+
+def test_rejects_wrong_inputs(small: dict) -> None:
+    circuit = EncryptedNPLM(small)
+    session = SessionSecret.generate(circuit.params, circuit.rotation_steps)
+    keys = SessionEvalKeys.from_bytes(session.eval_keys_bytes(), circuit.params, circuit.context)
+    blob = session.encrypt_bias(np.zeros(circuit.tools.slots), circuit.output_scale)
+    low = load_ct(blob, circuit.context, circuit.params, KIND_BIAS)
+    with pytest.raises(ValueError, match="wrong level"):
+        circuit.evaluate(low, galois_keys=keys.galois_keys, relin_keys=keys.relin_keys)
+    with pytest.raises(ValueError, match="expects a"):
+        circuit.query_slots(np.zeros(3))
+    with pytest.raises(ValueError, match="data primes"):
+        EncryptedNPLM(small, params=INFERENCE_H, mode="x")
+
+
+@pytest.mark.slow
+def test_default_size_model_top3() -> None:
+    weights = _weights(vocab=4096, embed=64, hidden=256)
+    circuit = EncryptedNPLM(weights)
+    rng = np.random.default_rng(3)
+    got, want = _run(circuit, weights, rng.integers(0, 4096, size=4))
+    np.testing.assert_allclose(got, want, atol=TOL)
