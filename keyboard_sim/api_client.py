@@ -1,0 +1,144 @@
+"""Device side of encrypted prediction: keys stay here, only ciphertexts and public keys leave.
+
+``PredictionClient`` fetches the public model artifacts (``GET /v1/model``, weights), generates a
+session secret key on the device with Galois keys for only the circuit's rotation steps, uploads
+the public evaluation keys (``POST /v1/sessions``) and, optionally, the user's vocabulary bias
+encrypted under the same key (``PUT .../personalization``). ``suggest(text)`` embeds the last k
+words on the device, encrypts them, posts the ciphertext and decrypts the logits: the server
+never sees the context or the suggestions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import httpx
+import numpy as np
+from safetensors.numpy import load as load_safetensors
+
+from ckks.nplm_circuit import query_slots
+from ckks.params import HEParams
+from ckks.session_keys import SessionSecret
+from models.nplm import client_features
+from models.tokenizer import tokenize_sentences
+from models.vocab import Vocabulary
+
+__all__ = ["Suggestion", "PredictionClient", "APIError", "context_ids"]
+
+_OCTETS = {"Content-Type": "application/octet-stream"}
+
+
+class APIError(RuntimeError):
+    """The server answered with an error; ``status`` and the server's ``detail`` are kept."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(f"HTTP {status}: {detail}")
+        self.status, self.detail = status, detail
+
+
+@dataclass
+class Suggestion:
+    """One suggested next word and its probability under the (personalized) model."""
+
+    word: str
+    probability: float
+
+
+def context_ids(text: str, vocab: Vocabulary, context: int) -> np.ndarray:
+    """The last ``context`` word ids of the text's last sentence, left-padded with ``<s>``."""
+    sentences = tokenize_sentences(text)
+    stripped = text.rstrip()
+    words = sentences[-1] if sentences and not (stripped and stripped[-1] in ".!?;:") else []
+    ids = [vocab.bos_id] * context + vocab.encode_words(words)
+    return np.asarray(ids[-context:], dtype=np.int64)
+
+
+def _check(response: httpx.Response) -> httpx.Response:
+    if response.status_code >= 400:
+        try:
+            detail = response.json().get("detail", response.text)
+        except ValueError:
+            detail = response.text
+        raise APIError(response.status_code, str(detail))
+    return response
+
+
+class PredictionClient:
+    """A device's encrypted session with the prediction API."""
+
+    def __init__(self, base_url: str, *, http: httpx.Client | None = None, timeout: float = 60.0) -> None:
+        self.http = http or httpx.Client(base_url=base_url.rstrip("/"), timeout=timeout)
+        info = _check(self.http.get("/v1/model")).json()
+        self.model_version: str = info["version"]
+        self.vocab = Vocabulary(info["vocabulary"])
+        self.he = info["he"]
+        self.params = HEParams.from_dict(self.he["params"])
+        self.context = int(info["card"]["model"]["context"])
+        self.weights = load_safetensors(_check(self.http.get(info["artifacts"]["weights"])).content)
+        self.secret = SessionSecret.generate(self.params, self.he["rotation_steps"])
+        self.eval_keys = self.secret.eval_keys_bytes()
+        self.session_id: str | None = None
+        self.token: str | None = None
+        self.bytes_sent = self.bytes_received = 0
+
+    # -- session ------------------------------------------------------------------
+    def open(self) -> PredictionClient:
+        """Create the session by uploading the public evaluation keys."""
+        created = _check(self.http.post("/v1/sessions", content=self.eval_keys, headers=_OCTETS)).json()
+        self.session_id, self.token = created["session_id"], created["token"]
+        self.bytes_sent += len(self.eval_keys)
+        return self
+
+    def _auth(self) -> dict:
+        if self.session_id is None:
+            raise RuntimeError("no session: call open() first")
+        return {**_OCTETS, "Authorization": f"Bearer {self.token}"}
+
+    def upload_personalization(self, bias: np.ndarray) -> int:
+        """Encrypt the user's vocabulary bias under the session key and upload it; returns its size."""
+        bias = np.asarray(bias, dtype=np.float64)
+        if bias.shape != (len(self.vocab),):
+            raise ValueError(f"bias must have shape ({len(self.vocab)},), got {bias.shape}")
+        blob = self.secret.encrypt_bias(bias, self.he["output_scale"])
+        _check(
+            self.http.put(
+                f"/v1/sessions/{self.session_id}/personalization", content=blob, headers=self._auth()
+            )
+        )
+        self.bytes_sent += len(blob)
+        return len(blob)
+
+    def close(self) -> None:
+        """Delete the session on the server (keys and adapter are forgotten)."""
+        if self.session_id is not None:
+            _check(self.http.delete(f"/v1/sessions/{self.session_id}", headers=self._auth()))
+            self.session_id = self.token = None
+
+    # -- prediction ---------------------------------------------------------------
+    def encrypt_context(self, ids: np.ndarray) -> bytes:
+        """The encrypted query for context word ids (device-side embedding, and W1 in mode "h")."""
+        x = client_features(self.weights, ids)
+        if self.he["mode"] == "h":
+            x = self.weights["w1"].astype(np.float64) @ x + self.weights["b1"]
+        return self.secret.encrypt_query(
+            query_slots(x, self.he["mode"], self.he["hidden"], self.params.slot_count)
+        )
+
+    def logits(self, ids: np.ndarray) -> np.ndarray:
+        """Decrypted (personalized) logits for context ids, computed by the server on ciphertexts."""
+        query = self.encrypt_context(ids)
+        response = _check(
+            self.http.post(f"/v1/sessions/{self.session_id}/predict", content=query, headers=self._auth())
+        )
+        self.bytes_sent += len(query)
+        self.bytes_received += len(response.content)
+        return self.secret.decrypt_logits(response.content, len(self.vocab))
+
+    def suggest(self, text: str, k: int = 3) -> list[Suggestion]:
+        """Top-k next words after ``text``, with probabilities; never ``<unk>`` or ``<s>``."""
+        z = self.logits(context_ids(text, self.vocab, self.context))
+        p = np.exp(z - z.max())
+        p /= p.sum()
+        p[[self.vocab.unk_id, self.vocab.bos_id]] = -1.0
+        top = np.argsort(-p)[:k]
+        return [Suggestion(self.vocab.words[i], float(p[i])) for i in top]

@@ -1,0 +1,144 @@
+"""The encrypted prediction API end to end: real CKKS, real worker process, real HTTP semantics."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from keyboard_sim.api_client import APIError, PredictionClient
+from models.nplm import plaintext_logits
+from models.release import load_release
+from server.api.main import create_app
+from server.api.store import SessionStore
+from tests.server.api.conftest import make_settings
+
+OCTETS = {"Content-Type": "application/octet-stream"}
+
+
+def _client(api: TestClient) -> PredictionClient:
+    return PredictionClient("http://testserver", http=api).open()
+
+
+def test_model_card_and_public_artifacts(api: TestClient, small_release: Path) -> None:
+    info = api.get("/v1/model").json()
+    assert info["version"] == load_release(small_release).version
+    assert len(info["vocabulary"]) == 64 and info["he"]["security_bits"] == 128
+    assert 0 in info["he"]["rotation_steps"]
+    assert api.get("/v1/model/weights").content[:8]  # safetensors bytes
+    assert api.get("/healthz").json()["status"] == "ok"
+    assert "/v1/sessions/{session_id}/predict" in api.get("/openapi.json").json()["paths"]
+
+
+def test_encrypted_prediction_matches_plaintext_with_personalization(
+    api: TestClient, small_release: Path
+) -> None:
+    release = load_release(small_release)
+    device = _client(api)
+    rng = np.random.default_rng(1)
+    agree = 0
+    for _ in range(6):
+        ids = rng.integers(2, 64, size=4)
+        z = device.logits(ids)
+        ref = plaintext_logits(release.weights, ids)
+        np.testing.assert_allclose(z, ref, atol=5e-3)
+        agree += set(np.argsort(-z)[:3]) == set(np.argsort(-ref)[:3])
+    assert agree >= 5
+    bias = np.zeros(64)
+    bias[17] = 25.0  # the user's favourite word
+    device.upload_personalization(bias)
+    ids = np.array([5, 6, 7, 8])
+    z = device.logits(ids)
+    np.testing.assert_allclose(z, plaintext_logits(release.weights, ids, bias), atol=5e-3)
+    assert device.suggest("w3 w4 w5")[0].word == device.vocab.words[17] == "w15"
+    text = api.get("/metrics").text
+    assert "hushtype_predictions_total" in text
+
+
+def test_server_store_holds_no_plaintext_or_secret(api: TestClient, api_db: Path) -> None:
+    device = _client(api)
+    device.upload_personalization(np.linspace(-1, 1, 64))
+    record = SessionStore(api_db).get(device.session_id)
+    assert record is not None and record.eval_keys == device.eval_keys
+    # the only per-session material is public keys and ciphertexts in the session's own formats
+    assert record.eval_keys[:4] == b"HTEK" and record.personalization[:4] == b"HTCT"
+    assert record.token_hash != device.token and device.token not in record.token_hash
+
+
+def test_auth_and_isolation_between_sessions(api: TestClient) -> None:
+    alice, bob = _client(api), _client(api)
+    query = alice.encrypt_context(np.array([2, 3, 4, 5]))
+    url = f"/v1/sessions/{alice.session_id}/predict"
+    assert api.post(url, content=query, headers=OCTETS).status_code == 401
+    wrong = {**OCTETS, "Authorization": f"Bearer {bob.token}"}
+    assert api.post(url, content=query, headers=wrong).status_code == 401
+    # Bob's token on Bob's session with Alice's ciphertext: refused by key id, not computed
+    r = api.post(f"/v1/sessions/{bob.session_id}/predict", content=query, headers=bob._auth())
+    assert r.status_code == 400 and "another session's key" in r.json()["detail"]
+    r = api.post("/v1/sessions/nope/predict", content=query, headers=bob._auth())
+    assert r.status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("body", "headers", "status", "message"),
+    [
+        (b"garbage", OCTETS, 400, "evaluation keys rejected"),
+        (b"", OCTETS, 400, "empty"),
+        (b"x" * 100, {"Content-Type": "application/json"}, 415, "octet-stream"),
+    ],
+)
+def test_bad_session_creation(api: TestClient, body: bytes, headers: dict, status: int, message: str) -> None:
+    r = api.post("/v1/sessions", content=body, headers=headers)
+    assert r.status_code == status and message in r.json()["detail"]
+
+
+def test_malformed_and_truncated_queries_are_400(api: TestClient) -> None:
+    device = _client(api)
+    query = device.encrypt_context(np.array([2, 3, 4, 5]))
+    url = f"/v1/sessions/{device.session_id}/predict"
+    for bad in (query[: len(query) // 2], b"HTCT" + b"\0" * 40, query[:-1] + b"\x01" + b"zz"):
+        r = api.post(url, content=bad, headers=device._auth())
+        assert r.status_code == 400, r.text
+        assert r.json()["detail"].startswith("query rejected")
+    bias_as_query = device.secret.encrypt_bias(np.zeros(64), device.he["output_scale"])
+    r = api.post(url, content=bias_as_query, headers=device._auth())
+    assert r.status_code == 400
+    # the session still works after rejected input
+    assert len(device.suggest("w2 w3")) == 3
+
+
+def test_wrong_personalization_is_rejected(api: TestClient) -> None:
+    alice, bob = _client(api), _client(api)
+    url = f"/v1/sessions/{alice.session_id}/personalization"
+    other = bob.secret.encrypt_bias(np.zeros(64), bob.he["output_scale"])
+    r = api.put(url, content=other, headers=alice._auth())
+    assert r.status_code == 400 and "another session's key" in r.json()["detail"]
+    wrong_scale = alice.secret.encrypt_bias(np.zeros(64), 2.0**20)
+    r = api.put(url, content=wrong_scale, headers=alice._auth())
+    assert r.status_code == 400 and "scale" in r.json()["detail"]
+
+
+def test_oversized_bodies_are_413(small_release: Path, tmp_path: Path) -> None:
+    settings = make_settings(small_release, tmp_path / "s.db", max_eval_key_bytes=1000, max_query_bytes=1000)
+    with TestClient(create_app(settings)) as small:
+        r = small.post("/v1/sessions", content=b"x" * 5000, headers=OCTETS)
+        assert r.status_code == 413 and "limit" in r.json()["detail"]
+
+
+def test_delete_and_sessions_survive_a_restart(small_release: Path, tmp_path: Path) -> None:
+    db = tmp_path / "restart.db"
+    with TestClient(create_app(make_settings(small_release, db))) as first:
+        device = _client(first)
+        device.upload_personalization(np.zeros(64))
+        before = device.logits(np.array([2, 3, 4, 5]))
+        doomed = _client(first)
+        doomed.close()
+    with TestClient(create_app(make_settings(small_release, db))) as second:
+        device.http = second  # same session id, token and key on the device
+        np.testing.assert_allclose(device.logits(np.array([2, 3, 4, 5])), before, atol=1e-3)
+        doomed.http, doomed.session_id, doomed.token = second, "gone", "x"
+        with pytest.raises(APIError) as err:
+            doomed.logits(np.array([2, 3, 4, 5]))
+        assert err.value.status == 404
