@@ -222,7 +222,12 @@ def make_client_app(config: FederationConfig | None = None) -> ClientApp:
         delta = add_noise_share(
             delta, noise_std, np.random.default_rng(seed_for(cfg.seed, "noise", server_round, partition))
         )
-        record = encode_update(delta, codec=str(round_config.get("codec", cfg.aggregation)))
+        record = encode_update(
+            delta,
+            codec=str(round_config.get("codec", cfg.aggregation)),
+            config=round_config,  # the "he" codec reads the federation public context from it
+            num_examples=result.num_examples,
+        )
         context.state[_STATE_KEY] = ConfigRecord({"json": json.dumps(device.state())})
         metrics = MetricRecord(
             {

@@ -133,6 +133,25 @@ class RunRecorder:
         return path
 
 
+def _start_key_authority(config: FederationConfig) -> tuple[object | None, dict]:
+    """For aggregation="he": start the key authority in its own process; (handle, strategy kwargs).
+
+    The secret key lives only in that process; this one keeps the handle and the public context,
+    which is also written to <run_dir>/key_authority/public_context.bin next to the audit log.
+    """
+    if config.aggregation != "he":
+        return None, {}
+    from server.key_authority_service import KeyAuthorityService
+
+    ka_dir = Path(config.run_dir) / "key_authority"
+    service = KeyAuthorityService(
+        ka_dir / "audit.jsonl",
+        min_clients=min(2, config.devices_per_round),  # a sum of one update would be that update
+        public_context_path=ka_dir / "public_context.bin",
+    )
+    return service, {"key_authority": service}
+
+
 def run_federation(grid: Grid, config: FederationConfig) -> dict:
     """The whole server-side job; returns the model card it wrote."""
     start = time.perf_counter()
@@ -157,8 +176,10 @@ def run_federation(grid: Grid, config: FederationConfig) -> dict:
             accountant=config.accountant,
         )
     accountant = UserLevelAccountant(delta=delta, accountant=config.accountant)
+    key_authority, he_kwargs = _start_key_authority(config)
     strategy = make_strategy(
         config.aggregation,
+        **he_kwargs,
         devices_per_round=m,
         server_lr=config.server_lr,
         server_momentum=config.server_momentum,
@@ -243,14 +264,18 @@ def run_federation(grid: Grid, config: FederationConfig) -> dict:
         )
         return MetricRecord({"top1": row["top1"], "top3": row["top3"], "loss": row["loss"]})
 
-    result = strategy.start(
-        grid=grid,
-        initial_arrays=numpy_to_arrays(w0),
-        num_rounds=config.rounds,
-        timeout=config.round_timeout,
-        train_config=train_config,
-        evaluate_fn=evaluate_fn,
-    )
+    try:
+        result = strategy.start(
+            grid=grid,
+            initial_arrays=numpy_to_arrays(w0),
+            num_rounds=config.rounds,
+            timeout=config.round_timeout,
+            train_config=train_config,
+            evaluate_fn=evaluate_fn,
+        )
+    finally:
+        if key_authority is not None:
+            key_authority.close()
     progress.close()
     final = arrays_to_numpy(result.arrays) if len(result.arrays) else w0
     first, last = recorder.rows[0], recorder.rows[-1]

@@ -44,7 +44,7 @@ class FederationConfig:
     devices: int = 200  # N: train users that become devices (virtual SuperNodes)
     devices_per_round: int = 50  # m; device sampling rate q = m / N (50 of 200 beat 20 of 100: noise/m)
     rounds: int = 10  # T
-    aggregation: str = "plain"  # "plain" | "he" (homomorphic, from the CKKS work)
+    aggregation: str = "he"  # "he": CKKS sum, key authority decrypts aggregates only | "plain": in the clear
     server_lr: float = 1.0  # eta_s
     server_momentum: float = 0.0  # beta of server SGD
     weighting: str = "uniform"  # "uniform" keeps user-level sensitivity C / m; "examples" does not
