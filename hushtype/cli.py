@@ -98,6 +98,72 @@ def _cmd_bench_dp_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench_inference(args: argparse.Namespace) -> int:
+    from hushtype.bench_inference import run_inference_bench
+
+    _print_json(
+        run_inference_bench(
+            args.release,
+            queries=args.queries,
+            data_config=_data_config(args),
+            personalization=not args.no_personalization,
+        )
+    )
+    return 0
+
+
+def _cmd_bench_aggregate(args: argparse.Namespace) -> int:
+    from hushtype.bench_aggregate import measure_aggregate_bench
+
+    _print_json(measure_aggregate_bench(clients=args.clients, params=args.params, rounds=args.rounds))
+    return 0
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from server.api.config import Settings
+    from server.api.main import create_app
+
+    settings = Settings(release_dir=args.release, db_path=args.db, workers=args.workers, he_mode=args.mode)
+    print(
+        f"[serve] model {args.release}, sessions in {args.db}, {args.workers} HE workers; "
+        f"docs at http://{args.host}:{args.port}/docs",
+        flush=True,
+    )
+    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="warning")
+    return 0
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from keyboard_sim.api_client import PredictionClient
+
+    import httpx
+
+    try:
+        client = PredictionClient(args.server).open()
+        try:
+            suggestions = client.suggest(args.text, k=args.k)
+        finally:
+            client.close()
+    except httpx.HTTPError as exc:
+        print(f"hushtype: error: cannot reach {args.server}: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        _print_json(
+            {
+                "text": args.text,
+                "suggestions": [s.__dict__ for s in suggestions],
+                "bytes_sent": client.bytes_sent,
+                "bytes_received": client.bytes_received,
+            }
+        )
+    else:
+        for s in suggestions:
+            print(f"{s.word}\t{s.probability:.3f}")
+    return 0
+
+
 def _cmd_simulate(args: argparse.Namespace) -> int:
     from server.simulation import main as simulation_main
 
@@ -138,6 +204,27 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--warm-start", help="release directory to start from (e.g. from `hushtype pretrain`)")
     sim.set_defaults(func=_cmd_simulate)
 
+    serve = sub.add_parser("serve", help="the encrypted prediction API (FastAPI + uvicorn)")
+    serve.add_argument("--release", default="runs/demo/central", help="release directory to serve")
+    serve.add_argument("--db", default="runs/api/sessions.db", help="SQLite session store")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workers", type=int, default=2, help="HE worker processes")
+    serve.add_argument(
+        "--mode",
+        choices=("x", "h"),
+        default="x",
+        help="x: device sends encrypted embeddings (depth 3); h: encrypted W1 x + b1 (depth 2)",
+    )
+    serve.set_defaults(func=_cmd_serve)
+
+    pred = sub.add_parser("predict", help="encrypted next-word suggestions from a running server")
+    pred.add_argument("text", help="what has been typed so far")
+    pred.add_argument("--server", default="http://127.0.0.1:8000")
+    pred.add_argument("-k", type=int, default=3)
+    pred.add_argument("--json", action="store_true")
+    pred.set_defaults(func=_cmd_predict)
+
     bench = sub.add_parser("bench", help="benchmarks: each prints one JSON object")
     bench_sub = bench.add_subparsers(dest="bench", required=True)
     quality = bench_sub.add_parser("quality", help="NPLM vs n-gram on held-out users")
@@ -155,6 +242,21 @@ def build_parser() -> argparse.ArgumentParser:
     dp.add_argument("--grad-sample-mode", choices=("ghost", "hooks"), default="ghost")
     dp.add_argument("--synthetic", action="store_true", help="random windows instead of the real corpus")
     dp.set_defaults(func=_cmd_bench_dp_train)
+
+    inf = bench_sub.add_parser("inference", help="encrypted vs plaintext inference, personalization lift")
+    _add_data_flags(inf)
+    inf.add_argument("--release", default="runs/demo/central", help="release directory to benchmark")
+    inf.add_argument("--queries", type=int, default=20)
+    inf.add_argument("--no-personalization", action="store_true", help="skip the personalization lift")
+    inf.add_argument("--json", action="store_true", help="print one JSON object (always on)")
+    inf.set_defaults(func=_cmd_bench_inference)
+
+    agg = bench_sub.add_parser("aggregate", help="HE vs plaintext aggregation, bytes on the wire, round time")
+    agg.add_argument("--clients", type=int, default=20)
+    agg.add_argument("--params", type=int, default=None, help="default: the real model's parameter count")
+    agg.add_argument("--rounds", type=int, default=2)
+    agg.add_argument("--json", action="store_true", help="print one JSON object (always on)")
+    agg.set_defaults(func=_cmd_bench_aggregate)
     return parser
 
 
@@ -163,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError) as exc:
+    except (ValueError, FileNotFoundError, RuntimeError) as exc:
         print(f"hushtype: error: {exc}", file=sys.stderr)
         return 2
 
