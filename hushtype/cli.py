@@ -136,9 +136,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from keyboard_sim.api_client import PredictionClient
-
     import httpx
+
+    from keyboard_sim.api_client import PredictionClient
 
     try:
         client = PredictionClient(args.server).open()
