@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 __all__ = ["main", "build_parser"]
@@ -61,26 +60,26 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from hushtype.bench_quality import QualityConfig, run_quality
+    from hushtype.demo import run_demo
 
-    out = Path(args.out)
-    print(
-        f"[demo] 1/1 corpus -> public vocabulary -> n-gram + NPLM baselines (release in {out}/central)",
-        flush=True,
+    summary = run_demo(
+        Path(args.out),
+        _data_config(args),
+        seed=args.seed,
+        devices=args.devices,
+        devices_per_round=args.devices_per_round,
+        rounds=args.rounds,
     )
-    start = time.perf_counter()
-    result = run_quality(
-        QualityConfig(quick=True, seed=args.seed, release_dir=str(out / "central")), _data_config(args)
+    _print_json(
+        {
+            "top1": summary["quality"]["top1"],
+            "ngram_top1": summary["quality"]["ngram_top1"],
+            "federated": summary["federated"]["metrics"],
+            "user_epsilon": summary["federated"]["user_epsilon"],
+            "suggestions": summary["encrypted_query"]["suggestions"],
+            "seconds": summary["seconds"],
+        }
     )
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "quality.json").write_text(json.dumps(result, indent=2))
-    print(
-        f"[demo] held-out users: NPLM top-1 {result['top1']:.3f} / top-3 {result['top3']:.3f}, "
-        f"n-gram top-1 {result['ngram_top1']:.3f} / top-3 {result['ngram_top3']:.3f}, "
-        f"OOV {result['oov_rate']:.3f}  ({time.perf_counter() - start:.0f} s)",
-        flush=True,
-    )
-    _print_json(result)
     return 0
 
 
@@ -104,6 +103,7 @@ def _cmd_bench_inference(args: argparse.Namespace) -> int:
     _print_json(
         run_inference_bench(
             args.release,
+            mode=args.mode,
             queries=args.queries,
             data_config=_data_config(args),
             personalization=not args.no_personalization,
@@ -184,6 +184,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="the main job on the embedded default corpus")
     _add_data_flags(demo)
     demo.add_argument("--out", default="runs/demo", help="output directory (default: runs/demo)")
+    demo.add_argument("--devices", type=int, default=200)
+    demo.add_argument("--devices-per-round", type=int, default=50)
+    demo.add_argument("--rounds", type=int, default=10)
     demo.set_defaults(func=_cmd_demo)
 
     pre = sub.add_parser("pretrain", help="train the NPLM on the public split only (federated warm start)")
@@ -213,7 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--mode",
         choices=("x", "h"),
-        default="x",
+        default="h",
         help="x: device sends encrypted embeddings (depth 3); h: encrypted W1 x + b1 (depth 2)",
     )
     serve.set_defaults(func=_cmd_serve)
@@ -247,6 +250,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_flags(inf)
     inf.add_argument("--release", default="runs/demo/central", help="release directory to benchmark")
     inf.add_argument("--queries", type=int, default=20)
+    inf.add_argument(
+        "--mode", choices=("x", "h"), default="h", help="which circuit the top-level fields report"
+    )
     inf.add_argument("--no-personalization", action="store_true", help="skip the personalization lift")
     inf.add_argument("--json", action="store_true", help="print one JSON object (always on)")
     inf.set_defaults(func=_cmd_bench_inference)

@@ -142,3 +142,12 @@ def test_delete_and_sessions_survive_a_restart(small_release: Path, tmp_path: Pa
         with pytest.raises(APIError) as err:
             doomed.logits(np.array([2, 3, 4, 5]))
         assert err.value.status == 404
+
+
+def test_x_mode_server_computes_the_first_layer_too(small_release: Path, tmp_path: Path) -> None:
+    release = load_release(small_release)
+    with TestClient(create_app(make_settings(small_release, tmp_path / "x.db", he_mode="x"))) as api_x:
+        device = _client(api_x)
+        assert device.he["mode"] == "x" and device.he["params"]["coeff_bit_sizes"] == [40, 30, 30, 30, 60]
+        ids = np.array([3, 9, 27, 60])
+        np.testing.assert_allclose(device.logits(ids), plaintext_logits(release.weights, ids), atol=5e-3)

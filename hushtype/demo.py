@@ -1,0 +1,174 @@
+"""``hushtype demo``: the whole product on the embedded default corpus, end to end.
+
+1. Baselines: corpus -> public vocabulary -> Kneser-Ney trigram and central NPLM (no DP), scored
+   on held-out users (``hushtype bench quality --quick``).
+2. Warm start: the NPLM trained on the public plays only (no private text, no privacy cost).
+3. Federated training: simulated phones fine-tune with DP-SGD (Opacus) under Flower; their updates
+   are CKKS-encrypted, summed by the aggregator, and only the sum is decrypted by the key authority.
+4. Serving: the DP release is served by the FastAPI service (real HTTP, worker processes).
+5. Querying: a held-out user's device opens an encrypted session, uploads its personalization
+   encrypted under its own key, and gets suggestions the server computed on ciphertexts.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from hushtype.bench_quality import QualityConfig, run_quality
+from hushtype.pretrain import pretrain_public
+from keyboard_sim.dataset import DataConfig, build_federated_data
+from keyboard_sim.personalize import fit_vocab_bias
+from models.nplm import NPLM, load_weights
+from models.release import load_release
+
+__all__ = ["run_demo", "DEMO_PROMPTS"]
+
+DEMO_PROMPTS = ["to be or not to", "i pray you, my good", "what is the", "o, my"]
+
+
+def _say(step: str, text: str) -> None:
+    print(f"[demo {step}] {text}", flush=True)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 180.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the API server exited with code {proc.returncode}")
+        try:
+            if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError(f"the API server did not become healthy within {timeout:.0f} s")
+
+
+def _query_encrypted(release_dir: Path, out: Path, data_config: DataConfig) -> dict:
+    from keyboard_sim.api_client import PredictionClient
+
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    cmd = [
+        sys.executable,
+        "-m",
+        "hushtype.cli",
+        "serve",
+        "--release",
+        str(release_dir),
+        "--db",
+        str(out / "api" / "sessions.db"),
+        "--port",
+        str(port),
+        "--workers",
+        "2",
+    ]
+    server = subprocess.Popen(cmd)
+    try:
+        _wait_healthy(url, server)
+        release = load_release(release_dir)
+        model = load_weights(NPLM(release.config), release.weights).eval()
+        data = build_federated_data(data_config)
+        user = max(data.heldout_users, key=lambda u: len(u.train))  # a held-out user: never trained on
+        bias = fit_vocab_bias(model, user.train)
+        device = PredictionClient(url).open()
+        adapter_bytes = device.upload_personalization(bias)
+        results = {}
+        for prompt in DEMO_PROMPTS:
+            start = time.perf_counter()
+            suggestions = device.suggest(prompt)
+            ms = (time.perf_counter() - start) * 1000
+            results[prompt] = [(s.word, round(s.probability, 3)) for s in suggestions]
+            shown = ", ".join(f"{w} ({p:.2f})" for w, p in results[prompt])
+            _say("5/5", f"{prompt!r} -> {shown}   [{ms:.0f} ms round trip]")
+        summary = {
+            "user": user.user_id,
+            "suggestions": results,
+            "eval_key_bytes": len(device.eval_keys),
+            "personalization_bytes": adapter_bytes,
+            "bytes_sent": device.bytes_sent,
+            "bytes_received": device.bytes_received,
+        }
+        device.close()
+        return summary
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def run_demo(
+    out: Path,
+    data_config: DataConfig,
+    *,
+    seed: int = 0,
+    devices: int = 200,
+    devices_per_round: int = 50,
+    rounds: int = 10,
+) -> dict:
+    """Run all five steps, writing everything under ``out``; returns a summary dict."""
+    start = time.perf_counter()
+    out.mkdir(parents=True, exist_ok=True)
+    _say("1/5", "baselines on held-out users: Kneser-Ney trigram vs central NPLM (no DP)")
+    quality = run_quality(QualityConfig(quick=True, seed=seed, release_dir=str(out / "central")), data_config)
+    _say(
+        "1/5",
+        f"NPLM top-1 {quality['top1']:.3f} top-3 {quality['top3']:.3f} | n-gram top-1 "
+        f"{quality['ngram_top1']:.3f} top-3 {quality['ngram_top3']:.3f} | OOV {quality['oov_rate']:.3f}",
+    )
+
+    _say("2/5", "warm start: NPLM on the public plays only")
+    warm = pretrain_public(data_config, out / "pretrained", seed=seed)
+    _say("2/5", f"public-only model: held-out top-1 {warm['metrics']['heldout']['top1']:.3f}")
+
+    from server.simulation import FederationConfig, run_federated
+
+    _say(
+        "3/5",
+        f"federated DP-SGD: {devices} devices, {devices_per_round} per round, {rounds} rounds, "
+        "CKKS-encrypted aggregation",
+    )
+    fed_cfg = FederationConfig(
+        devices=devices,
+        devices_per_round=devices_per_round,
+        rounds=rounds,
+        aggregation="he",
+        warm_start=str(out / "pretrained"),
+        run_dir=str(out / "federated"),
+        seed=seed,
+        data_source=data_config.source,
+        jsonl_path=data_config.jsonl_path,
+        cache_dir=data_config.cache_dir,
+    )
+    card = run_federated(fed_cfg)
+    _say(
+        "3/5",
+        f"user-level epsilon {card['user_epsilon']:.2f} (delta {card['user_delta']:.1e}); "
+        f"max device example-level epsilon {card['max_device_example_epsilon']:.2f}; "
+        f"held-out top-1 {card['metrics']['start']['top1']:.4f} -> {card['metrics']['final']['top1']:.4f}",
+    )
+
+    _say("4/5", "serving the DP release on encrypted input")
+    served = _query_encrypted(out / "federated" / "release", out, data_config)
+    summary = {
+        "quality": quality,
+        "pretrained": warm["metrics"]["heldout"],
+        "federated": card,
+        "encrypted_query": served,
+        "seconds": time.perf_counter() - start,
+    }
+    (out / "demo.json").write_text(json.dumps(summary, indent=2, default=str))
+    _say("done", f"{summary['seconds']:.0f} s; everything is in {out}/ (demo.json, federated/, central/)")
+    return summary
