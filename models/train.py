@@ -64,8 +64,9 @@ def train_central(
     """Train ``model`` in place with Adam and cross-entropy; returns a small training summary.
 
     ``epochs`` may be fractional; ``max_seconds`` stops early (reported in the summary). With
-    ``valid``, the validation loss is measured after every epoch and the best epoch's weights are
-    restored at the end (early stopping; ``valid`` must not be evaluation data).
+    ``valid``, validation top-1 is measured after every epoch and the best epoch's weights are
+    restored at the end (early stopping on the keyboard's metric: later epochs can raise the loss
+    while still improving top-1; ``valid`` must not be evaluation data).
     """
     if len(examples) == 0:
         raise ValueError("no training examples")
@@ -76,16 +77,16 @@ def train_central(
     total_steps = max(1, int(epochs * len(examples) / batch_size))
     model.train()
     start, step, seen, running = time.perf_counter(), 0, 0, 0.0
-    best_loss, best_state, valid_curve = float("inf"), None, []
+    best_top1, best_state, valid_curve = -1.0, None, []
 
     def checkpoint() -> None:
-        nonlocal best_loss, best_state
+        nonlocal best_top1, best_state
         if valid is None or len(valid) == 0:
             return
-        loss_now = evaluate(model, valid)["loss"]
-        valid_curve.append(loss_now)
-        if loss_now < best_loss:
-            best_loss = loss_now
+        scores = evaluate(model, valid)
+        valid_curve.append({"loss": scores["loss"], "top1": scores["top1"]})
+        if scores["top1"] > best_top1:  # select on the keyboard's metric, not on loss
+            best_top1 = scores["top1"]
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         model.train()
 
@@ -120,6 +121,6 @@ def train_central(
         "final_loss": running,
         "seconds": seconds,
         "stopped_early": step < total_steps,
-        "valid_loss_per_epoch": valid_curve,
-        "best_epoch": int(np.argmin(valid_curve)) + 1 if valid_curve else None,
+        "valid_per_epoch": valid_curve,
+        "best_epoch": int(np.argmax([v["top1"] for v in valid_curve])) + 1 if valid_curve else None,
     }
