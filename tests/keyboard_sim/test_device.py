@@ -124,3 +124,10 @@ def test_plain_codec_round_trips() -> None:
     np.testing.assert_array_equal(record["b2"].numpy(), delta["b2"])
     with pytest.raises(ValueError, match="codec"):
         encode_update(delta, codec="rot13")
+
+
+def test_he_codec_is_registered_lazily_by_the_device_side() -> None:
+    # ckks.codec no longer registers itself (ckks imports no keyboard_sim); the client app does it on use
+    delta = {"b2": np.arange(4, dtype=np.float32)}
+    with pytest.raises(ValueError, match="round config"):
+        encode_update(delta, codec="he")  # HECodec reached: it asks for the public context

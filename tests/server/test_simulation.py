@@ -29,6 +29,15 @@ def test_config_run_config_round_trip() -> None:
         FederationConfig(devices=3, devices_per_round=4)
 
 
+def test_shared_names_are_re_exported_from_the_device_side() -> None:
+    # FederationConfig and load_data moved to keyboard_sim.federation; server.simulation re-exports them
+    import keyboard_sim.federation as federation
+    import server.simulation as simulation
+
+    assert simulation.FederationConfig is federation.FederationConfig
+    assert simulation.load_data is federation.load_data
+
+
 def test_small_federation_with_a_failing_device(tmp_path: Path) -> None:
     # Prepare: 40 grammar users as a JSONL corpus; 6 devices, 3 per round, 2 rounds; device 0 always fails
     corpus = tmp_path / "corpus.jsonl"
