@@ -17,7 +17,7 @@ from safetensors.numpy import load_file, save_file
 from models.nplm import ModelConfig
 from models.vocab import Vocabulary
 
-__all__ = ["Release", "save_release", "load_release", "weights_digest"]
+__all__ = ["Release", "save_release", "load_release", "weights_digest", "expected_shapes"]
 
 _WEIGHTS, _VOCAB, _CARD = "weights.safetensors", "vocab.json", "model_card.json"
 
@@ -52,6 +52,35 @@ def weights_digest(weights: dict[str, np.ndarray]) -> str:
     return h.hexdigest()[:16]
 
 
+def expected_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
+    """The shape of every exported array for ``config`` (``models.nplm.export_weights``' contract)."""
+    v, d, h = config.vocab_size, config.embed_dim, config.hidden
+    return {
+        "embedding": (v, d),
+        "w1": (h, config.input_dim),
+        "b1": (h,),
+        "w2": (v, h),
+        "b2": (v,),
+        "beta": (),
+    }
+
+
+def _checked_arrays(weights: dict[str, np.ndarray], config: ModelConfig) -> dict[str, np.ndarray]:
+    """float32 copies with the contract's shapes; a size-1 ``beta`` (as Flower ships scalars) becomes 0-d."""
+    shapes = expected_shapes(config)
+    if set(weights) != set(shapes):
+        raise ValueError(f"weights must hold exactly {sorted(shapes)}, got {sorted(weights)}")
+    arrays = {}
+    for name, shape in shapes.items():
+        arr = np.ascontiguousarray(weights[name], dtype=np.float32)
+        if shape == () and arr.size == 1:
+            arr = arr.reshape(())
+        if arr.shape != shape:
+            raise ValueError(f"{name}: expected shape {shape} for this model config, got {arr.shape}")
+        arrays[name] = arr
+    return arrays
+
+
 def save_release(
     directory: str | Path, weights: dict[str, np.ndarray], config: ModelConfig, vocab: Vocabulary, card: dict
 ) -> Release:
@@ -60,9 +89,9 @@ def save_release(
         raise ValueError(
             f"vocabulary has {len(vocab)} entries but the model has vocab_size={config.vocab_size}"
         )
+    arrays = _checked_arrays(weights, config)
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
-    arrays = {k: np.ascontiguousarray(v, dtype=np.float32).reshape(np.shape(v)) for k, v in weights.items()}
     save_file(arrays, str(out / _WEIGHTS))
     vocab.save(out / _VOCAB)
     full_card = {**card, "model": config.to_dict(), "version": weights_digest(arrays)}
@@ -77,4 +106,5 @@ def load_release(directory: str | Path) -> Release:
         if not (src / name).is_file():
             raise FileNotFoundError(f"{src} is not a hushtype release: {name} is missing")
     card = json.loads((src / _CARD).read_text(encoding="utf-8"))
-    return Release(load_file(str(src / _WEIGHTS)), Vocabulary.load(src / _VOCAB), card)
+    weights = _checked_arrays(load_file(str(src / _WEIGHTS)), ModelConfig(**card["model"]))
+    return Release(weights, Vocabulary.load(src / _VOCAB), card)

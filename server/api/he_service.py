@@ -15,6 +15,7 @@ import asyncio
 import os
 from collections import OrderedDict
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 
 __all__ = ["HEService", "InvalidPayload", "public_parameters"]
@@ -167,6 +168,7 @@ class HEService:
         from models.release import load_release
 
         self.model_version = load_release(release_dir).version
+        self.release_dir = release_dir
         self.workers = workers
         # spawn: a clean interpreter per worker (no forked torch/tenseal state, no inherited threads)
         self._pool = ProcessPoolExecutor(
@@ -182,7 +184,13 @@ class HEService:
 
     async def start(self) -> None:
         """Start every worker (each pre-encodes the circuit) before serving."""
-        pids = await asyncio.gather(*(self._run(_ping) for _ in range(self.workers * 2)))
+        try:
+            pids = await asyncio.gather(*(self._run(_ping) for _ in range(self.workers * 2)))
+        except BrokenProcessPool as exc:
+            raise RuntimeError(
+                f"HE workers could not load the release into the circuit ({self.release_dir}); "
+                "the worker's traceback is in the log above"
+            ) from exc
         self._public = await self._run(_public_parameters)
         self.worker_pids = sorted(set(pids))
 

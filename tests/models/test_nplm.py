@@ -90,3 +90,20 @@ def test_export_load_round_trip_and_shape_check() -> None:
 def test_config_validation_names_field(field: str) -> None:
     with pytest.raises(ValueError, match=field):
         ModelConfig(**{field: 0})
+
+
+def test_release_round_trip_normalises_scalar_and_checks_shapes(tmp_path) -> None:
+    from models.release import load_release, save_release
+    from models.vocab import Vocabulary
+
+    weights = export_weights(_trained_like(SMALL))
+    vocab = Vocabulary(["<unk>", "<s>"] + [f"w{i}" for i in range(62)])
+    flowerish = dict(weights, beta=weights["beta"].reshape(1))  # Flower ships scalars as (1,)
+    release = save_release(tmp_path / "r", flowerish, SMALL, vocab, {"trained": "test"})
+    loaded = load_release(tmp_path / "r")
+    assert loaded.weights["beta"].shape == () and loaded.version == release.version
+    np.testing.assert_array_equal(loaded.weights["w2"], weights["w2"])
+    with pytest.raises(ValueError, match="w1: expected shape"):
+        save_release(tmp_path / "bad", dict(weights, w1=np.zeros((2, 2), np.float32)), SMALL, vocab, {})
+    with pytest.raises(ValueError, match="exactly"):
+        save_release(tmp_path / "bad", {"w1": weights["w1"]}, SMALL, vocab, {})
