@@ -18,7 +18,7 @@ import pytest
 from keyboard_sim.api_client import PredictionClient
 from models.nplm import plaintext_logits
 from models.release import load_release
-from tests.server.api.conftest import WORDS
+from tests.conftest import WORDS
 
 
 def _crash(proc: subprocess.Popen) -> None:

@@ -5,34 +5,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import pytest
-import torch
 from fastapi.testclient import TestClient
 
-from models.nplm import NPLM, ModelConfig, export_weights
-from models.release import save_release
-from models.vocab import BOS, UNK, Vocabulary
 from server.api.config import Settings
 from server.api.main import create_app
 
-WORDS = [UNK, BOS] + [f"w{i}" for i in range(62)]
-SMALL = ModelConfig(vocab_size=64, context=4, embed_dim=8, hidden=32, dropout=0.0)  # k*d = 32: powers of two
-
-
-@pytest.fixture(scope="session")
-def small_release(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A release whose logits are spread like a trained model's (std ~1), so top-k is meaningful."""
-    out = tmp_path_factory.mktemp("release")
-    torch.manual_seed(0)
-    model = NPLM(SMALL)
-    weights = export_weights(model)
-    rng = np.random.default_rng(0)
-    weights["embedding"] = rng.normal(0, 0.5, weights["embedding"].shape).astype(np.float32)
-    weights["w1"] = rng.normal(0, 0.6 / np.sqrt(32), weights["w1"].shape).astype(np.float32)
-    weights["w2"] = rng.normal(0, 1.5 / np.sqrt(32), weights["w2"].shape).astype(np.float32)
-    save_release(out, weights, SMALL, Vocabulary(WORDS), {"trained": "test fixture", "epsilon": None})
-    return out
+# small_release, SMALL and WORDS live in tests/conftest.py (shared with the load tests)
 
 
 def make_settings(release: Path, db: Path, **overrides) -> Settings:
