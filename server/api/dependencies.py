@@ -83,7 +83,7 @@ def get_session(
             "missing 'Authorization: Bearer <token>' header",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    record = store.get(session_id)
+    record = store.get(session_id, load_eval_keys=False)  # auth needs no keys: skip the MB-sized blob
     if record is None:
         raise HTTPException(
             status.HTTP_404_NOT_FOUND, f"unknown session {session_id!r} (expired or deleted?)"

@@ -121,11 +121,11 @@ def _predict(session_id: str, query: bytes) -> bytes:
         )
     except (SessionFormatError, TypeError) as exc:
         raise InvalidPayload(str(exc)) from None
-    record = state.store.get(session_id)
+    personalization = state.store.get_personalization(session_id)  # read fresh: a new adapter applies at once
     bias = None
-    if record is not None and record.personalization:
+    if personalization:
         bias = load_ciphertext(
-            record.personalization,
+            personalization,
             circuit.context,
             circuit.params,
             KIND_BIAS,

@@ -46,7 +46,7 @@ class SessionRecord:
     created: float
     last_used: float
     model_version: str
-    eval_keys: bytes
+    eval_keys: bytes | None  # None when loaded without keys (``SessionStore.get(load_eval_keys=False)``)
     personalization: bytes | None
 
     def token_matches(self, token: str) -> bool:
@@ -78,15 +78,25 @@ class SessionStore:
             )
         return session_id, token
 
-    def get(self, session_id: str) -> SessionRecord | None:
-        """The session, or None if unknown."""
+    def get(self, session_id: str, *, load_eval_keys: bool = True) -> SessionRecord | None:
+        """The session, or None if unknown; ``load_eval_keys=False`` skips the MB-sized key blob
+        (``eval_keys`` is then None), which is all an auth check needs."""
+        keys_column = "eval_keys" if load_eval_keys else "NULL"
         with self._lock:
             row = self._conn.execute(
-                "SELECT id, token_hash, created, last_used, model_version, eval_keys, personalization "
+                f"SELECT id, token_hash, created, last_used, model_version, {keys_column}, personalization "
                 "FROM sessions WHERE id = ?",
                 (session_id,),
             ).fetchone()
         return SessionRecord(*row) if row else None
+
+    def get_personalization(self, session_id: str) -> bytes | None:
+        """Only the session's encrypted personalization (None if unset or the session is unknown)."""
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT personalization FROM sessions WHERE id = ?", (session_id,)
+            ).fetchone()
+        return row[0] if row else None
 
     def set_personalization(self, session_id: str, blob: bytes) -> None:
         """Replace the session's encrypted personalization."""

@@ -30,6 +30,11 @@ router = APIRouter(
 )
 
 
+_BINARY_BODY = {  # OpenAPI: these endpoints take raw bytes, not JSON
+    "requestBody": {"content": {OCTET_STREAM: {"schema": {"type": "string", "format": "binary"}}}}
+}
+
+
 class SessionCreated(BaseModel):
     """What a device keeps: the session id and its bearer token (shown once)."""
 
@@ -51,9 +56,7 @@ def _stale(record: SessionRecord, he: HEService) -> None:
     "",
     status_code=status.HTTP_201_CREATED,
     response_model=SessionCreated,
-    openapi_extra={
-        "requestBody": {"content": {OCTET_STREAM: {"schema": {"type": "string", "format": "binary"}}}}
-    },
+    openapi_extra=_BINARY_BODY,
 )
 async def create_session(
     request: Request,
@@ -75,9 +78,7 @@ async def create_session(
 @router.put(
     "/{session_id}/personalization",
     status_code=status.HTTP_204_NO_CONTENT,
-    openapi_extra={
-        "requestBody": {"content": {OCTET_STREAM: {"schema": {"type": "string", "format": "binary"}}}}
-    },
+    openapi_extra=_BINARY_BODY,
 )
 async def update_personalization(
     request: Request,
@@ -104,9 +105,7 @@ async def update_personalization(
         200: {"content": {OCTET_STREAM: {}}, "description": "encrypted logits"},
         409: {"description": "session made for another model version"},
     },
-    openapi_extra={
-        "requestBody": {"content": {OCTET_STREAM: {"schema": {"type": "string", "format": "binary"}}}}
-    },
+    openapi_extra=_BINARY_BODY,
 )
 async def predict(
     request: Request,

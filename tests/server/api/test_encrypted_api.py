@@ -65,6 +65,9 @@ def test_server_store_holds_no_plaintext_or_secret(api: TestClient, api_db: Path
     # the only per-session material is public keys and ciphertexts in the session's own formats
     assert record.eval_keys[:4] == b"HTEK" and record.personalization[:4] == b"HTCT"
     assert record.token_hash != device.token and device.token not in record.token_hash
+    light = SessionStore(api_db).get(device.session_id, load_eval_keys=False)
+    assert light is not None and light.eval_keys is None and light.token_hash == record.token_hash
+    assert SessionStore(api_db).get_personalization(device.session_id) == record.personalization
 
 
 def test_auth_and_isolation_between_sessions(api: TestClient) -> None:
