@@ -119,18 +119,29 @@ class HEParams:
         """Provable capacity: a decrypted sum is exact when each chunk's L2 norm stays under this.
 
         A coefficient of the encoded polynomial is at most Δ·sqrt(2/N)·||v||_2 (inverse canonical
-        embedding, Cauchy-Schwarz), and must stay under q/2 >= 2**(bits-2). 10% is kept for the count
-        and weight slots, which cost only 2Δ/N per unit each (so count + total weight may reach
-        ``0.1·q·N/(4Δ)``, hundreds of clients). Gaussian-like sums hold far more: see ``typical_rms_sum``.
+        embedding, Cauchy-Schwarz), and must stay under q/2 >= 2**(bits-2). Half of that budget is kept
+        for the count and weight slots (see ``max_count_plus_weight``). Gaussian-like sums hold far more:
+        see ``typical_rms_sum``.
         """
         q_half = float(2 ** (self.data_prime_bits[0] - 2))
-        return 0.9 * q_half / (self.scale * math.sqrt(2.0 / self.poly_modulus_degree))
+        return 0.5 * q_half / (self.scale * math.sqrt(2.0 / self.poly_modulus_degree))
+
+    @property
+    def max_count_plus_weight(self) -> float:
+        """Provable capacity of the reserved slots: decrypted count + total weight may reach this.
+
+        A real in one slot moves each coefficient by at most 2Δ/N per unit; the reserved slots own half of
+        the q/2 budget, so count + Σ weights <= 0.5·(q/2)·N/(2Δ).
+        """
+        q_half = float(2 ** (self.data_prime_bits[0] - 2))
+        return 0.5 * q_half * self.poly_modulus_degree / (2.0 * self.scale)
 
     @property
     def typical_rms_sum(self) -> float:
-        """Heuristic capacity for Gaussian-like sums: per-value rms that keeps coefficients 6σ under q/2."""
+        """Heuristic capacity for Gaussian-like sums: per-value rms that keeps coefficients 6σ under their
+        half of q/2."""
         q_half = float(2 ** (self.data_prime_bits[0] - 2))
-        return q_half / (6.0 * self.scale * math.sqrt(2.0 / self.poly_modulus_degree))
+        return 0.5 * q_half / (6.0 * self.scale * math.sqrt(2.0 / self.poly_modulus_degree))
 
     @property
     def params_id(self) -> bytes:
@@ -162,23 +173,25 @@ class HEParams:
 
 
 #: Addition-only preset for federated aggregation (devices encrypt with the public key, the
-#: aggregator only adds). Chosen by measurement (hushtype/bench_aggregate_micro.py, 20 clients,
-#: N(0, 0.1²) updates):
+#: aggregator only adds). Chosen by measurement (hushtype/bench_aggregate_micro.py and a sweep over N,
+#: N(0, 0.1²) updates of 1.33M values):
 #:
-#: - [31, 60]: only the 31-bit data prime is sent (SEAL drops the 60-bit special prime after encrypting,
-#:   dividing the fresh noise by it: ~15x less noise than a one-prime chain). Bit-packed, a ciphertext is
-#:   2·N·31 bits for N reals: 7.75 B/param, 1.94x fp32 (the floor is ~(log2 q)/16). 91 bits total is
-#:   far under the 128-bit limit of 218 for N=8192.
-#: - Δ = 2^29: the fresh noise floor (rounding r0 + r1·s after the special-prime division) is ~2^13 in a
-#:   slot at N=8192; one update decrypts to ~2e-5, the mean of 20 to ~5e-6 (max over 1.33M values),
-#:   inside the 1e-5 target. 2^28 measured ~1.1e-5: too close.
-#: - N = 8192: bytes per parameter do not depend on N; 8192 measured ~1.5x faster per client than 4096
-#:   (half the chunks: 163 for 1.33M parameters) at the same error (4096 needs Δ one bit lower for the
-#:   same precision). Headroom q/Δ ~ 2^2: provably exact up to ``max_l2_sum`` (~58) per chunk,
-#:   Gaussian-like sums to rms ~``typical_rms_sum`` (~10) per value; an overflow corrupts every slot,
-#:   and the contribution-count check then refuses the aggregate.
+#: - One 31-bit data prime is all that is sent: bit-packed, a ciphertext is 2·N·31 bits for N reals,
+#:   7.75 B/param, 1.94x fp32 (the floor is ~(log2 q)/16) whatever N is.
+#: - The error floor is the rounding after SEAL divides by the special prime, r0 + r1·s: ~N/6 per slot,
+#:   i.e. rms N/(6Δ) per value. Measured per single update (rms / max over 1.33M values): N=8192 2.6e-6 /
+#:   2.5e-5, N=4096 1.3e-6 / 1.3e-5, N=2048 6.3e-7 / 6.7e-6. So the smallest ring keeps even a *single*
+#:   update, and any mean, under the 1e-5 target (the mean of 3 measured 3.7e-6 max), at the same
+#:   encryption speed (0.27 s per 1.33M params at N=2048 and 4096, 0.3 s at 8192) and the same bytes.
+#: - N=2048 allows 54 bits at 128-bit security: [31, 23]. The 23-bit special prime still divides the
+#:   public-key encryption noise (~2^10) to well under the rounding term.
+#: - Δ = 2^29 leaves headroom q/Δ ~ 2^2, split in half: provably exact up to ``max_l2_sum`` (16) per
+#:   chunk of 2048 values (50 updates clipped to C=0.3 sum to norm <= 15) and count + total weight up to
+#:   ``max_count_plus_weight`` (512: 256 unit-weight devices a round); Gaussian-like sums to rms
+#:   ``typical_rms_sum`` (~2.7) per value (the default round's summed DP noise is rms 0.3). An overflow
+#:   corrupts every slot, and the contribution-count check then refuses the aggregate.
 AGGREGATION = HEParams(
-    name="aggregation-v1", poly_modulus_degree=8192, coeff_bit_sizes=(31, 60), scale_bits=29
+    name="aggregation-v2", poly_modulus_degree=2048, coeff_bit_sizes=(31, 23), scale_bits=29
 )
 
 #: Presets by name; the encrypted-inference preset is registered by its own module.

@@ -60,18 +60,48 @@ _KIND_LOGITS = 3
 @events.init_command_line_parser.add_listener
 def _add_options(parser) -> None:
     group = parser.add_argument_group("hushtype encrypted predict")
-    group.add_argument("--device-pool", type=int, default=4, env_var="HUSHTYPE_LOAD_DEVICE_POOL",
-                       help="device identities (secret key + pre-encrypted queries) per locust process")
-    group.add_argument("--queries-per-device", type=int, default=8, env_var="HUSHTYPE_LOAD_QUERIES",
-                       help="pre-encrypted contexts per identity")
-    group.add_argument("--personalize", type=int, default=1, env_var="HUSHTYPE_LOAD_PERSONALIZE",
-                       help="1: upload an encrypted vocabulary bias after creating the session")
-    group.add_argument("--think-seconds", type=float, default=0.3, env_var="HUSHTYPE_LOAD_THINK",
-                       help="mean wait between a user's tasks, uniform in [0.5t, 1.5t]; 0 saturates")
-    group.add_argument("--verify-every", type=int, default=20, env_var="HUSHTYPE_LOAD_VERIFY_EVERY",
-                       help="decrypt and check every n-th predict response of a user (and its first)")
-    group.add_argument("--verify-atol", type=float, default=0.01, env_var="HUSHTYPE_LOAD_VERIFY_ATOL",
-                       help="max |decrypted - plaintext| logit error accepted")
+    group.add_argument(
+        "--device-pool",
+        type=int,
+        default=4,
+        env_var="HUSHTYPE_LOAD_DEVICE_POOL",
+        help="device identities (secret key + pre-encrypted queries) per locust process",
+    )
+    group.add_argument(
+        "--queries-per-device",
+        type=int,
+        default=8,
+        env_var="HUSHTYPE_LOAD_QUERIES",
+        help="pre-encrypted contexts per identity",
+    )
+    group.add_argument(
+        "--personalize",
+        type=int,
+        default=1,
+        env_var="HUSHTYPE_LOAD_PERSONALIZE",
+        help="1: upload an encrypted vocabulary bias after creating the session",
+    )
+    group.add_argument(
+        "--think-seconds",
+        type=float,
+        default=0.3,
+        env_var="HUSHTYPE_LOAD_THINK",
+        help="mean wait between a user's tasks, uniform in [0.5t, 1.5t]; 0 saturates",
+    )
+    group.add_argument(
+        "--verify-every",
+        type=int,
+        default=20,
+        env_var="HUSHTYPE_LOAD_VERIFY_EVERY",
+        help="decrypt and check every n-th predict response of a user (and its first)",
+    )
+    group.add_argument(
+        "--verify-atol",
+        type=float,
+        default=0.01,
+        env_var="HUSHTYPE_LOAD_VERIFY_ATOL",
+        help="max |decrypted - plaintext| logit error accepted",
+    )
 
 
 @dataclass
@@ -143,8 +173,13 @@ class EncryptedKeyboardUser(HttpUser):
         self.device = _POOL.take(self.host, options)
         self.session_id: str | None = None
         self.predicts = 0
-        with self.client.post("/v1/sessions", data=self.device.client.eval_keys, headers=OCTETS,
-                              name="/v1/sessions", catch_response=True) as r:
+        with self.client.post(
+            "/v1/sessions",
+            data=self.device.client.eval_keys,
+            headers=OCTETS,
+            name="/v1/sessions",
+            catch_response=True,
+        ) as r:
             if r.status_code != 201:
                 r.failure(f"session not created: HTTP {r.status_code} {r.text[:200]}")
                 return
@@ -152,9 +187,13 @@ class EncryptedKeyboardUser(HttpUser):
             self.session_id = body["session_id"]
             self.auth = {**OCTETS, "Authorization": f"Bearer {body['token']}"}
         if self.device.bias is not None:
-            with self.client.put(f"/v1/sessions/{self.session_id}/personalization", data=self.device.bias,
-                                 headers=self.auth, name="/v1/sessions/{id}/personalization",
-                                 catch_response=True) as r:
+            with self.client.put(
+                f"/v1/sessions/{self.session_id}/personalization",
+                data=self.device.bias,
+                headers=self.auth,
+                name="/v1/sessions/{id}/personalization",
+                catch_response=True,
+            ) as r:
                 if r.status_code != 204:
                     r.failure(f"personalization refused: HTTP {r.status_code} {r.text[:200]}")
 
@@ -164,8 +203,13 @@ class EncryptedKeyboardUser(HttpUser):
         if self.session_id is None:
             return  # session creation failed (already counted); nothing to predict on
         i = random.randrange(len(self.device.queries))
-        with self.client.post(f"/v1/sessions/{self.session_id}/predict", data=self.device.queries[i],
-                              headers=self.auth, name=PREDICT_NAME, catch_response=True) as r:
+        with self.client.post(
+            f"/v1/sessions/{self.session_id}/predict",
+            data=self.device.queries[i],
+            headers=self.auth,
+            name=PREDICT_NAME,
+            catch_response=True,
+        ) as r:
             problem = self._judge(r.status_code, r.content, i)
             if problem:
                 r.failure(problem)
@@ -214,6 +258,5 @@ class EncryptedKeyboardUser(HttpUser):
     def on_stop(self) -> None:
         """Delete the session: the server forgets the keys and the encrypted bias."""
         if self.session_id is not None:
-            self.client.delete(f"/v1/sessions/{self.session_id}", headers=self.auth,
-                               name="/v1/sessions/{id}")
+            self.client.delete(f"/v1/sessions/{self.session_id}", headers=self.auth, name="/v1/sessions/{id}")
             self.session_id = None

@@ -48,8 +48,22 @@ def free_port() -> int:
 
 def start_server(release: Path, db: Path, port: int, workers: int, log: Path) -> subprocess.Popen:
     """``hushtype serve`` in its own process group (so stopping it also stops its HE workers)."""
-    cmd = [sys.executable, "-m", "hushtype.cli", "serve", "--release", str(release), "--db", str(db),
-           "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "hushtype.cli",
+        "serve",
+        "--release",
+        str(release),
+        "--db",
+        str(db),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+    ]
     with open(log, "wb") as out:
         return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
 
@@ -143,22 +157,46 @@ def run(args: argparse.Namespace) -> dict:
         try:
             health = wait_healthy(url, server, timeout=args.startup_timeout)
             files = f"{LOCUSTFILE},{SHAPE_FILE}" if args.shape else str(LOCUSTFILE)
-            cmd = [sys.executable, "-m", "locust", "-f", files, "--headless", "-u", str(args.users),
-                   "-r", str(args.spawn_rate or args.users), "-t", f"{args.seconds}s", "--host", url,
-                   "--csv", str(prefix), "--only-summary", "--loglevel", "WARNING",
-                   "--device-pool", str(args.device_pool), "--think-seconds", str(args.think_seconds),
-                   "--personalize", str(int(not args.no_personalization))]
+            cmd = [
+                sys.executable,
+                "-m",
+                "locust",
+                "-f",
+                files,
+                "--headless",
+                "-u",
+                str(args.users),
+                "-r",
+                str(args.spawn_rate or args.users),
+                "-t",
+                f"{args.seconds}s",
+                "--host",
+                url,
+                "--csv",
+                str(prefix),
+                "--only-summary",
+                "--loglevel",
+                "WARNING",
+                "--device-pool",
+                str(args.device_pool),
+                "--think-seconds",
+                str(args.think_seconds),
+                "--personalize",
+                str(int(not args.no_personalization)),
+            ]
             env = dict(os.environ)
             if args.shape:
                 env["HUSHTYPE_RAMP_PEAK"] = str(args.users)
             started = time.monotonic()
-            locust = subprocess.run(cmd, capture_output=True, text=True, env=env,
-                                    timeout=args.seconds + args.startup_timeout + 60)
+            locust = subprocess.run(
+                cmd, capture_output=True, text=True, env=env, timeout=args.seconds + args.startup_timeout + 60
+            )
             wall = time.monotonic() - started
             stats_file = Path(f"{prefix}_stats.csv")
             if not stats_file.is_file():
-                raise RuntimeError(f"locust wrote no {stats_file.name} (exit {locust.returncode}):\n"
-                                   f"{locust.stderr[-2000:]}")
+                raise RuntimeError(
+                    f"locust wrote no {stats_file.name} (exit {locust.returncode}):\n{locust.stderr[-2000:]}"
+                )
             stats = read_stats(stats_file)
             metrics = server_metrics(url)
         finally:

@@ -7,14 +7,40 @@ from pathlib import Path
 
 from models.release import load_release
 
-REQUIRED = {"top1", "top3", "ngram_top1", "ngram_top3", "perplexity", "oov_rate", "vocab_size",
-            "users_train", "users_heldout", "seconds"}
+REQUIRED = {
+    "top1",
+    "top3",
+    "ngram_top1",
+    "ngram_top3",
+    "perplexity",
+    "oov_rate",
+    "vocab_size",
+    "users_train",
+    "users_heldout",
+    "seconds",
+}
 
 
 def test_bench_quality_prints_one_json_object(small_jsonl: Path, tmp_path: Path) -> None:
     release = tmp_path / "release"
-    cmd = [sys.executable, "-m", "hushtype.cli", "bench", "quality", "--json", "--corpus", "jsonl",
-           "--jsonl", str(small_jsonl), "--vocab-size", "128", "--epochs", "3", "--release-dir", str(release)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "hushtype.cli",
+        "bench",
+        "quality",
+        "--json",
+        "--corpus",
+        "jsonl",
+        "--jsonl",
+        str(small_jsonl),
+        "--vocab-size",
+        "128",
+        "--epochs",
+        "3",
+        "--release-dir",
+        str(release),
+    ]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     lines = [line for line in out.stdout.splitlines() if line.strip()]

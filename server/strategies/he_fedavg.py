@@ -109,6 +109,14 @@ class HEFedAvg(PlainFedAvg):
         self.public_context = PublicContext.from_bytes(blob)
         self.public_context_path = public_context_path
         self.he_weight_unit = he_weight_unit
+        capacity = self.public_context.params.max_count_plus_weight
+        if self.weighting == "uniform" and 2 * self.devices_per_round > capacity:
+            raise ValueError(
+                f"devices_per_round={self.devices_per_round} with uniform weights puts count + weight "
+                f"{2 * self.devices_per_round} in the reserved slots, above the {capacity:g} CKKS preset "
+                f"{self.public_context.params.name!r} provably holds; sample at most {int(capacity // 2)} "
+                "devices a round."
+            )
 
     def summary(self) -> None:
         """Log the configuration."""

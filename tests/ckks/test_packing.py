@@ -50,7 +50,7 @@ def test_encrypt_decrypt_roundtrip(
 
 
 def test_two_reals_per_slot(public_ctx: PublicContext) -> None:
-    assert len(EncryptedUpdate.encrypt(public_ctx, np.full(4 * N - 2, 0.5)).chunks) == 4
+    assert len(EncryptedUpdate.encrypt(public_ctx, np.full(4 * N - 2, 0.25)).chunks) == 4
 
 
 def test_weighted_sum_matches_numpy(public_ctx: PublicContext, secret_ctx: SecretContext) -> None:

@@ -66,4 +66,6 @@ def test_aggregation_preset_shape() -> None:
     assert AGGREGATION.scale == 2.0**AGGREGATION.scale_bits
     # Wire cost of one ciphertext: 2 polynomials x N coefficients x data-prime bits, for N reals.
     assert 2 * sum(AGGREGATION.data_prime_bits) / 8 / 4 <= 2.0
-    assert AGGREGATION.max_l2_sum > 20  # 20 clients, each clipped to norm 1, weight 1
+    assert AGGREGATION.max_l2_sum >= 15  # 50 devices a round, each update clipped to C=0.3, weight 1
+    assert AGGREGATION.max_count_plus_weight >= 2 * 200  # 200 unit-weight devices a round
+    assert AGGREGATION.typical_rms_sum > 1.0  # the summed DP noise of a round is rms sigma*C = 0.3

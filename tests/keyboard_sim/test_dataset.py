@@ -11,8 +11,13 @@ from keyboard_sim.split import SplitConfig
 
 
 def test_build_from_jsonl(small_jsonl: Path) -> None:
-    cfg = DataConfig(source="jsonl", jsonl_path=str(small_jsonl), vocab_size=64, context=3,
-                     split=SplitConfig(public_fraction=0.3))
+    cfg = DataConfig(
+        source="jsonl",
+        jsonl_path=str(small_jsonl),
+        vocab_size=64,
+        context=3,
+        split=SplitConfig(public_fraction=0.3),
+    )
     data = build_federated_data(cfg)
     assert 10 < len(data.public) and data.context == 3
     assert len(data.train_users) + len(data.heldout_users) < 60
@@ -26,16 +31,18 @@ def test_build_from_jsonl(small_jsonl: Path) -> None:
 def test_vocabulary_never_sees_private_text(small_users: list[UserText]) -> None:
     secret = "xylophone"
     users = small_users + [UserText("zz-secret", [f"{secret} {secret} {secret}."] * 20)]
-    data = build_federated_data(DataConfig(vocab_size=500, context=2, split=SplitConfig(public_fraction=0.3)),
-                                users=users)
+    data = build_federated_data(
+        DataConfig(vocab_size=500, context=2, split=SplitConfig(public_fraction=0.3)), users=users
+    )
     assert secret not in data.vocab  # the secret user is train or held-out, never public
     secret_user = [u for u in data.train_users + data.heldout_users if u.user_id == "zz-secret"]
     assert secret_user and np.all(secret_user[0].train.y == data.vocab.unk_id)
 
 
 def test_max_users_and_config_validation(small_users: list[UserText]) -> None:
-    data = build_federated_data(DataConfig(max_users=5, context=2, split=SplitConfig(public_fraction=0.3)),
-                                users=small_users)
+    data = build_federated_data(
+        DataConfig(max_users=5, context=2, split=SplitConfig(public_fraction=0.3)), users=small_users
+    )
     assert len(data.train_users) == 5 and len(data.heldout_users) <= 5
     with pytest.raises(ValueError, match="jsonl_path"):
         DataConfig(source="jsonl")

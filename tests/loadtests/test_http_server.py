@@ -82,9 +82,20 @@ def test_cli_predict_and_session_survives_server_crash(
 
 @pytest.mark.slow
 def test_locust_smoke_run_has_no_failures(http_release: Path) -> None:
-    cmd = [sys.executable, str(Path(__file__).resolve().parents[2] / "loadtests" / "run_load.py"),
-           "--release", str(http_release), "--seconds", "10", "--users", "2", "--workers", "1",
-           "--device-pool", "2"]
+    cmd = [
+        sys.executable,
+        str(Path(__file__).resolve().parents[2] / "loadtests" / "run_load.py"),
+        "--release",
+        str(http_release),
+        "--seconds",
+        "10",
+        "--users",
+        "2",
+        "--workers",
+        "1",
+        "--device-pool",
+        "2",
+    ]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=240)  # run_load bounds its children
     assert out.returncode == 0, out.stderr
     lines = [line for line in out.stdout.splitlines() if line.strip()]

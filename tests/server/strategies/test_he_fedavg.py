@@ -20,7 +20,7 @@ from server.strategies import make_strategy
 from server.strategies.he_fedavg import HEFedAvg
 from server.strategies.plain_fedavg import PlainFedAvg, arrays_to_numpy, numpy_to_arrays
 
-TOL = 1e-5  # max |w_he - w_plain| per round; fresh CKKS noise is ~2.5e-6 rms per value / sqrt(k)
+TOL = 1e-5  # max |w_he - w_plain| per round (the target); fresh CKKS noise is ~6.3e-7 rms per value / sqrt(k)
 
 
 @pytest.fixture(autouse=True)
@@ -209,3 +209,13 @@ def test_make_strategy_builds_he(authority: KeyAuthorityService) -> None:
     assert isinstance(make_strategy("he", key_authority=authority, devices_per_round=2), HEFedAvg)
     with pytest.raises(ValueError, match="he_weight_unit"):
         HEFedAvg(key_authority=authority, devices_per_round=2, he_weight_unit=0.0)
+    # More unit-weight devices a round than the preset's count + weight slots provably hold is refused
+    capacity = int(authority_params(authority).max_count_plus_weight)
+    HEFedAvg(key_authority=authority, devices_per_round=capacity // 2)
+    with pytest.raises(ValueError, match="reserved slots"):
+        HEFedAvg(key_authority=authority, devices_per_round=capacity // 2 + 1)
+
+
+def authority_params(authority: KeyAuthorityService) -> HEParams:
+    """The CKKS preset the authority's federation key uses."""
+    return PublicContext.from_bytes(authority.public_context_bytes()).params
