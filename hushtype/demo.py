@@ -151,6 +151,9 @@ def run_demo(
         data_source=data_config.source,
         jsonl_path=data_config.jsonl_path,
         cache_dir=data_config.cache_dir,
+        vocab_size=data_config.vocab_size,
+        vocab_source=data_config.vocab_source,
+        split_seed=data_config.split.seed,
     )
     card = run_federated(fed_cfg)
     _say(

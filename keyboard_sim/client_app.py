@@ -259,6 +259,12 @@ def make_client_app(config: FederationConfig | None = None) -> ClientApp:
         )
         return Message(RecordDict({"arrays": record, "metrics": metrics}), reply_to=msg)
 
+    @client_app.query()
+    def device_id(msg: Message, context: Context) -> Message:
+        """Answer the server's roll call with this SuperNode's device (partition) id."""
+        partition = _partition(context, _config(context))
+        return Message(RecordDict({"metrics": MetricRecord({"partition-id": partition})}), reply_to=msg)
+
     @client_app.evaluate()
     def evaluate_later(msg: Message, context: Context) -> Message:
         """Score the global model on this user's *later* lines (the personalization baseline)."""

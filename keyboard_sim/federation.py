@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 
 from keyboard_sim.dataset import DataConfig, FederatedData, build_federated_data
+from keyboard_sim.split import SplitConfig
 
 __all__ = ["FederationConfig", "load_data"]
 
@@ -37,6 +38,7 @@ class FederationConfig:
     devices_per_round: int = 50  # m; device sampling rate q = m / N (50 of 200 beat 20 of 100: noise/m)
     rounds: int = 10  # T
     aggregation: str = "he"  # "he": CKKS sum, key authority decrypts aggregates only | "plain": in the clear
+    min_clients: int = 2  # smallest sum the key authority decrypts (capped at devices_per_round); 1 = none
     server_lr: float = 1.0  # eta_s
     server_momentum: float = 0.0  # beta of server SGD
     weighting: str = "uniform"  # "uniform" keeps user-level sensitivity C / m; "examples" does not
@@ -64,6 +66,8 @@ class FederationConfig:
     jsonl_path: str | None = None
     cache_dir: str | None = None
     vocab_size: int = 4096
+    vocab_source: str = "public"  # "public" (the public plays' words) | "symspell" (modern English list)
+    split_seed: int = 0  # seeds the public / train / held-out split (a warm start must share it)
     max_users: int | None = None
     min_device_examples: int = 16  # users with fewer training windows are not made devices
     context: int = 4
@@ -94,6 +98,7 @@ class FederationConfig:
             "vocab_size",
             "checkpoint_every",
             "device_cache",
+            "min_clients",
         ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"FederationConfig.{name} must be positive, got {getattr(self, name)}")
@@ -117,6 +122,10 @@ class FederationConfig:
         if not keys or any(k not in ("embedding", "w1", "b1", "w2", "b2") for k in keys):
             raise ValueError(
                 f"FederationConfig.trainable must list keys of embedding,w1,b1,w2,b2; got {self.trainable!r}"
+            )
+        if self.vocab_source not in ("public", "symspell"):
+            raise ValueError(
+                f"FederationConfig.vocab_source must be 'public' or 'symspell', got {self.vocab_source!r}"
             )
         if self.aggregation not in ("plain", "he"):
             raise ValueError(
@@ -149,8 +158,10 @@ class FederationConfig:
             jsonl_path=self.jsonl_path,
             cache_dir=self.cache_dir,
             vocab_size=self.vocab_size,
+            vocab_source=self.vocab_source,
             context=self.context,
             max_users=self.max_users,
+            split=SplitConfig(seed=self.split_seed),
         )
 
     def config_hash(self) -> str:
@@ -213,8 +224,8 @@ class FederationConfig:
 @lru_cache(maxsize=2)
 def _load_data_cached(data_config_json: str) -> FederatedData:
     fields = json.loads(data_config_json)
-    fields.pop("split", None)  # default split
-    return build_federated_data(DataConfig(**fields))
+    split = SplitConfig(**fields.pop("split"))
+    return build_federated_data(DataConfig(**fields, split=split))
 
 
 def load_data(config: FederationConfig) -> FederatedData:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, MetricRecord, RecordDict
 from flwr.serverapp import Grid, ServerApp
 from flwr.supercore import log
 from safetensors.numpy import save_file
@@ -147,10 +147,28 @@ def _start_key_authority(config: FederationConfig) -> tuple[object | None, dict]
     ka_dir = Path(config.run_dir) / "key_authority"
     service = KeyAuthorityService(
         ka_dir / "audit.jsonl",
-        min_clients=min(2, config.devices_per_round),  # a sum of one update would be that update
+        min_clients=min(config.min_clients, config.devices_per_round),  # a sum of one is that update
         public_context_path=ka_dir / "public_context.bin",
     )
     return service, {"key_authority": service}
+
+
+def roll_call(grid: Grid, timeout: float) -> dict[int, int]:
+    """Ask every connected SuperNode for its device (partition) id: ``{node_id: device_id}``.
+
+    Node ids are random in each run; sampling devices by their ids makes a seeded run sample the same
+    devices every time. Nodes that do not answer are simply left out (they are sampled by node id).
+    """
+    messages = [
+        Message(RecordDict(), dst_node_id=node_id, message_type=MessageType.QUERY)
+        for node_id in grid.get_node_ids()
+    ]
+    device_ids: dict[int, int] = {}
+    for reply in grid.send_and_receive(messages, timeout=timeout):
+        if reply.has_error() or "metrics" not in reply.content:
+            continue
+        device_ids[reply.metadata.src_node_id] = int(reply.content["metrics"]["partition-id"])
+    return device_ids
 
 
 def run_federation(grid: Grid, config: FederationConfig) -> dict:
@@ -210,6 +228,9 @@ def run_federation(grid: Grid, config: FederationConfig) -> dict:
             config.devices,
             config.devices,
         )
+    strategy.device_ids = roll_call(grid, timeout=config.round_timeout)
+    if len(strategy.device_ids) < nodes:
+        log(WARNING, "roll call: %d of %d SuperNodes named their device id", len(strategy.device_ids), nodes)
     log(
         INFO,
         "hushtype federation: N=%d devices, m=%d per round (q=%.3f), T=%d rounds, C=%g, sigma=%.4f, "

@@ -105,6 +105,7 @@ class PlainFedAvg(FedAvg):
         self.server_momentum = server_momentum
         self.weighting = weighting
         self._rng = random.Random(seed)
+        self.device_ids: dict[int, int] = {}  # node id -> device (partition) id, from a roll call
         self._w_t: dict[str, np.ndarray] | None = None  # current global weights, set by configure_train
         self._v_t: dict[str, np.ndarray] = {}  # server momentum buffer
         self._sent: dict[int, list[int]] = {}  # round -> node ids sent a train message
@@ -119,10 +120,17 @@ class PlainFedAvg(FedAvg):
 
     # ------------------------------------------------------------------ configure
     def _sample_nodes(self, grid: Grid) -> list[int]:
-        """Wait for enough devices, then sample m of them (seeded, without replacement)."""
-        while len(node_ids := sorted(grid.get_node_ids())) < self.min_available_nodes:
+        """Wait for enough devices, then sample m of them (seeded, without replacement).
+
+        Nodes are ordered by their device id when ``device_ids`` knows it (see ``server_app.roll_call``),
+        so the same seed samples the same devices in every run although node ids are random; unknown
+        nodes follow in node-id order.
+        """
+        while len(node_ids := list(grid.get_node_ids())) < self.min_available_nodes:
             log(INFO, "Waiting for devices: %d connected, %d needed", len(node_ids), self.min_available_nodes)
             time.sleep(1)
+        known = self.device_ids
+        node_ids.sort(key=lambda n: (0, known[n], n) if n in known else (1, 0, n))
         return self._rng.sample(node_ids, self.devices_per_round)
 
     def configure_train(

@@ -27,6 +27,17 @@ def test_config_run_config_round_trip() -> None:
         FederationConfig(noise_multiplier=1.0, target_epsilon=3.0)
     with pytest.raises(ValueError, match="devices_per_round"):
         FederationConfig(devices=3, devices_per_round=4)
+    with pytest.raises(ValueError, match="vocab_source"):
+        FederationConfig(vocab_source="wiki")
+    with pytest.raises(ValueError, match="min_clients"):
+        FederationConfig(min_clients=0)
+
+
+def test_data_config_carries_vocabulary_source_and_split_seed() -> None:
+    # A warm start is built from the same public split and vocabulary as the federation that uses it
+    data = FederationConfig(vocab_source="symspell", split_seed=7, vocab_size=512).data_config()
+    assert (data.vocab_source, data.split.seed, data.vocab_size) == ("symspell", 7, 512)
+    assert FederationConfig().data_config().split.seed == 0
 
 
 def test_shared_names_are_re_exported_from_the_device_side() -> None:

@@ -123,6 +123,19 @@ def test_sampling_is_seeded_and_without_replacement() -> None:
     assert a == b and len(set(a)) == 5 and set(a) <= set(nodes)
 
 
+def test_sampling_follows_device_ids_whatever_the_node_ids() -> None:
+    # Two runs of one federation: the simulation gives its 20 SuperNodes fresh random node ids each time
+    rng = np.random.default_rng(0)
+    sampled = []
+    for _ in range(2):
+        node_ids = [int(n) for n in rng.choice(2**62, size=20, replace=False)]
+        strategy = PlainFedAvg(devices_per_round=5, seed=3)
+        strategy.device_ids = {node: device for device, node in enumerate(node_ids)}  # the roll call
+        messages = _start_round(strategy, 1, W0, node_ids)
+        sampled.append([strategy.device_ids[m.metadata.dst_node_id] for m in messages])
+    assert sampled[0] == sampled[1] and len(set(sampled[0])) == 5
+
+
 def test_invalid_configuration() -> None:
     with pytest.raises(ValueError, match="learning rate"):
         PlainFedAvg(devices_per_round=2, server_lr=0.0)
