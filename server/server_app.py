@@ -270,6 +270,7 @@ def run_federation(grid: Grid, config: FederationConfig) -> dict:
             "max_device_epsilon": max_device_epsilon,
             "participants": participants,
             "dropouts": int(stats.get("dropouts", 0)),
+            "devices": stats.get("devices", []),
             "train_loss": _finite(float(stats.get("train-loss", float("nan")))),
             "delta_norm": _finite(float(stats.get("delta-norm", float("nan")))),
             "clipped_fraction": _finite(float(stats.get("clipped", float("nan")))),

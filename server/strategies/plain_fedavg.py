@@ -129,9 +129,13 @@ class PlainFedAvg(FedAvg):
         while len(node_ids := list(grid.get_node_ids())) < self.min_available_nodes:
             log(INFO, "Waiting for devices: %d connected, %d needed", len(node_ids), self.min_available_nodes)
             time.sleep(1)
-        known = self.device_ids
-        node_ids.sort(key=lambda n: (0, known[n], n) if n in known else (1, 0, n))
+        node_ids.sort(key=self._device_rank)
         return self._rng.sample(node_ids, self.devices_per_round)
+
+    def _device_rank(self, node_id: int) -> tuple[int, int, int]:
+        """Sort key: nodes by device id when the roll call named it, then the others by node id."""
+        device = self.device_ids.get(node_id)
+        return (0, device, node_id) if device is not None else (1, 0, node_id)
 
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
@@ -196,7 +200,7 @@ class PlainFedAvg(FedAvg):
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         """w_{t+1} = w_t + eta_s * v_t over the deltas that arrived; counts dropouts."""
-        replies = list(replies)
+        replies = sorted(replies, key=lambda m: self._device_rank(m.metadata.src_node_id))  # arrival order
         valid, errors = self._check_and_log_replies(replies, is_train=True, validate=False)
         failures = [f"node {m.metadata.src_node_id}: {m.error.reason}" for m in errors]
         mean_delta, used, bad = self._sum_updates(valid)
@@ -207,6 +211,7 @@ class PlainFedAvg(FedAvg):
         failures += [f"node {n}: no reply before the round timeout" for n in silent]
         stats = {
             "sampled": len(sent),
+            "devices": sorted(self.device_ids.get(n, -1) for n in sent),  # -1: a node without a device id
             "participants": len(used),
             "dropouts": len(sent) - len(used) if sent else len(replies) - len(used),
             "failures": failures,

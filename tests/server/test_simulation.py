@@ -91,3 +91,37 @@ def test_small_federation_with_a_failing_device(tmp_path: Path) -> None:
     assert card["dropouts"] >= 1
     assert sum(r["participants"] for r in rows) >= 1
     assert all(r["participants"] + r["dropouts"] == 3 for r in rows[1:])
+    assert any(0 in r["devices"] for r in rows[1:])  # sampling by device id: the same devices every run
+
+
+def test_a_seeded_plain_run_repeats_exactly(tmp_path: Path) -> None:
+    # Prepare: the same small federation twice (fresh random node ids each time)
+    corpus = tmp_path / "corpus.jsonl"
+    save_jsonl(make_users(n_users=30, lines_per_user=30), corpus)
+    rows = []
+    for run in ("a", "b"):
+        cfg = FederationConfig(
+            devices=6,
+            devices_per_round=3,
+            rounds=2,
+            aggregation="plain",
+            data_source="jsonl",
+            jsonl_path=str(corpus),
+            vocab_size=64,
+            embed_dim=8,
+            hidden=16,
+            min_device_examples=4,
+            max_local_steps=3,
+            batch_size=8,
+            trainable="b1,w2,b2",
+            run_dir=str(tmp_path / run),
+            eval_max_examples=300,
+            seed=2,
+        )
+        # Execute
+        run_federated(cfg)
+        lines = (tmp_path / run / "rounds.jsonl").read_text().splitlines()
+        rows.append([{k: v for k, v in json.loads(x).items() if k != "seconds"} for x in lines])
+    # Assert: same devices, same DP noise, same metrics
+    assert rows[0] == rows[1]
+    assert rows[0][1]["devices"] != rows[0][2]["devices"] or rows[0][1]["loss"] != rows[0][2]["loss"]
