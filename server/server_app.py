@@ -153,12 +153,16 @@ def _start_key_authority(config: FederationConfig) -> tuple[object | None, dict]
     return service, {"key_authority": service}
 
 
-def roll_call(grid: Grid, timeout: float) -> dict[int, int]:
+def roll_call(grid: Grid, expected: int, timeout: float) -> dict[int, int]:
     """Ask every connected SuperNode for its device (partition) id: ``{node_id: device_id}``.
 
     Node ids are random in each run; sampling devices by their ids makes a seeded run sample the same
-    devices every time. Nodes that do not answer are simply left out (they are sampled by node id).
+    devices every time. Waits up to ``timeout`` seconds for ``expected`` SuperNodes to connect (they
+    register asynchronously); nodes that do not answer are left out (they are sampled by node id).
     """
+    deadline = time.monotonic() + timeout
+    while len(list(grid.get_node_ids())) < expected and time.monotonic() < deadline:
+        time.sleep(0.2)
     messages = [
         Message(RecordDict(), dst_node_id=node_id, message_type=MessageType.QUERY)
         for node_id in grid.get_node_ids()
@@ -218,6 +222,8 @@ def run_federation(grid: Grid, config: FederationConfig) -> dict:
         }
     )
     recorder = RunRecorder(config.run_dir, checkpoint_every=config.checkpoint_every)
+    # SuperNodes register asynchronously: the roll call waits (briefly) for all of them first
+    strategy.device_ids = roll_call(grid, expected=config.devices, timeout=min(config.round_timeout, 60.0))
     nodes = len(list(grid.get_node_ids()))
     if nodes != config.devices:  # simulation: a sizing mistake; deployment: devices may still connect
         log(
@@ -228,7 +234,6 @@ def run_federation(grid: Grid, config: FederationConfig) -> dict:
             config.devices,
             config.devices,
         )
-    strategy.device_ids = roll_call(grid, timeout=config.round_timeout)
     if len(strategy.device_ids) < nodes:
         log(WARNING, "roll call: %d of %d SuperNodes named their device id", len(strategy.device_ids), nodes)
     log(
