@@ -112,6 +112,13 @@ def _cmd_bench_inference(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench_autocorrect(args: argparse.Namespace) -> int:
+    from hushtype.bench_autocorrect import run_autocorrect_bench
+
+    _print_json(run_autocorrect_bench(args.release, data_config=_data_config(args), sigma=args.sigma))
+    return 0
+
+
 def _cmd_bench_aggregate(args: argparse.Namespace) -> int:
     from hushtype.bench_aggregate import measure_aggregate_bench
 
@@ -256,6 +263,13 @@ def build_parser() -> argparse.ArgumentParser:
     inf.add_argument("--no-personalization", action="store_true", help="skip the personalization lift")
     inf.add_argument("--json", action="store_true", help="print one JSON object (always on)")
     inf.set_defaults(func=_cmd_bench_inference)
+
+    ac = bench_sub.add_parser("autocorrect", help="naive vs spatial vs LM-assisted autocorrect word accuracy")
+    _add_data_flags(ac)
+    ac.add_argument("--release", required=True, help="release directory whose next-word model is the prior")
+    ac.add_argument("--sigma", type=float, default=0.4, help="touch noise std in key widths (default: 0.4)")
+    ac.add_argument("--json", action="store_true", help="print one JSON object (always on)")
+    ac.set_defaults(func=_cmd_bench_autocorrect)
 
     agg = bench_sub.add_parser("aggregate", help="HE vs plaintext aggregation, bytes on the wire, round time")
     agg.add_argument("--clients", type=int, default=20)
