@@ -48,6 +48,30 @@ def make_seal_context(params: HEParams) -> sealapi.SEALContext:
     return context
 
 
+def make_tail_context(context: sealapi.SEALContext, drop_primes: int) -> sealapi.SEALContext:
+    """The context of ``context``'s chain without its last ``drop_primes`` data primes (same special prime).
+
+    A ciphertext rescaled ``drop_primes`` times in ``context`` lives mod exactly the tail's data primes,
+    so it can move to the tail (``ckks.serialize.reparent_ciphertext``) and be evaluated there with keys
+    that carry only those primes: a key-switching key has one component per data prime, each mod every
+    prime of the chain, so the tail's keys are ~(fewer primes)^2 smaller. ``drop_primes=0`` returns
+    ``context`` itself.
+    """
+    if drop_primes == 0:
+        return context
+    primes = list(context.key_context_data().parms().coeff_modulus())
+    data, special = primes[:-1], primes[-1]
+    if not 0 < drop_primes < len(data):
+        raise ValueError(f"can drop 0..{len(data) - 1} of the {len(data)} data primes, not {drop_primes}.")
+    parms = sealapi.EncryptionParameters(sealapi.SCHEME_TYPE.CKKS)
+    parms.set_poly_modulus_degree(context.key_context_data().parms().poly_modulus_degree())
+    parms.set_coeff_modulus(data[: len(data) - drop_primes] + [special])
+    tail = sealapi.SEALContext(parms, True, sealapi.SEC_LEVEL_TYPE.TC128)
+    if not tail.parameters_set():
+        raise ValueError(f"SEAL rejects the tail chain: {tail.parameters_error_message()}.")
+    return tail
+
+
 class PublicContext:
     """Parameters + federation public key: encrypt and add, never decrypt."""
 

@@ -34,6 +34,7 @@ _SEAL_HEADER = struct.Struct(
     "<HBBBBHQ"
 )  # magic, header size, version major/minor, compr mode, reserved, size
 _SEAL_CT_META = struct.Struct("<4QBQQQdQ")  # parms_id, is_ntt_form, size, N, coeff_modulus_size, scale, corr.
+_SEAL_PT_META = struct.Struct("<4QQd")  # parms_id, coeff_count, scale (Plaintext, and so SecretKey)
 
 
 class CiphertextFormatError(ValueError):
@@ -154,6 +155,82 @@ def ciphertext_from_coefficients(
     ct = sealapi.Ciphertext()
     seal_from_bytes(ct, context, blob, what="ciphertext")
     return ct
+
+
+def _seal_blob(context: sealapi.SEALContext, body: bytes) -> bytes:
+    """Wrap ``body`` in SEAL's outer serialization header (uncompressed)."""
+    major, minor = _seal_version(context)
+    return (
+        _SEAL_HEADER.pack(_SEAL_MAGIC, _SEAL_HEADER.size, major, minor, 0, 0, _SEAL_HEADER.size + len(body))
+        + body
+    )
+
+
+def _dyn_array_bytes(array: Any) -> bytes:
+    """SEAL's own serialization of a DynArray (the nested object inside ciphertexts and plaintexts)."""
+
+    def action(path: str, fd: int) -> bytes:
+        array.save(path)
+        return _read_all(fd)
+
+    return _with_scratch_path(action)
+
+
+def reparent_ciphertext(ct: sealapi.Ciphertext, context: sealapi.SEALContext) -> sealapi.Ciphertext:
+    """The same ciphertext at ``context``'s first data level; its primes must be that level's primes.
+
+    Used to move a ciphertext rescaled down a long chain into the shorter tail context
+    (``ckks.keys.make_tail_context``) where the session's smaller keys live. The RNS data is unchanged;
+    SEAL's ``load`` validates sizes and coefficient ranges against the new context.
+    """
+    first = context.first_context_data().parms()
+    n_primes = len(first.coeff_modulus())
+    if ct.coeff_modulus_size() != n_primes:
+        raise CiphertextFormatError(
+            f"ciphertext has {ct.coeff_modulus_size()} primes, the target level has {n_primes}."
+        )
+    meta = _SEAL_CT_META.pack(
+        *context.first_parms_id(),
+        1,
+        ct.size(),
+        first.poly_modulus_degree(),
+        ct.coeff_modulus_size(),
+        ct.scale,
+        1,
+    )
+    out = sealapi.Ciphertext()
+    seal_from_bytes(
+        out, context, _seal_blob(context, meta + _dyn_array_bytes(ct.dyn_array())), what="ciphertext"
+    )
+    return out
+
+
+def restrict_secret_key(
+    secret_key: sealapi.SecretKey, context: sealapi.SEALContext, tail: sealapi.SEALContext
+) -> sealapi.SecretKey:
+    """The same secret s as a key of ``tail`` (a chain made of some of ``context``'s primes).
+
+    SEAL keeps s in NTT form, one independent block of N values per prime, so dropping the blocks of
+    the primes the tail lacks gives exactly s mod the tail's primes.
+    """
+    primes = [m.value() for m in context.key_context_data().parms().coeff_modulus()]
+    keep = [m.value() for m in tail.key_context_data().parms().coeff_modulus()]
+    if any(p not in primes for p in keep):
+        raise ValueError("the tail context has primes the key's context lacks.")
+    n = context.key_context_data().parms().poly_modulus_degree()
+    data = secret_key.data().dyn_array()
+    values = np.fromiter((data[i] for i in range(data.size())), dtype=np.uint64, count=data.size())
+    blocks = values.reshape(len(primes), n)
+    kept = np.concatenate([blocks[primes.index(p)] for p in keep])
+    payload = struct.pack("<Q", kept.size) + kept.astype("<u8", copy=False).tobytes()
+    major, minor = _seal_version(context)
+    inner = _SEAL_HEADER.pack(
+        _SEAL_MAGIC, _SEAL_HEADER.size, major, minor, 0, 0, _SEAL_HEADER.size + len(payload)
+    )
+    meta = _SEAL_PT_META.pack(*tail.key_parms_id(), kept.size, 1.0)
+    out = sealapi.SecretKey()
+    seal_from_bytes(out, tail, _seal_blob(tail, meta + inner + payload), what="secret key")
+    return out
 
 
 _VERSION_CACHE: dict[int, tuple[int, int]] = {}

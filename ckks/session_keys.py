@@ -11,8 +11,12 @@ truncated or wrong-parameter bytes raise ``SessionFormatError`` (a ``ValueError`
 
 Wire formats (little-endian)::
 
-    eval keys:  b"HTEK" | u8 version | 8-byte params_id | 16-byte key_id | u16 n_steps | i32 steps...
-                | u64 len | SEAL relin keys | u64 len | SEAL Galois keys
+    eval keys:  b"HTEK" | u8 version | 8-byte params_id | 16-byte key_id | u16 n_steps | u8 rotation_level
+                | i32 steps... | u64 len | SEAL relin keys | u64 len | SEAL Galois keys
+
+``rotation_level`` is how many data primes the circuit has dropped before its first rotation: the Galois
+keys (and the logits and personal bias) belong to the tail context without them
+(``ckks.keys.make_tail_context``), which makes them smaller; the relinearization key is for the full chain.
     ciphertext: b"HTCT" | u8 version | u8 kind (1 query, 2 personal bias, 3 logits) | 8-byte params_id
                 | 16-byte key_id | SEAL ciphertext
 
@@ -29,9 +33,9 @@ from dataclasses import dataclass
 import numpy as np
 import tenseal.sealapi as sealapi
 
-from ckks.keys import make_seal_context
+from ckks.keys import make_seal_context, make_tail_context
 from ckks.params import HEParams
-from ckks.serialize import CiphertextFormatError, seal_from_bytes, seal_to_bytes
+from ckks.serialize import CiphertextFormatError, restrict_secret_key, seal_from_bytes, seal_to_bytes
 
 __all__ = [
     "KIND_QUERY",
@@ -46,8 +50,8 @@ __all__ = [
 
 KIND_QUERY, KIND_BIAS, KIND_LOGITS = 1, 2, 3
 _KIND_NAMES = {KIND_QUERY: "query", KIND_BIAS: "personal bias", KIND_LOGITS: "logits"}
-_VERSION = 1
-_KEYS_HEAD = struct.Struct("<4sB8s16sH")
+_VERSION = 2
+_KEYS_HEAD = struct.Struct("<4sB8s16sHB")
 _CT_HEAD = struct.Struct("<4sBB8s16s")
 _LEN = struct.Struct("<Q")
 _MAX_STEPS = 64
@@ -113,7 +117,13 @@ def load_ciphertext(
 class SessionSecret:
     """Device side of one inference session: secret key, encryption, decryption. Never leaves the device."""
 
-    def __init__(self, params: HEParams, rotation_steps: list[int], seed_key_id: bytes | None = None):
+    def __init__(
+        self,
+        params: HEParams,
+        rotation_steps: list[int],
+        seed_key_id: bytes | None = None,
+        rotation_level: int = 0,
+    ):
         if not isinstance(params, HEParams):
             raise TypeError("params must be a ckks.params.HEParams.")
         steps = sorted({int(s) for s in rotation_steps})
@@ -130,21 +140,39 @@ class SessionSecret:
         self._secret_key = self._keygen.secret_key()
         self.encoder = sealapi.CKKSEncoder(self.context)
         self._encryptor = sealapi.Encryptor(self.context, self._secret_key)
-        self._decryptor = sealapi.Decryptor(self.context, self._secret_key)
+        # The circuit's last layer (rotations, logits, personal bias) runs in the tail context.
+        self.rotation_level = int(rotation_level)
+        self.tail_context = make_tail_context(self.context, self.rotation_level)
+        if self.rotation_level:
+            tail_key = restrict_secret_key(self._secret_key, self.context, self.tail_context)
+            self._tail_keygen = sealapi.KeyGenerator(self.tail_context, tail_key)
+        else:
+            tail_key, self._tail_keygen = self._secret_key, self._keygen
+        self.tail_encoder = sealapi.CKKSEncoder(self.tail_context)
+        self._tail_encryptor = sealapi.Encryptor(self.tail_context, tail_key)
+        self._tail_decryptor = sealapi.Decryptor(self.tail_context, tail_key)
 
     @classmethod
-    def generate(cls, params: HEParams, rotation_steps: list[int]) -> SessionSecret:
-        """A fresh session (new secret key and key_id) for ``params`` and the circuit's rotation steps."""
-        return cls(params, rotation_steps)
+    def generate(cls, params: HEParams, rotation_steps: list[int], rotation_level: int = 0) -> SessionSecret:
+        """A fresh session (new secret key and key_id) for ``params`` and the circuit's rotation steps.
+
+        ``rotation_level``: data primes the circuit drops before rotating (``EncryptedNPLM.rotation_level``).
+        """
+        return cls(params, rotation_steps, rotation_level=rotation_level)
 
     def eval_keys_bytes(self) -> bytes:
         """Relinearization + Galois keys (seeded), to upload when the session is created. Public."""
         relin = seal_to_bytes(self._keygen.create_relin_keys())
         galois = seal_to_bytes(
-            self._keygen.create_galois_keys(_galois_elts(self.context, self.rotation_steps))
+            self._tail_keygen.create_galois_keys(_galois_elts(self.tail_context, self.rotation_steps))
         )
         head = _KEYS_HEAD.pack(
-            b"HTEK", _VERSION, self.params.params_id, self.key_id, len(self.rotation_steps)
+            b"HTEK",
+            _VERSION,
+            self.params.params_id,
+            self.key_id,
+            len(self.rotation_steps),
+            self.rotation_level,
         )
         steps = struct.pack(f"<{len(self.rotation_steps)}i", *self.rotation_steps)
         return b"".join([head, steps, _LEN.pack(len(relin)), relin, _LEN.pack(len(galois)), galois])
@@ -154,30 +182,36 @@ class SessionSecret:
         return self._encrypt(slots, self.context.first_parms_id(), self.params.scale, KIND_QUERY)
 
     def encrypt_bias(self, slots: np.ndarray, scale: float, parms_id: list[int] | None = None) -> bytes:
-        """Encrypt the personal vocabulary bias at the circuit's output scale and level (default: last)."""
-        parms_id = parms_id if parms_id is not None else self.context.last_parms_id()
-        return self._encrypt(slots, parms_id, scale, KIND_BIAS)
+        """Encrypt the personal vocabulary bias at the circuit's output scale and level (default: the tail
+        context's last level, where the logits are)."""
+        parms_id = parms_id if parms_id is not None else self.tail_context.last_parms_id()
+        return self._encrypt(slots, parms_id, scale, KIND_BIAS, tail=True)
 
     def decrypt_logits(self, data: bytes, vocab_size: int) -> np.ndarray:
         """Decrypt a logits response: the first ``vocab_size`` slots (real parts), float64."""
-        ct = load_ciphertext(data, self.context, self.params, KIND_LOGITS, key_id=self.key_id)
+        ct = load_ciphertext(data, self.tail_context, self.params, KIND_LOGITS, key_id=self.key_id)
         pt = sealapi.Plaintext()
-        self._decryptor.decrypt(ct, pt)
-        return np.asarray(self.encoder.decode_double(pt))[:vocab_size]
+        self._tail_decryptor.decrypt(ct, pt)
+        return np.asarray(self.tail_encoder.decode_double(pt))[:vocab_size]
 
-    def _encrypt(self, slots: np.ndarray, parms_id: list[int], scale: float, kind: int) -> bytes:
+    def _encrypt(
+        self, slots: np.ndarray, parms_id: list[int], scale: float, kind: int, tail: bool = False
+    ) -> bytes:
         values = np.asarray(slots)
         n = self.encoder.slot_count()
         if values.ndim != 1 or values.size > n:
             raise ValueError(f"can only encrypt a vector of at most {n} slots, got shape {values.shape}.")
         if not np.all(np.isfinite(values)):
             raise ValueError("values contain NaN or infinity.")
+        encoder, encryptor = (
+            (self.tail_encoder, self._tail_encryptor) if tail else (self.encoder, self._encryptor)
+        )
         pt = sealapi.Plaintext()
         if np.iscomplexobj(values):
-            self.encoder.encode(values.astype(np.complex128).tolist(), parms_id, scale, pt)
+            encoder.encode(values.astype(np.complex128).tolist(), parms_id, scale, pt)
         else:
-            self.encoder.encode(values.astype(np.float64).tolist(), parms_id, scale, pt)
-        return dump_ciphertext(self._encryptor.encrypt_symmetric(pt), self.params, self.key_id, kind)
+            encoder.encode(values.astype(np.float64).tolist(), parms_id, scale, pt)
+        return dump_ciphertext(encryptor.encrypt_symmetric(pt), self.params, self.key_id, kind)
 
 
 @dataclass
@@ -197,16 +231,19 @@ class SessionEvalKeys:
         params: HEParams,
         context: sealapi.SEALContext | None = None,
         required_steps: list[int] | None = None,
+        rotation_level: int = 0,
+        tail_context: sealapi.SEALContext | None = None,
     ) -> SessionEvalKeys:
         """Parse ``SessionSecret.eval_keys_bytes`` output; raise ``SessionFormatError`` if it is not valid
-        for ``params`` or lacks a key for one of ``required_steps``."""
+        for ``params``, was made for another ``rotation_level`` than the circuit's, or lacks a key for one
+        of ``required_steps``. ``tail_context`` (default: derived) is where the Galois keys are loaded."""
         if not isinstance(data, bytes | bytearray | memoryview):
             raise TypeError("eval keys must be bytes.")
         data = bytes(data)
         context = context if context is not None else make_seal_context(params)
         if len(data) < _KEYS_HEAD.size:
             raise SessionFormatError(f"eval keys: {len(data)} bytes is too short.")
-        magic, version, params_id, key_id, n_steps = _KEYS_HEAD.unpack_from(data)
+        magic, version, params_id, key_id, n_steps, level = _KEYS_HEAD.unpack_from(data)
         if magic != b"HTEK":
             raise SessionFormatError("eval keys: not hushtype evaluation keys (bad magic).")
         if version != _VERSION:
@@ -215,6 +252,13 @@ class SessionEvalKeys:
             )
         if params_id != params.params_id:
             raise SessionFormatError(f"eval keys: made for other HE parameters than {params.name}.")
+        if level != rotation_level:
+            raise SessionFormatError(
+                f"eval keys: Galois keys made for rotation level {level}, the circuit rotates at level "
+                f"{rotation_level} (get the model's he.rotation_level from GET /v1/model)."
+            )
+        if tail_context is None:
+            tail_context = make_tail_context(context, rotation_level)
         if n_steps > _MAX_STEPS:
             raise SessionFormatError(
                 f"eval keys: {n_steps} rotation steps is more than the {_MAX_STEPS} allowed."
@@ -242,10 +286,10 @@ class SessionEvalKeys:
         relin, galois = sealapi.RelinKeys(), sealapi.GaloisKeys()
         try:
             seal_from_bytes(relin, context, blobs[0], what="relinearization keys")
-            seal_from_bytes(galois, context, blobs[1], what="Galois keys")
+            seal_from_bytes(galois, tail_context, blobs[1], what="Galois keys")
         except CiphertextFormatError as exc:
             raise SessionFormatError(str(exc)) from exc
-        for step, elt in zip(steps, _galois_elts(context, steps), strict=True):
+        for step, elt in zip(steps, _galois_elts(tail_context, steps), strict=True):
             if not galois.has_key(elt):
                 raise SessionFormatError(f"eval keys: the Galois key for step {step} is missing.")
         missing = sorted(set(required_steps or []) - set(steps))

@@ -58,9 +58,16 @@ def _measure_mode(weights: dict, mode: str, contexts: np.ndarray) -> dict:
     t0 = time.perf_counter()
     circuit = EncryptedNPLM(weights, mode=mode)
     build_s = time.perf_counter() - t0
-    session = SessionSecret.generate(circuit.params, circuit.rotation_steps)
+    session = SessionSecret.generate(circuit.params, circuit.rotation_steps, circuit.rotation_level)
     key_bytes = session.eval_keys_bytes()
-    keys = SessionEvalKeys.from_bytes(key_bytes, circuit.params, circuit.context, circuit.rotation_steps)
+    keys = SessionEvalKeys.from_bytes(
+        key_bytes,
+        circuit.params,
+        circuit.context,
+        circuit.rotation_steps,
+        rotation_level=circuit.rotation_level,
+        tail_context=circuit.tail_context,
+    )
     enc_t, dec_t, eval_t, got = [], [], [], []
     query = response = b""
     xs = [client_features(weights, ids) for ids in contexts]
@@ -115,12 +122,11 @@ def _w2_layer_times(weights: dict, run: dict, reps: int) -> list[float]:
     slots = circuit.tools.slots
     scale = circuit.output_scale  # the activation's output scale = the layer's input scale
     blob = session.encrypt_bias(np.tile(a, slots // a.size), scale, layer.parms_id)
-    a_ct = load_ct(blob, circuit.context, circuit.params, KIND_BIAS)
+    a_ct = load_ct(blob, circuit.tail_context, circuit.params, KIND_BIAS)
     from ckks.matvec import HETools
 
-    tools = HETools(
-        circuit.context, circuit.tools.encoder, circuit.tools.evaluator, keys.galois_keys, keys.relin_keys
-    )
+    tail = circuit.tail_tools
+    tools = HETools(circuit.tail_context, tail.encoder, tail.evaluator, keys.galois_keys, keys.relin_keys)
     times = []
     for _ in range(reps):
         t = time.perf_counter()

@@ -75,7 +75,9 @@ class PredictionClient:
         self.params = HEParams.from_dict(self.he["params"])
         self.context = int(info["card"]["model"]["context"])
         self.weights = load_safetensors(_check(self.http.get(info["artifacts"]["weights"])).content)
-        self.secret = SessionSecret.generate(self.params, self.he["rotation_steps"])
+        self.secret = SessionSecret.generate(
+            self.params, self.he["rotation_steps"], rotation_level=int(self.he.get("rotation_level", 0))
+        )
         self.eval_keys = self.secret.eval_keys_bytes()
         self.session_id: str | None = None
         self.token: str | None = None

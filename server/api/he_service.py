@@ -63,7 +63,14 @@ def _check_eval_keys(blob: bytes) -> None:
 
     circuit = _state().circuit
     try:
-        SessionEvalKeys.from_bytes(blob, circuit.params, circuit.context, circuit.rotation_steps)
+        SessionEvalKeys.from_bytes(
+            blob,
+            circuit.params,
+            circuit.context,
+            circuit.rotation_steps,
+            rotation_level=circuit.rotation_level,
+            tail_context=circuit.tail_context,
+        )
     except (SessionFormatError, TypeError) as exc:
         raise InvalidPayload(str(exc)) from None
 
@@ -75,7 +82,7 @@ def _check_personalization(session_id: str, blob: bytes) -> None:
     key_id = _eval_keys_for(session_id).key_id
     try:
         ct = load_ciphertext(
-            blob, circuit.context, circuit.params, KIND_BIAS, key_id, circuit.output_parms_id
+            blob, circuit.tail_context, circuit.params, KIND_BIAS, key_id, circuit.output_parms_id
         )
     except (SessionFormatError, TypeError) as exc:
         raise InvalidPayload(str(exc)) from None
@@ -84,7 +91,7 @@ def _check_personalization(session_id: str, blob: bytes) -> None:
 
 
 def _eval_keys_for(session_id: str):
-    from ckks.session_keys import SessionEvalKeys
+    from ckks.session_keys import SessionEvalKeys, SessionFormatError
 
     state = _state()
     keys = state.eval_keys.get(session_id)
@@ -93,7 +100,16 @@ def _eval_keys_for(session_id: str):
         if record is None:
             raise InvalidPayload(f"unknown session {session_id!r}")
         circuit = state.circuit
-        keys = SessionEvalKeys.from_bytes(record.eval_keys, circuit.params, circuit.context)
+        try:
+            keys = SessionEvalKeys.from_bytes(
+                record.eval_keys,
+                circuit.params,
+                circuit.context,
+                rotation_level=circuit.rotation_level,
+                tail_context=circuit.tail_context,
+            )
+        except SessionFormatError as exc:  # stored by an older server build or for another circuit
+            raise InvalidPayload(f"session {session_id!r} cannot be used, create a new one: {exc}") from None
         state.eval_keys[session_id] = keys
         while len(state.eval_keys) > _EVAL_KEY_CACHE:
             state.eval_keys.popitem(last=False)
@@ -126,7 +142,7 @@ def _predict(session_id: str, query: bytes) -> bytes:
     if personalization:
         bias = load_ciphertext(
             personalization,
-            circuit.context,
+            circuit.tail_context,
             circuit.params,
             KIND_BIAS,
             keys.key_id,
@@ -145,6 +161,7 @@ def public_parameters(circuit) -> dict:
         "mode": circuit.mode,
         "params": circuit.params.to_dict(),
         "rotation_steps": circuit.rotation_steps,
+        "rotation_level": circuit.rotation_level,  # Galois keys, logits, bias: chain minus this many primes
         "output_scale": circuit.output_scale,
         "vocab_size": circuit.vocab_size,
         "hidden": circuit.hidden,

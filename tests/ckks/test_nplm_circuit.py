@@ -12,6 +12,7 @@ from ckks.session_keys import (
     KIND_LOGITS,
     KIND_QUERY,
     SessionEvalKeys,
+    SessionFormatError,
     SessionSecret,
     dump_ciphertext,
 )
@@ -40,9 +41,13 @@ def small() -> dict:
 
 
 def _run(circuit: EncryptedNPLM, weights: dict, ids: np.ndarray, bias: np.ndarray | None = None) -> tuple:
-    session = SessionSecret.generate(circuit.params, circuit.rotation_steps)
+    session = SessionSecret.generate(circuit.params, circuit.rotation_steps, circuit.rotation_level)
     keys = SessionEvalKeys.from_bytes(
-        session.eval_keys_bytes(), circuit.params, circuit.context, circuit.rotation_steps
+        session.eval_keys_bytes(),
+        circuit.params,
+        circuit.context,
+        circuit.rotation_steps,
+        rotation_level=circuit.rotation_level,
     )
     x = client_features(weights, ids)
     features = x if circuit.mode == "x" else x @ weights["w1"].T.astype(np.float64) + weights["b1"]
@@ -58,7 +63,7 @@ def _run(circuit: EncryptedNPLM, weights: dict, ids: np.ndarray, bias: np.ndarra
         blob = session.encrypt_bias(np.tile(bias, circuit.tools.slots // bias.size), circuit.output_scale)
         bias_ct = load_ct(
             blob,
-            circuit.context,
+            circuit.tail_context,
             circuit.params,
             KIND_BIAS,
             key_id=keys.key_id,
@@ -82,8 +87,9 @@ def test_encrypted_logits_match_plaintext(small: dict, mode: str) -> None:
         assert set(np.argsort(-got)[:3]) == set(np.argsort(-want)[:3])
 
 
-def test_personal_bias_is_added(small: dict) -> None:
-    circuit = EncryptedNPLM(small)
+@pytest.mark.parametrize("mode", ["x", "h"])
+def test_personal_bias_is_added(small: dict, mode: str) -> None:
+    circuit = EncryptedNPLM(small, mode=mode)
     bias = np.random.default_rng(2).normal(size=512)
     got, want = _run(circuit, small, np.array([1, 2, 3, 4]), bias)
     np.testing.assert_allclose(got, want, atol=TOL)
@@ -93,6 +99,22 @@ def test_rotation_steps(small: dict) -> None:
     # W1 64x64 -> 32 blocks (radix-4 sums: steps 64, 256, 1024), pairs so no step 2; W2 -> 1, 2, 8 (baby 8).
     assert EncryptedNPLM(small).rotation_steps == [0, 1, 2, 16, 64, 256, 1024]
     assert EncryptedNPLM(small, mode="h").rotation_steps == [0, 1, 2, 16]
+
+
+def test_h_mode_keys_live_in_the_tail_chain(small: dict) -> None:
+    # Mode h rotates after the activation's rescale: its Galois keys are made for the chain without the
+    # last data prime, so the same rotation steps cost much less than keys for the full chain
+    circuit = EncryptedNPLM(small, mode="h")
+    assert circuit.rotation_level == 1
+    tail_primes = [m.value() for m in circuit.tail_context.key_context_data().parms().coeff_modulus()]
+    full_primes = [m.value() for m in circuit.context.key_context_data().parms().coeff_modulus()]
+    assert tail_primes == full_primes[:2] + full_primes[3:]
+    tail_keys = SessionSecret.generate(circuit.params, circuit.rotation_steps, 1).eval_keys_bytes()
+    full_keys = SessionSecret.generate(circuit.params, circuit.rotation_steps, 0).eval_keys_bytes()
+    assert len(tail_keys) < 0.7 * len(full_keys)
+    # keys made for the other level are refused with a message, not loaded into the wrong chain
+    with pytest.raises(SessionFormatError, match="rotation level 0"):
+        SessionEvalKeys.from_bytes(full_keys, circuit.params, circuit.context, rotation_level=1)
 
 
 def test_rejects_wrong_inputs(small: dict) -> None:

@@ -6,6 +6,7 @@ import os
 
 import numpy as np
 import pytest
+import tenseal.sealapi as sealapi
 
 from ckks.keys import PublicContext, SecretContext, assert_public_only
 from ckks.packing import EncryptedUpdate
@@ -152,3 +153,18 @@ def test_secret_context_roundtrip(secret_ctx: SecretContext, public_ctx: PublicC
     out = EncryptedUpdate.encrypt(public_ctx, np.array([0.125])).decrypt(restored)
     assert abs(out.values[0] - 0.125) < TOL_ONE
     assert restored.public.to_bytes() == secret_ctx.public.to_bytes()
+
+
+def test_reparent_needs_the_same_primes() -> None:
+    from ckks.keys import make_seal_context, make_tail_context
+    from ckks.nplm_circuit import INFERENCE_H
+    from ckks.serialize import reparent_ciphertext
+
+    full = make_seal_context(INFERENCE_H)
+    tail = make_tail_context(full, 1)
+    fresh = sealapi.Ciphertext(full)
+    fresh.resize(full, full.first_parms_id(), 2)  # three primes: not the tail's first level (two)
+    with pytest.raises(CiphertextFormatError, match="3 primes"):
+        reparent_ciphertext(fresh, tail)
+    with pytest.raises(ValueError, match="data primes"):
+        make_tail_context(full, 3)
