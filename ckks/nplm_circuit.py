@@ -40,6 +40,7 @@ from ckks.keys import make_seal_context, make_tail_context
 from ckks.matvec import BlockMatVec, HETools, ReplicatedMatVec, block_layout, tile
 from ckks.params import PRESETS, HEParams, check_security
 from ckks.serialize import reparent_ciphertext
+from ckks.session_keys import SessionEvalKeys
 
 __all__ = [
     "INFERENCE",
@@ -166,6 +167,18 @@ class EncryptedNPLM:
         if self.layer1 is not None:
             steps.update(self.layer1.rotation_steps)
         return sorted(steps)
+
+    def load_eval_keys(self, data: bytes, require_steps: bool = True) -> SessionEvalKeys:
+        """A session's uploaded evaluation keys, validated for this circuit (``SessionFormatError`` if not):
+        relinearization key for the full chain, Galois keys for ``rotation_steps`` in ``tail_context``."""
+        return SessionEvalKeys.from_bytes(
+            data,
+            self.params,
+            self.context,
+            self.rotation_steps if require_steps else None,
+            rotation_level=self.rotation_level,
+            tail_context=self.tail_context,
+        )
 
     def query_slots(self, features: np.ndarray) -> np.ndarray:
         """Device side helper: x (mode "x") or h = W1 x + b1 (mode "h") -> slot vector to encrypt."""

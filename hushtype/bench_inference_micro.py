@@ -28,7 +28,6 @@ from ckks.session_keys import (
     KIND_BIAS,
     KIND_LOGITS,
     KIND_QUERY,
-    SessionEvalKeys,
     SessionSecret,
     dump_ciphertext,
 )
@@ -60,14 +59,7 @@ def _measure_mode(weights: dict, mode: str, contexts: np.ndarray) -> dict:
     build_s = time.perf_counter() - t0
     session = SessionSecret.generate(circuit.params, circuit.rotation_steps, circuit.rotation_level)
     key_bytes = session.eval_keys_bytes()
-    keys = SessionEvalKeys.from_bytes(
-        key_bytes,
-        circuit.params,
-        circuit.context,
-        circuit.rotation_steps,
-        rotation_level=circuit.rotation_level,
-        tail_context=circuit.tail_context,
-    )
+    keys = circuit.load_eval_keys(key_bytes)
     enc_t, dec_t, eval_t, got = [], [], [], []
     query = response = b""
     xs = [client_features(weights, ids) for ids in contexts]

@@ -59,18 +59,11 @@ def _ping() -> int:
 
 
 def _check_eval_keys(blob: bytes) -> None:
-    from ckks.session_keys import SessionEvalKeys, SessionFormatError
+    from ckks.session_keys import SessionFormatError
 
     circuit = _state().circuit
     try:
-        SessionEvalKeys.from_bytes(
-            blob,
-            circuit.params,
-            circuit.context,
-            circuit.rotation_steps,
-            rotation_level=circuit.rotation_level,
-            tail_context=circuit.tail_context,
-        )
+        circuit.load_eval_keys(blob)
     except (SessionFormatError, TypeError) as exc:
         raise InvalidPayload(str(exc)) from None
 
@@ -91,7 +84,7 @@ def _check_personalization(session_id: str, blob: bytes) -> None:
 
 
 def _eval_keys_for(session_id: str):
-    from ckks.session_keys import SessionEvalKeys, SessionFormatError
+    from ckks.session_keys import SessionFormatError
 
     state = _state()
     keys = state.eval_keys.get(session_id)
@@ -101,13 +94,7 @@ def _eval_keys_for(session_id: str):
             raise InvalidPayload(f"unknown session {session_id!r}")
         circuit = state.circuit
         try:
-            keys = SessionEvalKeys.from_bytes(
-                record.eval_keys,
-                circuit.params,
-                circuit.context,
-                rotation_level=circuit.rotation_level,
-                tail_context=circuit.tail_context,
-            )
+            keys = circuit.load_eval_keys(record.eval_keys, require_steps=False)
         except SessionFormatError as exc:  # stored by an older server build or for another circuit
             raise InvalidPayload(f"session {session_id!r} cannot be used, create a new one: {exc}") from None
         state.eval_keys[session_id] = keys
