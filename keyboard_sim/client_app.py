@@ -12,7 +12,8 @@ On a train message carrying the global weights w_t and the round config, the dev
        plain float32 ArrayRecord is swapped for CKKS ciphertexts) and replies.
 
 Steps 1-4 never change with the codec. The device's example-level privacy ledger travels in
-``context.state`` so it survives rounds whichever worker process runs the device.
+``context.state`` so it survives rounds whichever worker process runs the device, and in the device's
+own storage (``<run_dir>/device_state/<run id>/``), so it survives a restarted server (``resume``).
 Noise here comes from numpy's PCG64, which is fine for simulation; a deployment needs a CSPRNG.
 """
 
@@ -22,6 +23,7 @@ import json
 import random
 from collections import OrderedDict
 from collections.abc import Callable
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -192,6 +194,36 @@ def _inject_faults(config: ConfigRecord, partition: int, server_round: int, seed
         raise ConnectionError(f"device {partition} went offline (injected, p={p_drop})")
 
 
+def _device_state_path(config: FederationConfig, run_id: str, partition: int) -> Path | None:
+    """The simulated phone's own storage for this run's privacy ledger (it survives a restarted server)."""
+    if not run_id.isalnum():
+        return None
+    return Path(config.run_dir) / "device_state" / run_id / f"device_{partition:05d}.json"
+
+
+def _saved_states(context: Context, config: FederationConfig, run_id: str, partition: int) -> list[dict]:
+    """The device's state as Flower's node context and the device's storage hold it."""
+    states = []
+    if _STATE_KEY in context.state:
+        states.append(json.loads(str(context.state[_STATE_KEY]["json"])))
+    path = _device_state_path(config, run_id, partition)
+    if path is not None and path.is_file():
+        states.append(json.loads(path.read_text(encoding="utf-8")))
+    return sorted(states, key=lambda s: len(s["ledger"]), reverse=True)
+
+
+def _save_state(context: Context, config: FederationConfig, run_id: str, partition: int, state: dict) -> None:
+    text = json.dumps(state)
+    context.state[_STATE_KEY] = ConfigRecord({"json": text})
+    path = _device_state_path(config, run_id, partition)
+    if path is None:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)  # atomic: a crash never leaves half a ledger
+
+
 def _partition(context: Context, config: FederationConfig) -> int:
     """This node's device index; a federation sized unlike ``devices`` is a clear error, not a crash later."""
     partitions = context.node_config.get("num-partitions")
@@ -221,8 +253,8 @@ def make_client_app(config: FederationConfig | None = None) -> ClientApp:
 
         global_weights = {k: a.numpy() for k, a in msg.content["arrays"].items()}
         device = _FLEET.get(cfg, partition, _model_config(global_weights))
-        if _STATE_KEY in context.state:  # the ledger may have advanced in another worker
-            saved = json.loads(str(context.state[_STATE_KEY]["json"]))
+        run_id = str(round_config.get("run-id", ""))  # the federated run (kept across a server restart)
+        for saved in _saved_states(context, cfg, run_id, partition):  # the ledger may have advanced elsewhere
             if len(saved["ledger"]) > device.rounds_trained:
                 device.load_state(saved)
 
@@ -245,7 +277,7 @@ def make_client_app(config: FederationConfig | None = None) -> ClientApp:
             config=round_config,  # the "he" codec reads the federation public context from it
             num_examples=result.num_examples,
         )
-        context.state[_STATE_KEY] = ConfigRecord({"json": json.dumps(device.state())})
+        _save_state(context, cfg, run_id, partition, device.state())
         metrics = MetricRecord(
             {
                 "num-examples": result.num_examples,

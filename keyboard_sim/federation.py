@@ -77,6 +77,7 @@ class FederationConfig:
     # evaluation, output, operations
     eval_max_examples: int | None = 20000  # held-out windows scored per round (seeded subset)
     run_dir: str = "runs/federated"
+    resume: bool = False  # continue the run in run_dir from its last checkpoint (same config_hash)
     checkpoint_every: int = 1
     round_timeout: float = 900.0  # seconds to wait for devices; late devices count as dropouts
     device_cache: int = 16  # Device objects kept per worker process (LRU)
@@ -165,8 +166,8 @@ class FederationConfig:
         )
 
     def config_hash(self) -> str:
-        """Short sha256 of the config (run_dir and notes excluded): same hash, same experiment."""
-        body = {k: v for k, v in asdict(self).items() if k not in ("run_dir", "extra")}
+        """Short sha256 of the config (run_dir, resume and notes excluded): same hash, same experiment."""
+        body = {k: v for k, v in asdict(self).items() if k not in ("run_dir", "extra", "resume")}
         return hashlib.sha256(json.dumps(body, sort_keys=True, default=list).encode()).hexdigest()[:12]
 
     # ------------------------------------------------------------- run config

@@ -18,6 +18,7 @@ import logging
 import math
 import random
 import time
+import uuid
 from dataclasses import asdict
 from pathlib import Path
 
@@ -80,13 +81,16 @@ def _finite(value: float) -> float | None:
 class RunRecorder:
     """Writes a run directory: rounds.jsonl, checkpoints, progress.png and the model card."""
 
-    def __init__(self, run_dir: str | Path, *, checkpoint_every: int = 1) -> None:
+    def __init__(
+        self, run_dir: str | Path, *, checkpoint_every: int = 1, kept_rows: list[dict] | None = None
+    ) -> None:
         self.run_dir = Path(run_dir)
         (self.run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+        (self.run_dir / "model_card.json").unlink(missing_ok=True)  # written again when this run ends
         self.rounds_path = self.run_dir / "rounds.jsonl"
-        self.rounds_path.write_text("", encoding="utf-8")
+        self.rows: list[dict] = list(kept_rows or [])  # a resumed run keeps the rows up to its checkpoint
+        self.rounds_path.write_text("".join(json.dumps(r) + "\n" for r in self.rows), encoding="utf-8")
         self.checkpoint_every = checkpoint_every
-        self.rows: list[dict] = []
 
     def record(self, row: dict, weights: dict[str, np.ndarray], *, final: bool = False) -> None:
         """Append one round's row; checkpoint every ``checkpoint_every`` rounds and at the end."""
@@ -175,6 +179,44 @@ def roll_call(grid: Grid, expected: int, timeout: float) -> dict[int, int]:
     return device_ids
 
 
+def resume_point(config: FederationConfig) -> tuple[list[dict], dict[str, np.ndarray]]:
+    """The rows up to the last checkpointed round of the run in ``config.run_dir``, and its weights.
+
+    Raises ``ValueError`` if the directory holds no run, another experiment (config hash), or a run that
+    has already done all its rounds.
+    """
+    from safetensors.numpy import load_file
+
+    run_dir = Path(config.run_dir)
+    run_file, rounds_file = run_dir / "run.json", run_dir / "rounds.jsonl"
+    if not run_file.is_file() or not rounds_file.is_file():
+        raise ValueError(f"resume: {run_dir} holds no federated run to resume (no run.json/rounds.jsonl).")
+    recorded = json.loads(run_file.read_text(encoding="utf-8"))["config_hash"]
+    if recorded != config.config_hash():
+        raise ValueError(
+            f"resume: {run_dir} holds another experiment (config hash {recorded}, this config "
+            f"{config.config_hash()}); resume with the same configuration or use a new run_dir."
+        )
+    rows = []
+    for line in rounds_file.read_text(encoding="utf-8").splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            break  # a row cut short by the crash: the run resumes before it
+    checkpointed = [
+        i
+        for i, r in enumerate(rows)
+        if (run_dir / "checkpoints" / f"round_{r['round']:03d}.safetensors").is_file()
+    ]
+    if not checkpointed or rows[checkpointed[-1]]["round"] == 0:
+        raise ValueError(f"resume: {run_dir} has no checkpoint after round 0; start the run again instead.")
+    last = checkpointed[-1]
+    if rows[last]["round"] >= config.rounds:
+        raise ValueError(f"resume: the run in {run_dir} has already done its {config.rounds} rounds.")
+    weights = load_file(str(run_dir / "checkpoints" / f"round_{rows[last]['round']:03d}.safetensors"))
+    return rows[: last + 1], weights
+
+
 def run_federation(grid: Grid, config: FederationConfig) -> dict:
     """The whole server-side job; returns the model card it wrote."""
     start = time.perf_counter()
@@ -221,7 +263,22 @@ def run_federation(grid: Grid, config: FederationConfig) -> dict:
             "drop-probability": config.drop_probability,
         }
     )
-    recorder = RunRecorder(config.run_dir, checkpoint_every=config.checkpoint_every)
+    kept_rows: list[dict] = []
+    if config.resume:  # a restarted server: continue from the last checkpoint, as if never stopped
+        kept_rows, w0 = resume_point(config)
+        done = kept_rows[-1]["round"]
+        strategy.resume_after(done, config.devices)
+        for row in kept_rows[1:]:  # replay the user-level accountant over the rounds already run
+            if row["participants"] > 0:
+                accountant.step(noise_multiplier=sigma * math.sqrt(row["participants"] / m), sample_rate=q)
+        log(INFO, "resuming %s after round %d of %d", config.run_dir, done, config.rounds)
+    offset = strategy.round_offset
+    run_file = Path(config.run_dir) / "run.json"
+    run_id = json.loads(run_file.read_text(encoding="utf-8"))["run_id"] if offset else uuid.uuid4().hex
+    recorder = RunRecorder(config.run_dir, checkpoint_every=config.checkpoint_every, kept_rows=kept_rows)
+    run_record = {"run_id": run_id, "config_hash": config.config_hash(), "config": asdict(config)}
+    run_file.write_text(json.dumps(run_record, default=list), encoding="utf-8")
+    train_config["run-id"] = run_id  # devices keep their privacy ledgers per run
     # SuperNodes register asynchronously: the roll call waits (briefly) for all of them first
     strategy.device_ids = roll_call(grid, expected=config.devices, timeout=min(config.round_timeout, 60.0))
     nodes = len(list(grid.get_node_ids()))
@@ -250,15 +307,18 @@ def run_federation(grid: Grid, config: FederationConfig) -> dict:
         provenance,
         recorder.run_dir.resolve(),
     )
-    progress = tqdm(total=config.rounds, desc="rounds", unit="round", dynamic_ncols=True)
-    max_device_epsilon = 0.0
+    progress = tqdm(total=config.rounds, initial=offset, desc="rounds", unit="round", dynamic_ncols=True)
+    max_device_epsilon = kept_rows[-1]["max_device_epsilon"] if kept_rows else 0.0
     last_time = time.perf_counter()
 
-    def evaluate_fn(server_round: int, arrays: ArrayRecord) -> MetricRecord:
+    def evaluate_fn(flower_round: int, arrays: ArrayRecord) -> MetricRecord:
         nonlocal max_device_epsilon, last_time
         weights = arrays_to_numpy(arrays)
         scores = evaluate(load_weights(model, weights), eval_set, unk_id=data.vocab.unk_id)
-        stats = strategy.rounds.get(server_round, {})
+        if offset and flower_round == 0:  # the resumed checkpoint: its row is already recorded
+            return MetricRecord({"top1": scores["top1"], "top3": scores["top3"], "loss": scores["loss"]})
+        server_round = offset + flower_round
+        stats = strategy.rounds.get(flower_round, {})
         participants = int(stats.get("participants", 0))
         if server_round > 0 and participants > 0:
             accountant.step(noise_multiplier=sigma * math.sqrt(participants / m), sample_rate=q)
@@ -307,7 +367,7 @@ def run_federation(grid: Grid, config: FederationConfig) -> dict:
         result = strategy.start(
             grid=grid,
             initial_arrays=numpy_to_arrays(w0),
-            num_rounds=config.rounds,
+            num_rounds=config.rounds - offset,
             timeout=config.round_timeout,
             train_config=train_config,
             evaluate_fn=evaluate_fn,

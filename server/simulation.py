@@ -35,8 +35,10 @@ def run_federated(config: FederationConfig, *, verbose: bool = False) -> dict:
     from flwr.simulation import run_simulation
 
     from keyboard_sim.client_app import make_client_app
-    from server.server_app import make_server_app
+    from server.server_app import make_server_app, resume_point
 
+    if config.resume:
+        resume_point(config)  # fail fast, before Ray starts, if there is nothing (right) to resume
     run_dir = Path(config.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     # Ray workers must import this project: make sure its root is on their path.

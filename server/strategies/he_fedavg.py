@@ -187,7 +187,7 @@ class HEFedAvg(PlainFedAvg):
             used.append(msg)
         if total is None or layout is None:
             return None, [], failures
-        server_round = int(self._current_round) if self._current_round is not None else None
+        server_round = self.round_offset + self._current_round if self._current_round is not None else None
         try:
             result = self.key_authority.decrypt_aggregate(
                 total.to_bytes(),

@@ -106,6 +106,7 @@ class PlainFedAvg(FedAvg):
         self.weighting = weighting
         self._rng = random.Random(seed)
         self.device_ids: dict[int, int] = {}  # node id -> device (partition) id, from a roll call
+        self.round_offset = 0  # rounds done before a resume: Flower's round r is the run's round offset + r
         self._w_t: dict[str, np.ndarray] | None = None  # current global weights, set by configure_train
         self._v_t: dict[str, np.ndarray] = {}  # server momentum buffer
         self._sent: dict[int, list[int]] = {}  # round -> node ids sent a train message
@@ -132,6 +133,13 @@ class PlainFedAvg(FedAvg):
         node_ids.sort(key=self._device_rank)
         return self._rng.sample(node_ids, self.devices_per_round)
 
+    def resume_after(self, rounds_done: int, devices: int) -> None:
+        """Continue a run that finished ``rounds_done`` rounds: number rounds after them, and advance the
+        seeded sampler past their draws so round t samples the devices an uninterrupted run would."""
+        self.round_offset = rounds_done
+        for _ in range(rounds_done):
+            self._rng.sample(range(devices), self.devices_per_round)
+
     def _device_rank(self, node_id: int) -> tuple[int, int, int]:
         """Sort key: nodes by device id when the roll call named it, then the others by node id."""
         device = self.device_ids.get(node_id)
@@ -145,7 +153,7 @@ class PlainFedAvg(FedAvg):
         node_ids = self._sample_nodes(grid)
         self._sent[server_round] = node_ids
         self._started[server_round] = time.perf_counter()
-        config["server-round"] = server_round
+        config["server-round"] = self.round_offset + server_round  # seeds the devices' DP noise
         log(
             INFO,
             "configure_train: sampled %d devices (out of %d)",

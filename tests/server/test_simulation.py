@@ -125,3 +125,54 @@ def test_a_seeded_plain_run_repeats_exactly(tmp_path: Path) -> None:
     # Assert: same devices, same DP noise, same metrics
     assert rows[0] == rows[1]
     assert rows[0][1]["devices"] != rows[0][2]["devices"] or rows[0][1]["loss"] != rows[0][2]["loss"]
+
+
+def test_a_restarted_server_resumes_from_its_last_checkpoint(tmp_path: Path) -> None:
+    # Prepare: an uninterrupted 3-round run, and a copy of it cut back to "crashed after round 2"
+    import shutil
+
+    corpus = tmp_path / "corpus.jsonl"
+    save_jsonl(make_users(n_users=30, lines_per_user=30), corpus)
+    common = dict(
+        devices=6,
+        devices_per_round=3,
+        rounds=3,
+        aggregation="plain",
+        data_source="jsonl",
+        jsonl_path=str(corpus),
+        vocab_size=64,
+        embed_dim=8,
+        hidden=16,
+        min_device_examples=4,
+        max_local_steps=3,
+        batch_size=8,
+        trainable="b1,w2,b2",
+        eval_max_examples=300,
+        seed=3,
+    )
+    whole = run_federated(FederationConfig(**common, run_dir=str(tmp_path / "whole")))
+    crashed = tmp_path / "crashed"
+    shutil.copytree(tmp_path / "whole", crashed)
+    lines = (crashed / "rounds.jsonl").read_text().splitlines()
+    (crashed / "rounds.jsonl").write_text("\n".join(lines[:3]) + "\n" + lines[3][:20])  # a torn last row
+    (crashed / "checkpoints" / "round_003.safetensors").unlink()
+    (crashed / "model_card.json").unlink()
+    with pytest.raises(ValueError, match="another experiment"):
+        run_federated(FederationConfig(**{**common, "seed": 4}, run_dir=str(crashed), resume=True))
+    # Execute: restart with resume
+    card = run_federated(FederationConfig(**common, run_dir=str(crashed), resume=True))
+
+    # Assert: the same rounds, metrics and user-level epsilon as the run that never stopped
+    def rows(run: Path) -> list[dict]:
+        skip = ("seconds", "max_device_epsilon")
+        return [
+            {k: v for k, v in json.loads(x).items() if k not in skip} for x in (run / "rounds.jsonl").open()
+        ]
+
+    assert rows(crashed) == rows(tmp_path / "whole")
+    assert card["user_epsilon"] == whole["user_epsilon"] and card["round"] == 3
+    assert card["metrics"]["final"] == whole["metrics"]["final"]
+    # round 3's devices had already trained once before the crash: their ledgers count it again
+    assert card["max_device_example_epsilon"] >= whole["max_device_example_epsilon"]
+    with pytest.raises(ValueError, match="already done"):
+        run_federated(FederationConfig(**common, run_dir=str(crashed), resume=True))
