@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from functools import lru_cache
 from typing import Annotated
 
@@ -73,6 +74,7 @@ async def read_octets(request: Request, limit: int, what: str) -> bytes:
 
 def get_session(
     store: Annotated[SessionStore, Depends(get_store)],
+    settings: Annotated[Settings, Depends(get_settings)],
     session_id: Annotated[str, Path(description="the id POST /v1/sessions returned")],
     authorization: Annotated[str | None, Header()] = None,
 ) -> SessionRecord:
@@ -93,5 +95,12 @@ def get_session(
             status.HTTP_401_UNAUTHORIZED,
             "token does not belong to this session",
             headers={"WWW-Authenticate": "Bearer"},
+        )
+    if time.time() - record.last_used > settings.session_idle_ttl_seconds:
+        store.delete(record.id)
+        raise HTTPException(
+            status.HTTP_404_NOT_FOUND,
+            f"session {session_id!r} expired after {settings.session_idle_ttl_seconds:g} s unused: "
+            "create a new one",
         )
     return record

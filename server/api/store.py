@@ -108,6 +108,14 @@ class SessionStore:
         with self._lock:
             self._conn.execute("UPDATE sessions SET last_used = ? WHERE id = ?", (time.time(), session_id))
 
+    def purge_idle(self, idle_seconds: float) -> int:
+        """Delete sessions unused for more than ``idle_seconds``; returns how many."""
+        with self._lock:
+            cur = self._conn.execute(
+                "DELETE FROM sessions WHERE last_used < ?", (time.time() - idle_seconds,)
+            )
+        return cur.rowcount
+
     def delete(self, session_id: str) -> bool:
         """Remove the session and everything it holds; False if it did not exist."""
         with self._lock:

@@ -66,6 +66,14 @@ async def create_session(
 ) -> SessionCreated:
     """Upload the device's public evaluation keys (no secret key); get a session id + token."""
     blob = await read_octets(request, settings.max_eval_key_bytes, "evaluation keys")
+    store.purge_idle(settings.session_idle_ttl_seconds)
+    if store.count() >= settings.max_sessions:
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            f"the server holds its maximum of {settings.max_sessions} sessions; retry later "
+            "(operators: raise HUSHTYPE_MAX_SESSIONS)",
+            headers={"Retry-After": "60"},
+        )
     try:
         await he.check_eval_keys(blob)
     except InvalidPayload as exc:

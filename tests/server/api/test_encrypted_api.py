@@ -147,6 +147,27 @@ def test_delete_and_sessions_survive_a_restart(small_release: Path, tmp_path: Pa
         assert err.value.status == 404
 
 
+def test_idle_sessions_expire_and_the_store_is_capped(small_release: Path, tmp_path: Path) -> None:
+    import sqlite3
+
+    db = tmp_path / "cap.db"
+    settings = make_settings(small_release, db, max_sessions=1, session_idle_ttl_seconds=3600)
+    with TestClient(create_app(settings)) as capped:
+        device = _client(capped)
+        # a second session does not fit: 503 with a reason and a Retry-After
+        r = capped.post("/v1/sessions", content=device.eval_keys, headers=OCTETS)
+        assert r.status_code == 503 and "maximum of 1 sessions" in r.json()["detail"]
+        assert r.headers["retry-after"] == "60"
+        # two hours unused: the session is gone (404 that says so), and its slot is free again
+        with sqlite3.connect(db) as conn:
+            conn.execute("UPDATE sessions SET last_used = last_used - 7200")
+        with pytest.raises(APIError) as err:
+            device.logits(np.array([2, 3, 4, 5]))
+        assert err.value.status == 404 and "expired" in err.value.detail
+        again = _client(capped)
+        assert again.logits(np.array([2, 3, 4, 5])).shape == (64,)
+
+
 def test_x_mode_server_computes_the_first_layer_too(small_release: Path, tmp_path: Path) -> None:
     release = load_release(small_release)
     with TestClient(create_app(make_settings(small_release, tmp_path / "x.db", he_mode="x"))) as api_x:
