@@ -49,11 +49,11 @@ def test_shared_names_are_re_exported_from_the_device_side() -> None:
     assert simulation.load_data is federation.load_data
 
 
-def test_small_federation_with_a_failing_device(tmp_path: Path) -> None:
-    # Prepare: 40 grammar users as a JSONL corpus; 6 devices, 3 per round, 2 rounds; device 0 always fails
+def _tiny_federation(tmp_path: Path, n_users: int = 30, **overrides) -> dict:
+    """FederationConfig fields for 6 grammar-corpus devices, 3 a round, a tiny model (seconds per round)."""
     corpus = tmp_path / "corpus.jsonl"
-    save_jsonl(make_users(n_users=40, lines_per_user=30), corpus)
-    cfg = FederationConfig(
+    save_jsonl(make_users(n_users=n_users, lines_per_user=30), corpus)
+    fields = dict(
         devices=6,
         devices_per_round=3,
         rounds=2,
@@ -66,11 +66,19 @@ def test_small_federation_with_a_failing_device(tmp_path: Path) -> None:
         max_local_steps=3,
         batch_size=8,
         trainable="b1,w2,b2",
+        eval_max_examples=300,
+    )
+    return {**fields, **overrides}
+
+
+def test_small_federation_with_a_failing_device(tmp_path: Path) -> None:
+    # Prepare: 40 grammar users as a JSONL corpus; 6 devices, 3 per round, 2 rounds; device 0 always fails
+    cfg = FederationConfig(
+        **_tiny_federation(tmp_path, n_users=40, eval_max_examples=500),
         noise_multiplier=1.0,
         fail_partitions=(0,),
         drop_probability=0.2,
         run_dir=str(tmp_path / "run"),
-        eval_max_examples=500,
         seed=1,
     )
     # Execute
@@ -96,28 +104,10 @@ def test_small_federation_with_a_failing_device(tmp_path: Path) -> None:
 
 def test_a_seeded_plain_run_repeats_exactly(tmp_path: Path) -> None:
     # Prepare: the same small federation twice (fresh random node ids each time)
-    corpus = tmp_path / "corpus.jsonl"
-    save_jsonl(make_users(n_users=30, lines_per_user=30), corpus)
+    fields = _tiny_federation(tmp_path, aggregation="plain", seed=2)
     rows = []
     for run in ("a", "b"):
-        cfg = FederationConfig(
-            devices=6,
-            devices_per_round=3,
-            rounds=2,
-            aggregation="plain",
-            data_source="jsonl",
-            jsonl_path=str(corpus),
-            vocab_size=64,
-            embed_dim=8,
-            hidden=16,
-            min_device_examples=4,
-            max_local_steps=3,
-            batch_size=8,
-            trainable="b1,w2,b2",
-            run_dir=str(tmp_path / run),
-            eval_max_examples=300,
-            seed=2,
-        )
+        cfg = FederationConfig(**fields, run_dir=str(tmp_path / run))
         # Execute
         run_federated(cfg)
         lines = (tmp_path / run / "rounds.jsonl").read_text().splitlines()
@@ -131,25 +121,7 @@ def test_a_restarted_server_resumes_from_its_last_checkpoint(tmp_path: Path) -> 
     # Prepare: an uninterrupted 3-round run, and a copy of it cut back to "crashed after round 2"
     import shutil
 
-    corpus = tmp_path / "corpus.jsonl"
-    save_jsonl(make_users(n_users=30, lines_per_user=30), corpus)
-    common = dict(
-        devices=6,
-        devices_per_round=3,
-        rounds=3,
-        aggregation="plain",
-        data_source="jsonl",
-        jsonl_path=str(corpus),
-        vocab_size=64,
-        embed_dim=8,
-        hidden=16,
-        min_device_examples=4,
-        max_local_steps=3,
-        batch_size=8,
-        trainable="b1,w2,b2",
-        eval_max_examples=300,
-        seed=3,
-    )
+    common = _tiny_federation(tmp_path, rounds=3, aggregation="plain", seed=3)
     whole = run_federated(FederationConfig(**common, run_dir=str(tmp_path / "whole")))
     crashed = tmp_path / "crashed"
     shutil.copytree(tmp_path / "whole", crashed)
