@@ -145,22 +145,36 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 def _cmd_predict(args: argparse.Namespace) -> int:
     import httpx
 
-    from keyboard_sim.api_client import PredictionClient
+    from keyboard_sim.api_client import APIError, PredictionClient
 
+    history = None
+    if args.history:
+        try:
+            history = Path(args.history).read_text(encoding="utf-8").splitlines()
+        except OSError as exc:
+            print(f"hushtype: error: cannot read --history: {exc}", file=sys.stderr)
+            return 2
+    personalized = None
     try:
         client = PredictionClient(args.server).open()
         try:
+            if history is not None:
+                personalized = client.personalize(history)
             suggestions = client.suggest(args.text, k=args.k)
         finally:
             client.close()
     except httpx.HTTPError as exc:
         print(f"hushtype: error: cannot reach {args.server}: {exc}", file=sys.stderr)
         return 2
+    except APIError as exc:
+        print(f"hushtype: error: the server refused the request: {exc}", file=sys.stderr)
+        return 2
     if args.json:
         _print_json(
             {
                 "text": args.text,
                 "suggestions": [s.__dict__ for s in suggestions],
+                "personalized": personalized,
                 "bytes_sent": client.bytes_sent,
                 "bytes_received": client.bytes_received,
             }
@@ -232,6 +246,11 @@ def build_parser() -> argparse.ArgumentParser:
     pred.add_argument("text", help="what has been typed so far")
     pred.add_argument("--server", default="http://127.0.0.1:8000")
     pred.add_argument("-k", type=int, default=3)
+    pred.add_argument(
+        "--history",
+        help="a file of the user's earlier messages (one per line): fits the personal vocabulary bias on "
+        "this machine and uploads it encrypted before predicting",
+    )
     pred.add_argument("--json", action="store_true")
     pred.set_defaults(func=_cmd_predict)
 

@@ -10,6 +10,7 @@ never sees the context or the suggestions.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import httpx
@@ -109,6 +110,29 @@ class PredictionClient:
         )
         self.bytes_sent += len(blob)
         return len(blob)
+
+    def personalize(self, history: Iterable[str]) -> dict:
+        """Fit the user's vocabulary bias on their own earlier text, on the device, and upload it encrypted.
+
+        ``history`` is what the user typed before (lines of text); it never leaves the device. Returns
+        how many next-word examples the bias was fitted on and the encrypted adapter's size.
+        """
+        from keyboard_sim.personalize import fit_vocab_bias
+        from models.data import make_examples
+        from models.nplm import NPLM, ModelConfig, load_weights
+
+        sentences = [s for line in history for s in self.vocab.encode_text(line)]
+        examples = make_examples(sentences, self.context, self.vocab.bos_id)
+        config = ModelConfig(
+            vocab_size=len(self.vocab),
+            context=self.context,
+            embed_dim=int(self.weights["embedding"].shape[1]),
+            hidden=int(self.weights["w1"].shape[0]),
+            beta=float(np.asarray(self.weights["beta"]).reshape(-1)[0]),
+        )
+        model = load_weights(NPLM(config), self.weights).eval()
+        size = self.upload_personalization(fit_vocab_bias(model, examples))
+        return {"examples": len(examples), "adapter_bytes": size}
 
     def close(self) -> None:
         """Delete the session on the server (keys and adapter are forgotten)."""

@@ -38,7 +38,10 @@ def test_cli_predict_and_session_survives_server_crash(
     try:
         run_load.wait_healthy(url, server, timeout=60)
         # the console client, end to end: keys, encrypted query, decrypted top-3
+        history = tmp_path / "my_messages.txt"
+        history.write_text("w3 w4 w5 w20\nw20 w21\n")
         cmd = [sys.executable, "-m", "hushtype.cli", "predict", "--server", url, "--json", "w3 w4 w5"]
+        cmd += ["--history", str(history)]  # fitted on this machine, uploaded encrypted
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
         assert out.returncode == 0, out.stderr
         lines = [line for line in out.stdout.splitlines() if line.strip()]
@@ -51,6 +54,9 @@ def test_cli_predict_and_session_survives_server_crash(
         assert probabilities == sorted(probabilities, reverse=True)
         assert {s["word"] for s in suggestions} <= set(WORDS[2:])  # never <unk> or <s>
         assert result["bytes_sent"] > 0 and result["bytes_received"] > 0
+        assert result["personalized"]["examples"] == 6 and result["personalized"]["adapter_bytes"] > 0
+        bad = subprocess.run([*cmd[:-1], str(tmp_path / "missing.txt")], capture_output=True, text=True)
+        assert bad.returncode == 2 and "cannot read --history" in bad.stderr
 
         # a device's session with an encrypted adapter, over real HTTP
         device = PredictionClient(url, http=httpx.Client(base_url=url, timeout=60.0)).open()

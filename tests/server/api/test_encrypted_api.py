@@ -57,6 +57,19 @@ def test_encrypted_prediction_matches_plaintext_with_personalization(
     assert "hushtype_predictions_total" in text
 
 
+def test_personalize_from_the_users_own_history(api: TestClient) -> None:
+    # The device fits its vocabulary bias on what its user typed before, then uploads it encrypted
+    device = _client(api)
+    word = device.vocab.words.index("w40")
+    before = device.logits(np.array([5, 6, 7, 8]))
+    fitted = device.personalize(["w5 w6 w7 w8 w40. w40 w9 w40"] * 20)
+    after = device.logits(np.array([5, 6, 7, 8]))
+    assert fitted["examples"] == 20 * 8 and fitted["adapter_bytes"] > 0
+    rank = lambda z: int((z > z[word]).sum())  # noqa: E731
+    assert rank(after) < rank(before) and after[word] - before[word] > 1.0
+    device.close()
+
+
 def test_server_store_holds_no_plaintext_or_secret(api: TestClient, api_db: Path) -> None:
     device = _client(api)
     device.upload_personalization(np.linspace(-1, 1, 64))
