@@ -23,7 +23,7 @@ router = APIRouter(
     responses={
         400: {"description": "malformed bytes or ciphertext with the wrong parameters"},
         401: {"description": "missing or wrong bearer token"},
-        404: {"description": "unknown session"},
+        404: {"description": "unknown session, or expired after session_idle_ttl_seconds unused"},
         413: {"description": "body over the size limit"},
         415: {"description": "body is not application/octet-stream"},
     },
@@ -56,6 +56,7 @@ def _stale(record: SessionRecord, he: HEService) -> None:
     "",
     status_code=status.HTTP_201_CREATED,
     response_model=SessionCreated,
+    responses={503: {"description": "the session store is full (max_sessions); see Retry-After"}},
     openapi_extra=_BINARY_BODY,
 )
 async def create_session(
@@ -86,6 +87,7 @@ async def create_session(
 @router.put(
     "/{session_id}/personalization",
     status_code=status.HTTP_204_NO_CONTENT,
+    responses={409: {"description": "session made for another model version"}},
     openapi_extra=_BINARY_BODY,
 )
 async def update_personalization(

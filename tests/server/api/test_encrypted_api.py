@@ -29,7 +29,12 @@ def test_model_card_and_public_artifacts(api: TestClient, small_release: Path) -
     assert 0 in info["he"]["rotation_steps"]
     assert api.get("/v1/model/weights").content[:8]  # safetensors bytes
     assert api.get("/healthz").json()["status"] == "ok"
-    assert "/v1/sessions/{session_id}/predict" in api.get("/openapi.json").json()["paths"]
+    paths = api.get("/openapi.json").json()["paths"]
+    assert "/v1/sessions/{session_id}/predict" in paths
+    assert {"400", "401", "404", "409", "413"} <= set(
+        paths["/v1/sessions/{session_id}/predict"]["post"]["responses"]
+    )
+    assert "503" in paths["/v1/sessions"]["post"]["responses"]  # documented for app developers
 
 
 def test_encrypted_prediction_matches_plaintext_with_personalization(
