@@ -160,7 +160,10 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         try:
             if history is not None:
                 personalized = client.personalize(history)
-            suggestions = client.suggest(args.text, k=args.k)
+            if args.typed:
+                suggestions = client.autocorrect(args.text, args.typed, k=args.k)
+            else:
+                suggestions = client.suggest(args.text, k=args.k)
         finally:
             client.close()
     except httpx.HTTPError as exc:
@@ -169,11 +172,15 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     except APIError as exc:
         print(f"hushtype: error: the server refused the request: {exc}", file=sys.stderr)
         return 2
+    except ValueError as exc:  # e.g. --typed with characters the keyboard has no key for
+        print(f"hushtype: error: {exc}", file=sys.stderr)
+        return 2
     if args.json:
         _print_json(
             {
                 "text": args.text,
-                "suggestions": [s.__dict__ for s in suggestions],
+                "typed": args.typed,
+                "suggestions" if not args.typed else "corrections": [s.__dict__ for s in suggestions],
                 "personalized": personalized,
                 "bytes_sent": client.bytes_sent,
                 "bytes_received": client.bytes_received,
@@ -246,6 +253,11 @@ def build_parser() -> argparse.ArgumentParser:
     pred.add_argument("text", help="what has been typed so far")
     pred.add_argument("--server", default="http://127.0.0.1:8000")
     pred.add_argument("-k", type=int, default=3)
+    pred.add_argument(
+        "--typed",
+        help="autocorrect this partly mistyped word (the keys registered) instead of suggesting the next "
+        "word; the encrypted next-word distribution is the decoder's prior",
+    )
     pred.add_argument(
         "--history",
         help="a file of the user's earlier messages (one per line): fits the personal vocabulary bias on "

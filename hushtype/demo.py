@@ -31,6 +31,7 @@ from models.release import load_release
 __all__ = ["run_demo", "DEMO_PROMPTS"]
 
 DEMO_PROMPTS = ["to be or not to", "i pray you, my good", "what is the", "o, my"]
+DEMO_TYPOS = [("to be or not to", "bw"), ("i pray you, my good", "lprd")]  # mistyped next words
 
 
 def _say(step: str, text: str) -> None:
@@ -94,9 +95,16 @@ def _query_encrypted(release_dir: Path, out: Path, data_config: DataConfig) -> d
             results[prompt] = [(s.word, round(s.probability, 3)) for s in suggestions]
             shown = ", ".join(f"{w} ({p:.2f})" for w, p in results[prompt])
             _say("5/5", f"{prompt!r} -> {shown}   [{ms:.0f} ms round trip]")
+        corrections = {}
+        for prompt, typed in DEMO_TYPOS:
+            fixed = device.autocorrect(prompt, typed)
+            corrections[f"{prompt} [{typed}]"] = [(s.word, round(s.probability, 3)) for s in fixed]
+            shown = ", ".join(f"{s.word} ({s.probability:.2f})" for s in fixed)
+            _say("5/5", f"{prompt!r} + typed {typed!r} -> autocorrect {shown}")
         summary = {
             "user": user.user_id,
             "suggestions": results,
+            "autocorrect": corrections,
             "eval_key_bytes": len(device.eval_keys),
             "personalization_bytes": adapter_bytes,
             "bytes_sent": device.bytes_sent,

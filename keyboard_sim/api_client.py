@@ -20,6 +20,7 @@ from safetensors.numpy import load as load_safetensors
 from ckks.nplm_circuit import query_slots
 from ckks.params import HEParams
 from ckks.session_keys import SessionSecret
+from keyboard_sim.touch import TouchModel, TypistConfig
 from models.nplm import client_features
 from models.tokenizer import tokenize_sentences
 from models.vocab import Vocabulary
@@ -83,6 +84,7 @@ class PredictionClient:
         self.session_id: str | None = None
         self.token: str | None = None
         self.bytes_sent = self.bytes_received = 0
+        self._vocab_index: tuple | None = None  # (touch model, autocorrect's VocabIndex for it)
 
     # -- session ------------------------------------------------------------------
     def open(self) -> PredictionClient:
@@ -159,6 +161,40 @@ class PredictionClient:
         self.bytes_sent += len(query)
         self.bytes_received += len(response.content)
         return self.secret.decrypt_logits(response.content, len(self.vocab))
+
+    def autocorrect(
+        self,
+        text: str,
+        typed: str | np.ndarray,
+        k: int = 3,
+        touch_model: TouchModel | None = None,
+        lm_weight: float = 1.0,
+    ) -> list[Suggestion]:
+        """Correct the word being typed after ``text``: a noisy-channel decoder (``keyboard_sim.autocorrect``)
+        whose prior is the next-word distribution the server computed on ciphertexts (personalized).
+
+        ``typed`` is the word's taps ``(n, 2)`` in key widths, or the characters a plain keyboard
+        registered (then taken as taps on those keys' centres). ``touch_model`` is the keyboard's belief
+        about the user's touch noise (default: sigma 0.4 key widths, 1% skipped and doubled taps).
+        Probabilities are normalized over the returned candidates.
+        """
+        from keyboard_sim.autocorrect import VocabIndex, correct
+
+        touch = touch_model or TouchModel(TypistConfig(sigma=0.4, skip_rate=0.01, double_rate=0.01))
+        taps = touch.layout.key_centres(typed.lower()) if isinstance(typed, str) else np.asarray(typed)
+        if len(taps) == 0:
+            raise ValueError("nothing typed to correct")
+        if self._vocab_index is None or self._vocab_index[0] is not touch:
+            self._vocab_index = (touch, VocabIndex(self.vocab.words, touch))
+        z = self.logits(context_ids(text, self.vocab, self.context))
+        z[[self.vocab.unk_id, self.vocab.bos_id]] = -np.inf
+        logp = z - (z.max() + np.log(np.exp(z - z.max()).sum()))  # log-softmax over the vocabulary
+        found = correct(taps, self._vocab_index[1], logp, touch, top_k=k, lm_weight=lm_weight)
+        if not found:
+            return []
+        scores = np.array([c.score for c in found])
+        p = np.exp(scores - scores.max())
+        return [Suggestion(c.word, float(q)) for c, q in zip(found, p / p.sum(), strict=True)]
 
     def suggest(self, text: str, k: int = 3) -> list[Suggestion]:
         """Top-k next words after ``text``, with probabilities; never ``<unk>`` or ``<s>``."""

@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from keyboard_sim.api_client import APIError, PredictionClient
+from keyboard_sim.api_client import APIError, PredictionClient, context_ids
 from models.nplm import plaintext_logits
 from models.release import load_release
+from models.vocab import Vocabulary
 from server.api.main import create_app
 from server.api.store import SessionStore
 from tests.server.api.conftest import make_settings
@@ -73,6 +74,47 @@ def test_personalize_from_the_users_own_history(api: TestClient) -> None:
     rank = lambda z: int((z > z[word]).sum())  # noqa: E731
     assert rank(after) < rank(before) and after[word] - before[word] > 1.0
     device.close()
+
+
+LETTER_WORDS = (
+    "the be to of and a in that have i it for not on with he as you do at this but his by from they we say "
+    "her she or an will my one all would there their what so up out if about who get which go me when make "
+    "can like time no just him know take people into year your good some"
+).split()
+
+
+def test_autocorrect_uses_the_encrypted_next_word_prior(small_release: Path, tmp_path: Path) -> None:
+    from keyboard_sim.autocorrect import correct
+    from keyboard_sim.touch import TouchModel, TypistConfig
+    from models.release import save_release
+
+    # Prepare: the small model with a vocabulary the keyboard can type
+    release = load_release(small_release)
+    words = release.vocab.words[:2] + LETTER_WORDS[:62]
+    assert len(set(words)) == 64
+    letters = tmp_path / "letters"
+    save_release(letters, release.weights, release.config, Vocabulary(words), {})
+    with TestClient(create_app(make_settings(letters, tmp_path / "ac.db"))) as app:
+        device = _client(app)
+        # Execute: "tge" has g where h was meant (neighbouring keys)
+        fixed = device.autocorrect("you and", "tge", k=3)
+        # Assert: corrected, and ranked exactly as the same decoder with the plaintext model's prior
+        assert fixed[0].word == "the" and abs(sum(s.probability for s in fixed) - 1) < 1e-9
+        touch = TouchModel(TypistConfig(sigma=0.4, skip_rate=0.01, double_rate=0.01))
+        z = plaintext_logits(release.weights, context_ids("you and", device.vocab, 4))
+        z[:2] = -np.inf
+        logp = z - np.log(np.exp(z - z.max()).sum()) - z.max()
+        want = correct(touch.layout.key_centres("tge"), words, logp, touch, top_k=3)
+        assert [s.word for s in fixed] == [c.word for c in want]
+        scores = np.array([c.score for c in want])
+        np.testing.assert_allclose(
+            [s.probability for s in fixed],
+            np.exp(scores - scores.max()) / np.exp(scores - scores.max()).sum(),
+            atol=1e-3,
+        )
+        with pytest.raises(ValueError, match="nothing typed"):
+            device.autocorrect("you", "")
+        device.close()
 
 
 def test_server_store_holds_no_plaintext_or_secret(api: TestClient, api_db: Path) -> None:
