@@ -57,6 +57,8 @@ def test_cli_predict_and_session_survives_server_crash(
         assert result["personalized"]["examples"] == 6 and result["personalized"]["adapter_bytes"] > 0
         bad = subprocess.run([*cmd[:-1], str(tmp_path / "missing.txt")], capture_output=True, text=True)
         assert bad.returncode == 2 and "cannot read --history" in bad.stderr
+        digits = subprocess.run([*cmd[:-2], "--typed", "w3"], capture_output=True, text=True, timeout=60)
+        assert digits.returncode == 2 and "no key" in digits.stderr  # this keyboard has no digit keys
 
         # a device's session with an encrypted adapter, over real HTTP
         device = PredictionClient(url, http=httpx.Client(base_url=url, timeout=60.0)).open()
