@@ -126,9 +126,18 @@ def packed_size(count: int, bits: int) -> int:
 
 def ciphertext_coefficients(ct: sealapi.Ciphertext) -> np.ndarray:
     """The ciphertext's raw RNS coefficients (size · coeff_modulus_size · N uint64) as a numpy copy."""
-    arr = ct.dyn_array()
+    return _dyn_array_values(ct.dyn_array())
+
+
+def _dyn_array_values(arr: Any) -> np.ndarray:
+    """A SEAL DynArray<uint64> (ciphertext or plaintext data) as a numpy copy."""
     n = arr.size()
     return np.fromiter((arr[i] for i in range(n)), dtype=np.uint64, count=n)
+
+
+def _dyn_array_blob(context: sealapi.SEALContext, values: np.ndarray) -> bytes:
+    """SEAL's uncompressed serialization of a DynArray<uint64>: header, element count, elements."""
+    return _seal_blob(context, struct.pack("<Q", values.size) + values.astype("<u8", copy=False).tobytes())
 
 
 def ciphertext_from_coefficients(
@@ -141,19 +150,11 @@ def ciphertext_from_coefficients(
     if coeffs.size != size * n_mod * n_poly:
         raise CiphertextFormatError(f"expected {size * n_mod * n_poly} coefficients, got {coeffs.size}.")
     # SEAL's uncompressed layout (Ciphertext::save_members): metadata, then a nested DynArray object.
-    version = _seal_version(context)
-    payload = struct.pack("<Q", coeffs.size) + coeffs.astype("<u8", copy=False).tobytes()
-    inner = _SEAL_HEADER.pack(
-        _SEAL_MAGIC, _SEAL_HEADER.size, *version, 0, 0, _SEAL_HEADER.size + len(payload)
-    )
     meta = _SEAL_CT_META.pack(*context.first_parms_id(), 1, size, n_poly, n_mod, scale, 1)
-    body = meta + inner + payload
-    blob = (
-        _SEAL_HEADER.pack(_SEAL_MAGIC, _SEAL_HEADER.size, *version, 0, 0, _SEAL_HEADER.size + len(body))
-        + body
-    )
     ct = sealapi.Ciphertext()
-    seal_from_bytes(ct, context, blob, what="ciphertext")
+    seal_from_bytes(
+        ct, context, _seal_blob(context, meta + _dyn_array_blob(context, coeffs)), what="ciphertext"
+    )
     return ct
 
 
@@ -218,18 +219,11 @@ def restrict_secret_key(
     if any(p not in primes for p in keep):
         raise ValueError("the tail context has primes the key's context lacks.")
     n = context.key_context_data().parms().poly_modulus_degree()
-    data = secret_key.data().dyn_array()
-    values = np.fromiter((data[i] for i in range(data.size())), dtype=np.uint64, count=data.size())
-    blocks = values.reshape(len(primes), n)
+    blocks = _dyn_array_values(secret_key.data().dyn_array()).reshape(len(primes), n)
     kept = np.concatenate([blocks[primes.index(p)] for p in keep])
-    payload = struct.pack("<Q", kept.size) + kept.astype("<u8", copy=False).tobytes()
-    major, minor = _seal_version(context)
-    inner = _SEAL_HEADER.pack(
-        _SEAL_MAGIC, _SEAL_HEADER.size, major, minor, 0, 0, _SEAL_HEADER.size + len(payload)
-    )
-    meta = _SEAL_PT_META.pack(*tail.key_parms_id(), kept.size, 1.0)
+    meta = _SEAL_PT_META.pack(*tail.key_parms_id(), kept.size, 1.0)  # Plaintext::save_members, then data
     out = sealapi.SecretKey()
-    seal_from_bytes(out, tail, _seal_blob(tail, meta + inner + payload), what="secret key")
+    seal_from_bytes(out, tail, _seal_blob(tail, meta + _dyn_array_blob(tail, kept)), what="secret key")
     return out
 
 
