@@ -13,16 +13,12 @@
 from __future__ import annotations
 
 import json
-import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
-import httpx
-
 from hushtype.bench_quality import QualityConfig, run_quality
 from hushtype.pretrain import pretrain_public
+from hushtype.serve_process import free_port, start_server, stop_server, wait_healthy
 from keyboard_sim.dataset import DataConfig, build_federated_data
 from keyboard_sim.personalize import fit_vocab_bias
 from models.nplm import NPLM, load_weights
@@ -38,48 +34,14 @@ def _say(step: str, text: str) -> None:
     print(f"[demo {step}] {text}", flush=True)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 180.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"the API server exited with code {proc.returncode}")
-        try:
-            if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise RuntimeError(f"the API server did not become healthy within {timeout:.0f} s")
-
-
 def _query_encrypted(release_dir: Path, out: Path, data_config: DataConfig) -> dict:
     from keyboard_sim.api_client import PredictionClient
 
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
-    cmd = [
-        sys.executable,
-        "-m",
-        "hushtype.cli",
-        "serve",
-        "--release",
-        str(release_dir),
-        "--db",
-        str(out / "api" / "sessions.db"),
-        "--port",
-        str(port),
-        "--workers",
-        "2",
-    ]
-    server = subprocess.Popen(cmd)
+    server = start_server(release_dir, out / "api" / "sessions.db", port, workers=2)
     try:
-        _wait_healthy(url, server)
+        wait_healthy(url, server, timeout=180.0)
         release = load_release(release_dir)
         model = load_weights(NPLM(release.config), release.weights).eval()
         data = build_federated_data(data_config)
@@ -113,8 +75,7 @@ def _query_encrypted(release_dir: Path, out: Path, data_config: DataConfig) -> d
         device.close()
         return summary
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        stop_server(server)  # the whole process group: uvicorn and its HE workers
 
 
 def run_demo(
