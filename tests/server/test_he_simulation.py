@@ -67,7 +67,7 @@ def test_aggregator_holds_no_secret_key(tmp_path: Path) -> None:
 def _config(tmp_path: Path, aggregation: str, corpus: Path) -> FederationConfig:
     return FederationConfig(
         devices=4,
-        devices_per_round=4,  # all sampled: Flower's node ids (hence the seeded sample) differ per run
+        devices_per_round=4,  # every device every round: the HE and plain runs see identical rounds
         rounds=2,
         aggregation=aggregation,
         data_source="jsonl",

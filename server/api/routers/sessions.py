@@ -30,6 +30,8 @@ router = APIRouter(
 )
 
 
+_STALE_SESSION = {409: {"description": "session made for another model version"}}  # see _stale
+
 _BINARY_BODY = {  # OpenAPI: these endpoints take raw bytes, not JSON
     "requestBody": {"content": {OCTET_STREAM: {"schema": {"type": "string", "format": "binary"}}}}
 }
@@ -87,7 +89,7 @@ async def create_session(
 @router.put(
     "/{session_id}/personalization",
     status_code=status.HTTP_204_NO_CONTENT,
-    responses={409: {"description": "session made for another model version"}},
+    responses=_STALE_SESSION,
     openapi_extra=_BINARY_BODY,
 )
 async def update_personalization(
@@ -113,7 +115,7 @@ async def update_personalization(
     response_class=Response,
     responses={
         200: {"content": {OCTET_STREAM: {}}, "description": "encrypted logits"},
-        409: {"description": "session made for another model version"},
+        **_STALE_SESSION,
     },
     openapi_extra=_BINARY_BODY,
 )

@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from flwr.app import Array, ArrayRecord, ConfigRecord, Error, Message, MetricRecord, RecordDict
-from flwr.supercore.task_identity import TaskIdentity
 
 from ckks.codec import HE_ARRAY_KEY, HE_STYPE, HECodec, flatten_update, pack_payload
 from ckks.keys import PublicContext, SecretContext
@@ -19,17 +18,9 @@ from server.key_authority_service import KeyAuthorityService
 from server.strategies import make_strategy
 from server.strategies.he_fedavg import HEFedAvg
 from server.strategies.plain_fedavg import PlainFedAvg, arrays_to_numpy, numpy_to_arrays
+from tests.server.strategies.conftest import FakeGrid
 
 TOL = 1e-5  # max |w_he - w_plain| per round (the target); fresh CKKS noise is ~6.3e-7 rms per value / sqrt(k)
-
-
-@pytest.fixture(autouse=True)
-def _task_identity():
-    """Messages built outside a Flower runtime need a run/task identity."""
-    saved = (TaskIdentity._run_id, TaskIdentity._task_id, TaskIdentity._node_id)
-    TaskIdentity.run_id, TaskIdentity.task_id, TaskIdentity.node_id = 1, 1, 0
-    yield
-    TaskIdentity._run_id, TaskIdentity._task_id, TaskIdentity._node_id = saved
 
 
 @pytest.fixture(scope="module")
@@ -37,16 +28,6 @@ def authority(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KeyAuthority
     """One key authority process for the module (min_clients=2)."""
     with KeyAuthorityService(tmp_path_factory.mktemp("ka") / "audit.jsonl", min_clients=2) as service:
         yield service
-
-
-class FakeGrid:
-    """Just enough of a Grid for configure_train."""
-
-    def __init__(self, node_ids: list[int]) -> None:
-        self.node_ids = node_ids
-
-    def get_node_ids(self) -> list[int]:
-        return list(self.node_ids)
 
 
 def _w0() -> dict[str, np.ndarray]:

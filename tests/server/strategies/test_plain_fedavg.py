@@ -5,30 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from flwr.app import Array, ArrayRecord, ConfigRecord, Error, Message, MetricRecord, RecordDict
-from flwr.supercore.task_identity import TaskIdentity
 
 from server.strategies import make_strategy
 from server.strategies.plain_fedavg import PlainFedAvg, arrays_to_numpy, numpy_to_arrays
-
-
-@pytest.fixture(autouse=True)
-def _task_identity():
-    """Messages built outside a Flower runtime need a run/task identity."""
-    saved = (TaskIdentity._run_id, TaskIdentity._task_id, TaskIdentity._node_id)
-    TaskIdentity.run_id, TaskIdentity.task_id, TaskIdentity.node_id = 1, 1, 0
-    yield
-    TaskIdentity._run_id, TaskIdentity._task_id, TaskIdentity._node_id = saved
-
-
-class FakeGrid:
-    """Just enough of a Grid for configure_train."""
-
-    def __init__(self, node_ids: list[int]) -> None:
-        self.node_ids = node_ids
-
-    def get_node_ids(self) -> list[int]:
-        return list(self.node_ids)
-
+from tests.server.strategies.conftest import FakeGrid
 
 W0 = {"w": np.array([1.0, 2.0], np.float32), "beta": np.array(1.0, np.float32)}
 
