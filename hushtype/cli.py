@@ -126,16 +126,37 @@ def _cmd_bench_aggregate(args: argparse.Namespace) -> int:
     return 0
 
 
+def serve_settings(args: argparse.Namespace):
+    """``Settings`` for ``hushtype serve``: a flag given on the command line > HUSHTYPE_* env > default."""
+    from server.api.config import Settings
+
+    flags = {
+        "release_dir": args.release,
+        "db_path": args.db,
+        "workers": args.workers,
+        "he_mode": args.mode,
+        "allow_non_private": args.allow_non_private,
+    }
+    return Settings(**{k: v for k, v in flags.items() if v is not None})
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from server.api.config import Settings
+    from models.release import load_release
     from server.api.main import create_app
+    from server.api.release_policy import check_servable
 
-    settings = Settings(release_dir=args.release, db_path=args.db, workers=args.workers, he_mode=args.mode)
+    settings = serve_settings(args)
+    try:
+        release = load_release(settings.release_dir)
+    except FileNotFoundError as exc:
+        raise FileNotFoundError(f"{exc} (run `hushtype demo` or pass --release DIR)") from None
+    privacy = check_servable(release.card, settings.release_dir, settings.allow_non_private)  # fail fast
+    dp = f"user-level epsilon {privacy['user_epsilon']:g}" if privacy["user_level_dp"] else "NOT private"
     print(
-        f"[serve] model {args.release}, sessions in {args.db}, {args.workers} HE workers; "
-        f"docs at http://{args.host}:{args.port}/docs",
+        f"[serve] model {settings.release_dir} ({dp}), sessions in {settings.db_path}, "
+        f"{settings.workers} HE workers; docs at http://{args.host}:{args.port}/docs",
         flush=True,
     )
     uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="warning")
@@ -235,17 +256,32 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--warm-start", help="release directory to start from (e.g. from `hushtype pretrain`)")
     sim.set_defaults(func=_cmd_simulate)
 
-    serve = sub.add_parser("serve", help="the encrypted prediction API (FastAPI + uvicorn)")
-    serve.add_argument("--release", default="runs/demo/central", help="release directory to serve")
-    serve.add_argument("--db", default="runs/api/sessions.db", help="SQLite session store")
+    serve = sub.add_parser(
+        "serve",
+        help="the encrypted prediction API (FastAPI + uvicorn)",
+        description="Each flag overrides its HUSHTYPE_* environment variable (see server/api/config.py); "
+        "unset flags take the environment's value, else the default.",
+    )
+    serve.add_argument(
+        "--release",
+        help="release directory to serve (env HUSHTYPE_RELEASE_DIR; default: the demo's DP release "
+        "runs/demo/federated/release)",
+    )
+    serve.add_argument("--db", help="SQLite sessions (env HUSHTYPE_DB_PATH, default runs/api/sessions.db)")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument("--workers", type=int, default=2, help="HE worker processes")
+    serve.add_argument("--workers", type=int, help="HE worker processes (env HUSHTYPE_WORKERS; default 2)")
     serve.add_argument(
         "--mode",
         choices=("x", "h"),
-        default="h",
-        help="x: device sends encrypted embeddings (depth 3); h: encrypted W1 x + b1 (depth 2)",
+        help="x: device sends encrypted embeddings (depth 3); h: encrypted W1 x + b1 (depth 2) "
+        "(env HUSHTYPE_HE_MODE; default h)",
+    )
+    serve.add_argument(
+        "--allow-non-private",
+        action="store_true",
+        default=None,
+        help="serve a release without a user-level DP guarantee (refused otherwise; /v1/model says so)",
     )
     serve.set_defaults(func=_cmd_serve)
 

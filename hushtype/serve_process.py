@@ -28,9 +28,20 @@ def free_port() -> int:
 
 
 def start_server(
-    release: Path, db: Path, port: int, workers: int, log: Path | None = None
+    release: Path,
+    db: Path,
+    port: int,
+    workers: int,
+    log: Path | None = None,
+    *,
+    allow_non_private: bool = False,
+    env: dict[str, str] | None = None,
 ) -> subprocess.Popen:
-    """``hushtype serve`` in its own process group; its output goes to ``log`` (default: this terminal)."""
+    """``hushtype serve`` in its own process group; its output goes to ``log`` (default: this terminal).
+
+    ``allow_non_private`` passes ``--allow-non-private`` (a release without user-level DP is refused
+    otherwise); ``env`` adds ``HUSHTYPE_*`` settings to the server's environment.
+    """
     cmd = [
         sys.executable,
         "-m",
@@ -47,10 +58,15 @@ def start_server(
         "--workers",
         str(workers),
     ]
+    if allow_non_private:
+        cmd.append("--allow-non-private")
+    full_env = {**os.environ, **(env or {})}
     if log is None:
-        return subprocess.Popen(cmd, start_new_session=True)
+        return subprocess.Popen(cmd, start_new_session=True, env=full_env)
     with open(log, "wb") as out:
-        return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        return subprocess.Popen(
+            cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=full_env
+        )
 
 
 def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 120.0) -> dict:

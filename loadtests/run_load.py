@@ -96,7 +96,15 @@ def run(args: argparse.Namespace) -> dict:
         port = free_port()
         url = f"http://127.0.0.1:{port}"
         prefix = Path(args.keep_csv).resolve() if args.keep_csv else tmp_path / "load"
-        server = start_server(release, tmp_path / "sessions.db", port, args.workers, tmp_path / "server.log")
+        server = start_server(
+            release,
+            tmp_path / "sessions.db",
+            port,
+            args.workers,
+            tmp_path / "server.log",
+            allow_non_private=True,  # a load test measures whatever release it is given, DP or not
+            env={"HUSHTYPE_SESSION_CREATE_BURST": "100000"},  # every simulated device shares 127.0.0.1
+        )
         try:
             health = wait_healthy(url, server, timeout=args.startup_timeout)
             files = f"{LOCUSTFILE},{SHAPE_FILE}" if args.shape else str(LOCUSTFILE)

@@ -1,16 +1,19 @@
-"""Shared dependencies: settings, the session store, the HE service, body limits, session auth."""
+"""Shared dependencies: settings, the session store, the HE service, body limits, auth, admission."""
 
 from __future__ import annotations
 
+import hmac
 import time
 from functools import lru_cache
 from typing import Annotated
 
-from fastapi import Depends, Header, HTTPException, Path, Request, status
+from fastapi import Depends, HTTPException, Path, Request, status
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
+from server.api.admission import RateLimiter, app_key_matches, retry_after_header
 from server.api.config import Settings
 from server.api.he_service import HEService
-from server.api.store import SessionRecord, SessionStore
+from server.api.store import SessionRecord, SessionStore, hash_token
 
 __all__ = [
     "default_settings",
@@ -18,11 +21,25 @@ __all__ = [
     "get_store",
     "get_he",
     "get_session",
+    "admit_session_creation",
     "read_octets",
     "OCTET_STREAM",
 ]
 
 OCTET_STREAM = "application/octet-stream"
+
+_session_token = HTTPBearer(
+    auto_error=False,
+    scheme_name="sessionToken",
+    description="the token POST /v1/sessions returned with the session id (shown once)",
+)
+_app_key = APIKeyHeader(
+    name="X-App-Key",
+    auto_error=False,
+    scheme_name="appKey",
+    description="app credential for creating sessions; required only if the server sets HUSHTYPE_APP_KEY",
+)
+_UNAUTHORIZED = "unknown session or wrong token (expired, deleted, or never created)"
 
 
 @lru_cache
@@ -72,30 +89,28 @@ async def read_octets(request: Request, limit: int, what: str) -> bytes:
     return b"".join(chunks)
 
 
+def _unauthorized(detail: str = _UNAUTHORIZED) -> HTTPException:
+    return HTTPException(status.HTTP_401_UNAUTHORIZED, detail, headers={"WWW-Authenticate": "Bearer"})
+
+
 def get_session(
     store: Annotated[SessionStore, Depends(get_store)],
     settings: Annotated[Settings, Depends(get_settings)],
     session_id: Annotated[str, Path(description="the id POST /v1/sessions returned")],
-    authorization: Annotated[str | None, Header()] = None,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_session_token)],
 ) -> SessionRecord:
-    """The session named in the path, if the bearer token is its own: 401 / 404 otherwise."""
-    if not authorization or not authorization.lower().startswith("bearer "):
-        raise HTTPException(
-            status.HTTP_401_UNAUTHORIZED,
-            "missing 'Authorization: Bearer <token>' header",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
+    """The session named in the path, if the bearer token is its own.
+
+    An unknown session and a wrong token get the same 401 (no existence leak; the unknown case still
+    hashes the token so both take the same time). Only the token's holder learns that it expired (404).
+    A sync dependency: FastAPI runs it in its thread pool, so the SQLite read never blocks the loop.
+    """
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise _unauthorized("missing 'Authorization: Bearer <token>' header")
     record = store.get(session_id, load_eval_keys=False)  # auth needs no keys: skip the MB-sized blob
-    if record is None:
-        raise HTTPException(
-            status.HTTP_404_NOT_FOUND, f"unknown session {session_id!r} (expired or deleted?)"
-        )
-    if not record.token_matches(authorization[7:].strip()):
-        raise HTTPException(
-            status.HTTP_401_UNAUTHORIZED,
-            "token does not belong to this session",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
+    expected = record.token_hash if record is not None else "0" * 64
+    if not hmac.compare_digest(expected, hash_token(credentials.credentials, session_id)) or record is None:
+        raise _unauthorized()
     if time.time() - record.last_used > settings.session_idle_ttl_seconds:
         store.delete(record.id)
         raise HTTPException(
@@ -104,3 +119,28 @@ def get_session(
             "create a new one",
         )
     return record
+
+
+def admit_session_creation(
+    request: Request,
+    settings: Annotated[Settings, Depends(get_settings)],
+    app_key: Annotated[str | None, Depends(_app_key)],
+) -> None:
+    """401 without the app credential (if one is configured), 429 over the client's creation rate."""
+    if not app_key_matches(settings, app_key):
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            "creating a session needs this app's credential in the X-App-Key header",
+            headers={"WWW-Authenticate": "X-App-Key"},
+        )
+    limiter: RateLimiter = request.app.state.session_limiter
+    client = request.client.host if request.client else "unknown"
+    wait = limiter.acquire(client)
+    if wait > 0:
+        request.app.state.metrics.sessions_rate_limited.inc()
+        raise HTTPException(
+            status.HTTP_429_TOO_MANY_REQUESTS,
+            f"too many sessions created from {client}: at most {settings.session_create_burst} at once and "
+            f"{settings.session_create_per_minute:g} per minute; retry after {retry_after_header(wait)} s",
+            headers={"Retry-After": retry_after_header(wait)},
+        )

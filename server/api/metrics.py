@@ -15,11 +15,26 @@ class APIMetrics:
         self.sessions_created = Counter(
             "hushtype_sessions_created", "sessions created", registry=self.registry
         )
+        self.sessions_rate_limited = Counter(
+            "hushtype_sessions_rate_limited",
+            "session creations refused by the per-client rate limit (429)",
+            registry=self.registry,
+        )
         self.predictions = Counter(
             "hushtype_predictions", "encrypted predictions served", registry=self.registry
         )
         self.predict_rejected = Counter(
             "hushtype_predict_rejected", "queries rejected as malformed", registry=self.registry
+        )
+        self.worker_restarts = Counter(
+            "hushtype_worker_restarts",
+            "HE worker processes replaced after dying or hanging",
+            registry=self.registry,
+        )
+        self.worker_lost = Counter(
+            "hushtype_worker_lost_requests",
+            "requests answered 503 because their HE worker died or missed its deadline",
+            registry=self.registry,
         )
         self.predict_seconds = Histogram(
             "hushtype_predict_seconds",

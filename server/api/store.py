@@ -116,6 +116,26 @@ class SessionStore:
             )
         return cur.rowcount
 
+    def purge_never_used(self, unused_seconds: float) -> int:
+        """Delete sessions never used for a prediction (``touch``) and older than ``unused_seconds``."""
+        with self._lock:
+            cur = self._conn.execute(
+                "DELETE FROM sessions WHERE last_used <= created AND created < ?",
+                (time.time() - unused_seconds,),
+            )
+        return cur.rowcount
+
+    def evict_least_recently_used(self, n: int, *, idle_seconds: float) -> int:
+        """Delete up to ``n`` sessions idle for at least ``idle_seconds``: never-used ones first, then the
+        least recently used. Returns how many."""
+        with self._lock:
+            cur = self._conn.execute(
+                "DELETE FROM sessions WHERE id IN (SELECT id FROM sessions WHERE last_used <= ? "
+                "ORDER BY last_used > created, last_used LIMIT ?)",
+                (time.time() - idle_seconds, max(0, n)),
+            )
+        return cur.rowcount
+
     def delete(self, session_id: str) -> bool:
         """Remove the session and everything it holds; False if it did not exist."""
         with self._lock:

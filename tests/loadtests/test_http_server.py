@@ -34,7 +34,9 @@ def test_cli_predict_and_session_survives_server_crash(
     url = f"http://127.0.0.1:{port}"
     weights = load_release(http_release).weights
     device: PredictionClient | None = None
-    server = run_load.start_server(http_release, db, port, 1, tmp_path / "serve-1.log")
+    server = run_load.start_server(
+        http_release, db, port, 1, tmp_path / "serve-1.log", allow_non_private=True
+    )
     try:
         run_load.wait_healthy(url, server, timeout=60)
         # the console client, end to end: keys, encrypted query, decrypted top-3
@@ -71,7 +73,9 @@ def test_cli_predict_and_session_survives_server_crash(
         _crash(server)
         with pytest.raises(httpx.TransportError):
             device.logits(ids)
-        server = run_load.start_server(http_release, db, port, 1, tmp_path / "serve-2.log")
+        server = run_load.start_server(
+            http_release, db, port, 1, tmp_path / "serve-2.log", allow_non_private=True
+        )
         health = run_load.wait_healthy(url, server, timeout=60)
         assert health["sessions"] == 1  # the CLI deleted its session; the device's is still stored
 

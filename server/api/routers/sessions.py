@@ -1,48 +1,57 @@
 """Sessions: upload public evaluation keys, an encrypted adapter, and query on ciphertexts.
 
-Bodies are raw bytes (``application/octet-stream``) in the formats of ``ckks.session_keys``.
-The server holds only the device's public evaluation keys: it can compute on the device's
-ciphertexts but never read one.
+Bodies are raw bytes (``application/octet-stream``) in the formats of ``docs/wire-format.md``
+(``ckks.session_keys``). The server holds only the device's public evaluation keys: it can compute on
+the device's ciphertexts but never read one. Store calls run in threads, never on the event loop.
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
+from server.api.admission import make_room
 from server.api.config import Settings
-from server.api.dependencies import OCTET_STREAM, get_he, get_session, get_settings, get_store, read_octets
+from server.api.dependencies import (
+    OCTET_STREAM,
+    admit_session_creation,
+    get_he,
+    get_session,
+    get_settings,
+    get_store,
+    read_octets,
+)
+from server.api.errors import error_responses
 from server.api.he_service import HEService, InvalidPayload
 from server.api.store import SessionRecord, SessionStore
 
-router = APIRouter(
-    prefix="/v1/sessions",
-    tags=["sessions"],
-    responses={
-        400: {"description": "malformed bytes or ciphertext with the wrong parameters"},
-        401: {"description": "missing or wrong bearer token"},
-        404: {"description": "unknown session, or expired after session_idle_ttl_seconds unused"},
-        413: {"description": "body over the size limit"},
-        415: {"description": "body is not application/octet-stream"},
-    },
-)
+router = APIRouter(prefix="/v1/sessions", tags=["sessions"], responses=error_responses(500))
+
+STORE_FULL_RETRY_AFTER = 60  # seconds; sessions become evictable as they go idle
 
 
-_STALE_SESSION = {409: {"description": "session made for another model version"}}  # see _stale
-
-_BINARY_BODY = {  # OpenAPI: these endpoints take raw bytes, not JSON
-    "requestBody": {"content": {OCTET_STREAM: {"schema": {"type": "string", "format": "binary"}}}}
-}
+def binary_body(limit_setting: str, description: str) -> dict:
+    """OpenAPI ``requestBody`` for raw bytes; ``x-hushtype-limit`` names the Settings field whose value
+    ``server.api.openapi`` writes in as ``maxLength``."""
+    return {
+        "requestBody": {
+            "required": True,
+            "description": description,
+            "content": {OCTET_STREAM: {"schema": {"type": "string", "format": "binary"}}},
+            "x-hushtype-limit": limit_setting,
+        }
+    }
 
 
 class SessionCreated(BaseModel):
     """What a device keeps: the session id and its bearer token (shown once)."""
 
-    session_id: str
-    token: str
-    model_version: str
+    session_id: str = Field(description="use in the /v1/sessions/{session_id}/... paths")
+    token: str = Field(description="send as 'Authorization: Bearer <token>'; the server stores only a hash")
+    model_version: str = Field(description="the model version the session was made for")
 
 
 def _stale(record: SessionRecord, he: HEService) -> None:
@@ -54,12 +63,23 @@ def _stale(record: SessionRecord, he: HEService) -> None:
         )
 
 
+def _keys_loader(store: SessionStore, session_id: str):
+    async def load() -> bytes | None:
+        record = await asyncio.to_thread(store.get, session_id)
+        return record.eval_keys if record is not None else None
+
+    return load
+
+
 @router.post(
     "",
     status_code=status.HTTP_201_CREATED,
     response_model=SessionCreated,
-    responses={503: {"description": "the session store is full (max_sessions); see Retry-After"}},
-    openapi_extra=_BINARY_BODY,
+    responses=error_responses(400, 401, 413, 415, 429, 503),
+    dependencies=[Depends(admit_session_creation)],
+    openapi_extra=binary_body(
+        "max_eval_key_bytes", "the device's public evaluation keys (HTEK container, docs/wire-format.md)"
+    ),
 )
 async def create_session(
     request: Request,
@@ -69,19 +89,18 @@ async def create_session(
 ) -> SessionCreated:
     """Upload the device's public evaluation keys (no secret key); get a session id + token."""
     blob = await read_octets(request, settings.max_eval_key_bytes, "evaluation keys")
-    store.purge_idle(settings.session_idle_ttl_seconds)
-    if store.count() >= settings.max_sessions:
+    if not await asyncio.to_thread(make_room, store, settings):
         raise HTTPException(
             status.HTTP_503_SERVICE_UNAVAILABLE,
-            f"the server holds its maximum of {settings.max_sessions} sessions; retry later "
+            f"the server holds its maximum of {settings.max_sessions} sessions, all in use; retry later "
             "(operators: raise HUSHTYPE_MAX_SESSIONS)",
-            headers={"Retry-After": "60"},
+            headers={"Retry-After": str(STORE_FULL_RETRY_AFTER)},
         )
     try:
         await he.check_eval_keys(blob)
     except InvalidPayload as exc:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, f"evaluation keys rejected: {exc}") from exc
-    session_id, token = store.create(blob, he.model_version)
+    session_id, token = await asyncio.to_thread(store.create, blob, he.model_version)
     request.app.state.metrics.sessions_created.inc()
     return SessionCreated(session_id=session_id, token=token, model_version=he.model_version)
 
@@ -89,8 +108,10 @@ async def create_session(
 @router.put(
     "/{session_id}/personalization",
     status_code=status.HTTP_204_NO_CONTENT,
-    responses=_STALE_SESSION,
-    openapi_extra=_BINARY_BODY,
+    responses=error_responses(400, 401, 404, 409, 413, 415, 503),
+    openapi_extra=binary_body(
+        "max_personalization_bytes", "the encrypted vocabulary bias (HTCT, kind 2, docs/wire-format.md)"
+    ),
 )
 async def update_personalization(
     request: Request,
@@ -103,10 +124,10 @@ async def update_personalization(
     _stale(record, he)
     blob = await read_octets(request, settings.max_personalization_bytes, "personalization")
     try:
-        await he.check_personalization(record.id, blob)
+        await he.check_personalization(record.id, blob, _keys_loader(store, record.id))
     except InvalidPayload as exc:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, f"personalization rejected: {exc}") from exc
-    store.set_personalization(record.id, blob)
+    await asyncio.to_thread(store.set_personalization, record.id, blob)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -114,10 +135,13 @@ async def update_personalization(
     "/{session_id}/predict",
     response_class=Response,
     responses={
-        200: {"content": {OCTET_STREAM: {}}, "description": "encrypted logits"},
-        **_STALE_SESSION,
+        200: {
+            "content": {OCTET_STREAM: {"schema": {"type": "string", "format": "binary"}}},
+            "description": "encrypted logits (HTCT, kind 3, docs/wire-format.md)",
+        },
+        **error_responses(400, 401, 404, 409, 413, 415, 503),
     },
-    openapi_extra=_BINARY_BODY,
+    openapi_extra=binary_body("max_query_bytes", "the encrypted context (HTCT, kind 1, docs/wire-format.md)"),
 )
 async def predict(
     request: Request,
@@ -132,20 +156,20 @@ async def predict(
     metrics = request.app.state.metrics
     try:
         with metrics.predict_seconds.time():
-            result = await he.predict(record.id, blob)
+            result = await he.predict(record.id, blob, record.personalization, _keys_loader(store, record.id))
     except InvalidPayload as exc:
         metrics.predict_rejected.inc()
         raise HTTPException(status.HTTP_400_BAD_REQUEST, f"query rejected: {exc}") from exc
-    store.touch(record.id)
+    await asyncio.to_thread(store.touch, record.id)
     metrics.predictions.inc()
     return Response(content=result, media_type=OCTET_STREAM)
 
 
-@router.delete("/{session_id}", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete("/{session_id}", status_code=status.HTTP_204_NO_CONTENT, responses=error_responses(401, 404))
 async def delete_session(
     record: Annotated[SessionRecord, Depends(get_session)],
     store: Annotated[SessionStore, Depends(get_store)],
 ) -> Response:
     """Forget the session: its keys and encrypted adapter are deleted."""
-    store.delete(record.id)
+    await asyncio.to_thread(store.delete, record.id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -15,8 +15,13 @@ from server.api.main import create_app
 
 
 def make_settings(release: Path, db: Path, **overrides) -> Settings:
-    """Settings for a test app: one worker, small limits where a test needs them."""
-    return Settings(release_dir=str(release), db_path=str(db), workers=1, **overrides)
+    """Settings for a test app: one worker, small limits where a test needs them.
+
+    The fixture release is not DP-trained (``allow_non_private``), and every test client shares one
+    address, so the per-client creation limit is lifted unless a test sets it.
+    """
+    defaults = {"workers": 1, "allow_non_private": True, "session_create_burst": 10_000}
+    return Settings(release_dir=str(release), db_path=str(db), **{**defaults, **overrides})
 
 
 @pytest.fixture(scope="session")

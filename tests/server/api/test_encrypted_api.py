@@ -136,12 +136,16 @@ def test_auth_and_isolation_between_sessions(api: TestClient) -> None:
     url = f"/v1/sessions/{alice.session_id}/predict"
     assert api.post(url, content=query, headers=OCTETS).status_code == 401
     wrong = {**OCTETS, "Authorization": f"Bearer {bob.token}"}
-    assert api.post(url, content=query, headers=wrong).status_code == 401
+    wrong_token = api.post(url, content=query, headers=wrong)
+    assert wrong_token.status_code == 401
     # Bob's token on Bob's session with Alice's ciphertext: refused by key id, not computed
     r = api.post(f"/v1/sessions/{bob.session_id}/predict", content=query, headers=bob._auth())
     assert r.status_code == 400 and "another session's key" in r.json()["detail"]
-    r = api.post("/v1/sessions/nope/predict", content=query, headers=bob._auth())
-    assert r.status_code == 404
+    # an unknown session answers exactly like a wrong token: existence does not leak
+    unknown = api.post("/v1/sessions/" + "0" * 32 + "/predict", content=query, headers=bob._auth())
+    assert unknown.status_code == 401
+    assert unknown.json()["detail"] == wrong_token.json()["detail"]
+    assert unknown.headers["www-authenticate"] == wrong_token.headers["www-authenticate"] == "Bearer"
 
 
 @pytest.mark.parametrize(
@@ -204,7 +208,7 @@ def test_delete_and_sessions_survive_a_restart(small_release: Path, tmp_path: Pa
         doomed.http, doomed.session_id, doomed.token = second, "gone", "x"
         with pytest.raises(APIError) as err:
             doomed.logits(np.array([2, 3, 4, 5]))
-        assert err.value.status == 404
+        assert err.value.status == 401  # a deleted session is an unknown one
 
 
 def test_idle_sessions_expire_and_the_store_is_capped(small_release: Path, tmp_path: Path) -> None:
@@ -217,6 +221,7 @@ def test_idle_sessions_expire_and_the_store_is_capped(small_release: Path, tmp_p
         # a second session does not fit: 503 with a reason and a Retry-After
         r = capped.post("/v1/sessions", content=device.eval_keys, headers=OCTETS)
         assert r.status_code == 503 and "maximum of 1 sessions" in r.json()["detail"]
+        assert r.json()["request_id"] == r.headers["x-request-id"]
         assert r.headers["retry-after"] == "60"
         # two hours unused: the session is gone (404 that says so), and its slot is free again
         with sqlite3.connect(db) as conn:
