@@ -125,7 +125,7 @@ def test_a_flooding_client_does_not_lock_out_another(server, small_release: Path
 
 def test_worker_killed_or_hung_mid_request_fails_only_that_request(small_release: Path) -> None:
     async def scenario() -> None:
-        he = HEService(str(small_release), workers=1, request_timeout=1.5, queue_timeout=20.0)
+        he = HEService(str(small_release), workers=1, request_timeout=1.0, queue_timeout=20.0)
         await he.start()
         try:
             # killed while holding a request
