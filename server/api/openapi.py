@@ -32,7 +32,9 @@ encrypted adapter, then posts encrypted queries and decrypts the logits. The byt
 queries and logits are specified in `docs/wire-format.md` of the hushtype repository.
 
 Errors are JSON `{"detail", "request_id"}`; 429 and 503 carry `Retry-After`. An unknown session and a
-wrong token both answer 401.
+wrong token both answer 401. The binary bodies are schema-valid as any bytes, but bytes that do not
+follow docs/wire-format.md (or keys/ciphertexts for other parameters or another session) get 400 with
+the reason: JSON Schema cannot express those formats.
 """
 
 
