@@ -81,15 +81,15 @@ def _die_with_parent(parent_pid: int) -> None:
         os._exit(1)
 
 
-def _init_worker(release_dir: str, mode: str, parent_pid: int) -> None:
-    """Per-process start-up: die with the server, load the release, pre-encode the circuit."""
+def _init_worker(weights: dict, mode: str, parent_pid: int) -> None:
+    """Per-process start-up: die with the server, pre-encode the circuit of the weights it hands over
+    (the main process loaded and checked the release; the worker imports neither torch nor FastAPI)."""
     global _STATE
     _die_with_parent(parent_pid)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     from ckks.nplm_circuit import EncryptedNPLM
-    from models.release import load_release
 
-    _STATE = _WorkerState(EncryptedNPLM(load_release(release_dir).weights, mode=mode))
+    _STATE = _WorkerState(EncryptedNPLM(weights, mode=mode))
 
 
 def _state() -> _WorkerState:
@@ -251,7 +251,8 @@ class HEService:
             raise ValueError(f"workers must be >= 1, got {workers}")
         from models.release import load_release
 
-        self.model_version = load_release(release_dir).version
+        release = load_release(release_dir)
+        self.model_version, self._weights = release.version, release.weights
         self.release_dir, self.mode, self.workers = release_dir, mode, workers
         self.request_timeout, self.queue_timeout = request_timeout, queue_timeout
         self.restarts = 0
@@ -269,7 +270,7 @@ class HEService:
             max_workers=1,
             mp_context=multiprocessing.get_context("spawn"),
             initializer=_init_worker,
-            initargs=(self.release_dir, self.mode, os.getpid()),
+            initargs=(self._weights, self.mode, os.getpid()),
         )
 
     async def _boot(self, worker: _Worker) -> None:
