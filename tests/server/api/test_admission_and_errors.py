@@ -149,7 +149,7 @@ def test_serve_settings_flag_over_env_over_default(monkeypatch: pytest.MonkeyPat
     assert out.returncode == 2 and "workers" in out.stderr
 
 
-def test_every_error_is_json_with_a_request_id(api: TestClient) -> None:
+def test_every_error_is_json_with_a_request_id(api: TestClient, caplog: pytest.LogCaptureFixture) -> None:
     async def boom() -> dict:
         raise RuntimeError("a bug")
 
@@ -161,6 +161,8 @@ def test_every_error_is_json_with_a_request_id(api: TestClient) -> None:
         body = r.json()
         assert "internal error" in body["detail"] and "a bug" not in body["detail"]
         assert body["request_id"] == r.headers["x-request-id"]
+        logged = [rec for rec in caplog.records if rec.name == "hushtype.api" and rec.levelname == "ERROR"]
+        assert logged and body["request_id"] in logged[-1].getMessage() and logged[-1].exc_info
         r = api.get("/no/such/path", headers={"X-Request-ID": "my-id-42"})
         assert r.status_code == 404 and r.json() == {"detail": "Not Found", "request_id": "my-id-42"}
         r = api.post("/v1/sessions", content=b"x", headers={"X-Request-ID": "bad id!"})

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -60,7 +61,9 @@ def _alive(pid: int) -> bool:
 
 
 @pytest.fixture(scope="module")
-def server(small_release: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, object]]:
+def server(
+    small_release: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[str, subprocess.Popen, Path]]:
     """A real ``hushtype serve`` with 2 HE workers and the default per-client creation limit (burst 5)."""
     tmp = tmp_path_factory.mktemp("reliable")
     port = free_port()
@@ -68,13 +71,13 @@ def server(small_release: Path, tmp_path_factory: pytest.TempPathFactory) -> Ite
     proc = start_server(small_release, tmp / "s.db", port, 2, tmp / "serve.log", allow_non_private=True)
     try:
         wait_healthy(url, proc, timeout=90)
-        yield url, proc
+        yield url, proc, tmp / "serve.log"
     finally:
         stop_server(proc)
 
 
 def test_killed_worker_is_replaced_and_predictions_go_on(server, small_release: Path) -> None:
-    url, _ = server
+    url, _, log = server
     weights = load_release(small_release).weights
     device = PredictionClient(url, http=httpx.Client(base_url=url, timeout=30.0)).open()
     try:
@@ -82,6 +85,9 @@ def test_killed_worker_is_replaced_and_predictions_go_on(server, small_release: 
         np.testing.assert_allclose(device.logits(ids), plaintext_logits(weights, ids), atol=5e-3)
         before = httpx.get(f"{url}/healthz").json()["he_workers"]
         assert before["alive"] == 2 and before["restarts"] == 0
+        for pid in before["pids"]:  # pure compute: workers never open the session store
+            files = [os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")]
+            assert not [f for f in files if "s.db" in f], files
         victim = before["pids"][0]
         killed = time.monotonic()
         os.kill(victim, signal.SIGKILL)
@@ -100,13 +106,14 @@ def test_killed_worker_is_replaced_and_predictions_go_on(server, small_release: 
         assert victim not in health["he_workers"]["pids"] and len(health["he_workers"]["pids"]) == 2
         assert httpx.get(f"{url}/readyz").status_code == 200
         assert "hushtype_worker_restarts_total 1.0" in httpx.get(f"{url}/metrics").text
+        assert f"HE worker 0 (pid {victim}) lost" in log.read_text()  # the operator's log says so
     finally:
         device.close()
         device.http.close()
 
 
 def test_a_flooding_client_does_not_lock_out_another(server, small_release: Path) -> None:
-    url, _ = server
+    url, _, _ = server
     keys = PredictionClient(url).eval_keys  # valid evaluation keys to upload
     flooder = httpx.Client(base_url=url, transport=httpx.HTTPTransport(local_address="127.0.0.2"))
     other = httpx.Client(base_url=url, transport=httpx.HTTPTransport(local_address="127.0.0.3"))
@@ -149,7 +156,7 @@ def test_worker_killed_or_hung_mid_request_fails_only_that_request(small_release
 
 def test_sigkill_of_the_server_leaves_no_worker(server) -> None:
     # last test of the module: it kills the shared server
-    url, proc = server
+    url, proc, _ = server
     health = httpx.get(f"{url}/healthz").json()
     workers = set(health["he_workers"]["pids"])
     family = _descendants(proc.pid)
