@@ -20,7 +20,7 @@ from safetensors.numpy import load as load_safetensors
 from ckks.nplm_circuit import query_slots
 from ckks.params import HEParams
 from ckks.session_keys import SessionSecret
-from keyboard_sim.touch import TouchModel, TypistConfig
+from keyboard_sim.touch import TouchModel
 from models.nplm import client_features
 from models.tokenizer import tokenize_sentences
 from models.vocab import Vocabulary
@@ -174,13 +174,13 @@ class PredictionClient:
         whose prior is the next-word distribution the server computed on ciphertexts (personalized).
 
         ``typed`` is the word's taps ``(n, 2)`` in key widths, or the characters a plain keyboard
-        registered. ``touch_model`` is the keyboard's belief about the user's touch noise (its sigma;
-        default 0.4 key widths); ``lm_weight`` the prior's weight (default: ``AutocorrectConfig``'s).
-        Probabilities are normalized over the returned candidates.
+        registered. ``touch_model`` is the keyboard's belief about the user's touch noise (its sigma)
+        and ``lm_weight`` the prior's weight (defaults: ``AutocorrectConfig``'s). Probabilities are
+        normalized over the returned candidates.
         """
         from keyboard_sim.autocorrect import AutocorrectConfig, default_autocorrector
 
-        sigma = (touch_model or TouchModel(TypistConfig(sigma=0.4))).config.sigma
+        sigma = touch_model.config.sigma if touch_model else AutocorrectConfig().sigma
         typed = typed.lower() if isinstance(typed, str) else np.asarray(typed)
         if len(typed) == 0:
             raise ValueError("nothing typed to correct")

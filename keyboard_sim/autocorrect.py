@@ -69,9 +69,9 @@ class AutocorrectConfig:
     vocab_size : int
         Words taken from the top of symspellpy's frequency list (default: 30000).
     sigma : float
-        Believed touch-noise std in key widths (default: 0.4).
+        Believed touch-noise std in key widths (default: 0.3; the simulated population's median is 0.25).
     edit_cost : float
-        ``alpha``: nats added to every edit, ``-log`` of the odds that a word holds one (default: 4.0).
+        ``alpha``: nats added to every edit, ``-log`` of the odds that a word holds one (default: 3.0).
     prior_weight : float
         ``lambda`` on ``log P(w | context)`` (default: 1.0).
     keep_margin : float
@@ -83,8 +83,8 @@ class AutocorrectConfig:
     """
 
     vocab_size: int = 30000
-    sigma: float = 0.4
-    edit_cost: float = 4.0
+    sigma: float = 0.3
+    edit_cost: float = 3.0
     prior_weight: float = 1.0
     keep_margin: float = 2.0
     max_deletes: int = 2
@@ -165,6 +165,7 @@ class Autocorrector:
                     freq.setdefault(w, floor)
         self.words = list(freq)
         self.counts = [freq[w] for w in self.words]
+        self._lengths = [len(w) for w in self.words]
         self.ids = {w: i for i, w in enumerate(self.words)}
         if lm_words is not None:
             self.lm_ids = {self.ids[w]: j for j, w in enumerate(lm_words) if w in self.ids}
@@ -229,24 +230,27 @@ class Autocorrector:
         own = self.ids.get(t.chars)
         if own is not None:
             ids.add(own)
-        # A*-like: most promising first by prior minus a cheap lower bound on the channel cost
+        # A*-like: most promising first by prior minus a lower bound on the channel cost; the bound
+        # is refined (common prefix/suffix, the shape of the differing middle) only when reached
         kept = kept_costs(self.channel, t, alpha)
-        queue = []
+        indel = alpha - self.channel.max_indel
         words, band, channel = self.words, cfg.band, self.channel
-        for i in ids:
-            word = words[i]
-            if abs(len(word) - n) <= band:
-                shape = strip_bound(channel, t, word, alpha, band, kept)
-                p = prior(i)
-                queue.append((lam * p - shape[2] - shape[3], i, p, shape))
-        queue.sort(key=lambda e: e[0], reverse=True)
+        lens = self._lengths
+        near = [i for i in ids if -band <= lens[i] - n <= band]
+        priors = self.unigram if lm_logprobs is None else {i: prior(i) for i in near}
+        queue = [(lam * priors[i] - abs(lens[i] - n) * indel, i) for i in near]
+        queue.sort(reverse=True)
         heap: list[tuple[float, int, float, float]] = []  # (score, id, channel, prior), k best
         best = -math.inf
-        for upper, i, p, shape in queue:
+        for upper, i in queue:
+            p = priors[i]
             floor = max(heap[0][0] if len(heap) == top_k else -math.inf, best - self.window)
             if upper < floor:
                 break  # no later candidate can enter the top k
-            cost = finish_cost(self.channel, t, self.words[i], alpha, shape, lam * p - floor, cfg.band)
+            shape = strip_bound(channel, t, words[i], alpha, band, kept)
+            if shape is None or lam * p - shape[2] - shape[3] < floor:
+                continue
+            cost = finish_cost(channel, t, words[i], alpha, shape, lam * p - floor, band)
             if cost == math.inf:
                 continue
             item = (lam * p - cost, i, -cost, p)
@@ -263,7 +267,7 @@ class Autocorrector:
     ) -> Correction:
         """Decide one word: the best candidate, or the typed word when the confidence rule keeps it."""
         t = self.typed(typed)
-        found = self.candidates(t, lm_logprobs, top_k=max(top_k, 2))
+        found = self.candidates(t, lm_logprobs, top_k=top_k)
         word, corrected = t.chars, False
         if found and found[0].word != t.chars:
             own = self.ids.get(t.chars)
