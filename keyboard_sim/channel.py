@@ -383,42 +383,47 @@ def _core(
     band: int,
 ) -> float:
     """Viterbi over taps ``p..n_end`` x word chars ``p..m_end`` (global indices keep the contexts)."""
-    x = typed.codes
+    x, spatial = typed.codes, typed.spatial
     N, M = n_end - p, m_end - p
-    ins, dele, trans = t._ins, t._dele, t._trans
+    ins, trans, sub, keep = t._ins, t._trans, t._sub, t._keep
     wm = len(w)
-    # D[i][j]: best cost of taps p..p+i explaining chars p..p+j
+    # per column j: the letter p+j-1, the insertion context before letter p+j, dropping letter p+j-1
+    col = [-1] + w[p:m_end]
+    ins_rows = [ins[w[p + j - 1] if p + j else _BOS] for j in range(M + 1)]
+    ins_next = [w[p + j] if p + j < wm else _EOS for j in range(M + 1)]
+    dele = t._dele
+    drop = [0.0] + [alpha - dele[w[p + j - 2] if p + j >= 2 else _BOS][w[p + j - 1]] for j in range(1, M + 1)]
     D = [[_INF] * (M + 1) for _ in range(N + 1)]
-    D[0][0] = 0.0
-    for i in range(N + 1):
-        lo, hi = max(0, i - band), min(M, i + band)
+    row = D[0]  # no tap yet: letters dropped
+    row[0] = 0.0
+    for j in range(1, min(M, band) + 1):
+        row[j] = row[j - 1] + drop[j]
+    for i in range(1, N + 1):
+        up, row = row, D[i]
+        r = x[p + i - 1]
+        lo = i - band if i > band else 0
+        hi = i + band if i + band < M else M
         row_min = _INF
         for j in range(lo, hi + 1):
-            if i == 0 and j == 0:
-                row_min = 0.0
-                continue
-            gi, gj = p + i, p + j  # global positions of the next tap / char
-            best = _INF
-            if i and j:
-                best = D[i - 1][j - 1] + _keep_cost(t, typed, gi - 1, w[gj - 1], alpha)
-            if i:  # tap gi-1 inserted between chars gj-1 and gj
-                prev = w[gj - 1] if gj else _BOS
-                nxt = w[gj] if gj < wm else _EOS
-                c = D[i - 1][j] + alpha - ins[prev][x[gi - 1]][nxt]
+            best = up[j] + alpha - ins_rows[j][r][ins_next[j]]  # tap inserted before letter p+j
+            if j:
+                a = col[j]
+                if spatial is None:
+                    c = up[j - 1] + (-keep[a] if a == r else alpha - sub[a][r])
+                else:
+                    c = up[j - 1] + _keep_cost(t, typed, p + i - 1, a, alpha)
                 if c < best:
                     best = c
-            if j:  # char gj-1 dropped
-                prev = w[gj - 2] if gj >= 2 else _BOS
-                c = D[i][j - 1] + alpha - dele[prev][w[gj - 1]]
+                c = row[j - 1] + drop[j]
                 if c < best:
                     best = c
-            if i >= 2 and j >= 2 and x[gi - 2] == w[gj - 1] and x[gi - 1] == w[gj - 2]:
-                c = D[i - 2][j - 2] + alpha - trans[w[gj - 2]][w[gj - 1]]
-                if typed.spatial is not None:
-                    c -= typed.spatial[gi - 2][x[gi - 2]] + typed.spatial[gi - 1][x[gi - 1]]
-                if c < best:
-                    best = c
-            D[i][j] = best
+                if i >= 2 and j >= 2 and x[p + i - 2] == a and r == col[j - 1]:
+                    c = D[i - 2][j - 2] + alpha - trans[col[j - 1]][a]
+                    if spatial is not None:
+                        c -= spatial[p + i - 2][a] + spatial[p + i - 1][r]
+                    if c < best:
+                        best = c
+            row[j] = best
             if best < row_min:
                 row_min = best
         if row_min > bound:
