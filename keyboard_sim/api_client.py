@@ -20,7 +20,7 @@ from safetensors.numpy import load as load_safetensors
 from ckks.nplm_circuit import query_slots
 from ckks.params import HEParams
 from ckks.session_keys import SessionSecret
-from keyboard_sim.touch import TouchModel, TypistConfig
+from keyboard_sim.touch import TouchModel
 from models.nplm import client_features
 from models.tokenizer import tokenize_sentences
 from models.vocab import Vocabulary
@@ -84,7 +84,7 @@ class PredictionClient:
         self.session_id: str | None = None
         self.token: str | None = None
         self.bytes_sent = self.bytes_received = 0
-        self._vocab_index: tuple | None = None  # (touch model, autocorrect's VocabIndex for it)
+        self._vocab_index: tuple | None = None  # ((sigma, lm weight), the Autocorrector built for them)
 
     # -- session ------------------------------------------------------------------
     def open(self) -> PredictionClient:
@@ -168,28 +168,30 @@ class PredictionClient:
         typed: str | np.ndarray,
         k: int = 3,
         touch_model: TouchModel | None = None,
-        lm_weight: float = 1.0,
+        lm_weight: float | None = None,
     ) -> list[Suggestion]:
         """Correct the word being typed after ``text``: a noisy-channel decoder (``keyboard_sim.autocorrect``)
         whose prior is the next-word distribution the server computed on ciphertexts (personalized).
 
         ``typed`` is the word's taps ``(n, 2)`` in key widths, or the characters a plain keyboard
-        registered (then taken as taps on those keys' centres). ``touch_model`` is the keyboard's belief
-        about the user's touch noise (default: sigma 0.4 key widths, 1% skipped and doubled taps).
-        Probabilities are normalized over the returned candidates.
+        registered. ``touch_model`` is the keyboard's belief about the user's touch noise (its sigma)
+        and ``lm_weight`` the prior's weight (defaults: ``AutocorrectConfig``'s). Probabilities are
+        normalized over the returned candidates.
         """
-        from keyboard_sim.autocorrect import VocabIndex, correct
+        from keyboard_sim.autocorrect import AutocorrectConfig, default_autocorrector
 
-        touch = touch_model or TouchModel(TypistConfig(sigma=0.4, skip_rate=0.01, double_rate=0.01))
-        taps = touch.layout.key_centres(typed.lower()) if isinstance(typed, str) else np.asarray(typed)
-        if len(taps) == 0:
+        sigma = touch_model.config.sigma if touch_model else AutocorrectConfig().sigma
+        typed = typed.lower() if isinstance(typed, str) else np.asarray(typed)
+        if len(typed) == 0:
             raise ValueError("nothing typed to correct")
-        if self._vocab_index is None or self._vocab_index[0] is not touch:
-            self._vocab_index = (touch, VocabIndex(self.vocab.words, touch))
+        if self._vocab_index is None or self._vocab_index[0] != (sigma, lm_weight):
+            config = AutocorrectConfig(sigma=sigma)
+            config.prior_weight = lm_weight or config.prior_weight
+            self._vocab_index = ((sigma, lm_weight), default_autocorrector(config, lm_words=self.vocab.words))
         z = self.logits(context_ids(text, self.vocab, self.context))
-        z[[self.vocab.unk_id, self.vocab.bos_id]] = -np.inf
+        z[self.vocab.bos_id] = -np.inf  # <unk>'s mass goes to the words outside the model (by frequency)
         logp = z - (z.max() + np.log(np.exp(z - z.max()).sum()))  # log-softmax over the vocabulary
-        found = correct(taps, self._vocab_index[1], logp, touch, top_k=k, lm_weight=lm_weight)
+        found = self._vocab_index[1].candidates(typed, logp, top_k=k)
         if not found:
             return []
         scores = np.array([c.score for c in found])
