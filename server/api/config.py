@@ -6,7 +6,9 @@ its command line) > environment variable ``HUSHTYPE_<FIELD>`` > ``.env`` > the d
 
 from __future__ import annotations
 
-from pydantic import SecretStr
+from typing import Literal
+
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["Settings", "DEFAULT_RELEASE"]
@@ -27,11 +29,11 @@ class Settings(BaseSettings):
     # "h" (default): the device computes h = W1 x + b1 with the public released weights and sends it
     # encrypted (server depth 2: 39 ms, 123 KB queries, 1.8 MB keys); "x": the device sends encrypted
     # embeddings and the server also computes W1 (depth 3: 68 ms, 160 KB queries, 6.4 MB keys).
-    he_mode: str = "h"
-    workers: int = 2  # HE worker processes (TenSEAL holds the GIL: processes, not threads)
+    he_mode: Literal["h", "x"] = "h"
+    workers: int = Field(2, ge=1)  # HE worker processes (TenSEAL holds the GIL: processes, not threads)
     # A worker still busy after this long is killed and replaced (its request gets 503 + Retry-After).
-    he_request_timeout_seconds: float = 30.0
-    he_queue_timeout_seconds: float = 10.0  # wait for an idle worker at most this long, then 503
+    he_request_timeout_seconds: float = Field(30.0, gt=0)
+    he_queue_timeout_seconds: float = Field(10.0, gt=0)  # wait for an idle worker at most this long, then 503
     max_eval_key_bytes: int = 16 * 2**20  # a session's evaluation keys (relin + needed Galois keys)
     max_query_bytes: int = 512 * 2**10  # one encrypted context
     max_personalization_bytes: int = 2 * 2**20  # one encrypted adapter
@@ -43,9 +45,9 @@ class Settings(BaseSettings):
     # When the store is full, sessions idle at least this long may be evicted (never-used first, then
     # least recently used) to admit a new device.
     evict_idle_after_seconds: float = 10 * 60.0
-    max_sessions: int = 2000  # ~1.8 MB of keys each: the store's disk use is bounded by this
+    max_sessions: int = Field(2000, ge=1)  # ~1.8 MB of keys each: the store's disk use is bounded by this
     # Per client address: this many sessions at once, refilled at session_create_per_minute (429 above).
-    session_create_burst: int = 5
-    session_create_per_minute: float = 6.0
+    session_create_burst: int = Field(5, ge=1)
+    session_create_per_minute: float = Field(6.0, gt=0)
     # If set, POST /v1/sessions needs the header X-App-Key with this value (an app credential).
     app_key: SecretStr | None = None

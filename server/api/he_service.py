@@ -348,11 +348,20 @@ class HEService:
         """Run ``fn(*args)`` on an idle worker; ``PoolBusy`` / ``WorkerLost`` when that cannot be done."""
         worker = await self._idle_worker()
         assert worker.pool is not None
-        loop = asyncio.get_running_loop()
+        job = asyncio.get_running_loop().run_in_executor(worker.pool, fn, *args)
         try:
-            result = await asyncio.wait_for(
-                loop.run_in_executor(worker.pool, fn, *args), self.request_timeout
-            )
+            return await self._settle(worker, asyncio.shield(job))
+        except asyncio.CancelledError:  # the caller went away; the worker is still busy with the job
+            task = asyncio.get_running_loop().create_task(self._settle(worker, job))
+            self._tasks.add(task)
+            task.add_done_callback(lambda t: (self._tasks.discard(t), t.cancelled() or t.exception()))
+            raise
+
+    async def _settle(self, worker: _Worker, job: Awaitable):
+        """Await ``job`` within the deadline; give ``worker`` back, or replace it if it died or hung."""
+        assert self._idle is not None
+        try:
+            result = await asyncio.wait_for(job, self.request_timeout)
         except BrokenProcessPool:
             self._replace(worker, "the process died")
             raise WorkerLost("the HE worker running this request died; it is being replaced") from None
@@ -361,6 +370,8 @@ class HEService:
             raise WorkerLost(
                 f"the HE worker missed the {self.request_timeout:g} s deadline and is being replaced"
             ) from None
+        except asyncio.CancelledError:
+            raise  # _run hands the job to a new _settle
         except BaseException:
             self._idle.put_nowait(worker)  # the worker is fine: the request itself failed
             raise

@@ -147,6 +147,9 @@ def test_serve_settings_flag_over_env_over_default(monkeypatch: pytest.MonkeyPat
         [sys.executable, "-m", "hushtype.cli", "serve"], capture_output=True, text=True, timeout=60
     )
     assert out.returncode == 2 and "workers" in out.stderr
+    monkeypatch.delenv("HUSHTYPE_WORKERS")
+    with pytest.raises(ValueError, match="workers"):
+        serve_settings(parse(["serve", "--workers", "0"]))
 
 
 def test_every_error_is_json_with_a_request_id(api: TestClient, caplog: pytest.LogCaptureFixture) -> None:

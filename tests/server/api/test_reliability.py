@@ -148,6 +148,13 @@ def test_worker_killed_or_hung_mid_request_fails_only_that_request(small_release
             with pytest.raises(WorkerLost, match="deadline"):
                 await he._run(_sleep, 10.0)
             assert await he._run(_ping) != pid and he.restarts == 2
+            # a caller that gives up does not free the worker early: the next request waits for it
+            abandoned = asyncio.ensure_future(he._run(_sleep, 0.8))
+            await asyncio.sleep(0.2)
+            abandoned.cancel()
+            started = time.monotonic()
+            assert await he._run(_ping) == he.health()["pids"][0]
+            assert time.monotonic() - started > 0.4 and he.restarts == 2
         finally:
             he.close()
 
