@@ -28,9 +28,17 @@ def free_port() -> int:
 
 
 def start_server(
-    release: Path, db: Path, port: int, workers: int, log: Path | None = None
+    release: Path,
+    db: Path,
+    port: int,
+    workers: int,
+    log: Path | None = None,
+    env: dict[str, str] | None = None,
 ) -> subprocess.Popen:
-    """``hushtype serve`` in its own process group; its output goes to ``log`` (default: this terminal)."""
+    """``hushtype serve`` in its own process group; its output goes to ``log`` (default: this terminal).
+
+    ``env`` adds ``HUSHTYPE_*`` settings, e.g. ``{"HUSHTYPE_STORE": "redis://127.0.0.1:6390/0"}``.
+    """
     cmd = [
         sys.executable,
         "-m",
@@ -47,10 +55,13 @@ def start_server(
         "--workers",
         str(workers),
     ]
+    child_env = {**os.environ, **(env or {})}
     if log is None:
-        return subprocess.Popen(cmd, start_new_session=True)
+        return subprocess.Popen(cmd, start_new_session=True, env=child_env)
     with open(log, "wb") as out:
-        return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        return subprocess.Popen(
+            cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=child_env
+        )
 
 
 def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 120.0) -> dict:

@@ -1,7 +1,7 @@
 """HE work for the API, in worker processes (TenSEAL never releases the GIL).
 
 Each worker process loads the release once and pre-encodes the circuit (``ckks.nplm_circuit``),
-then serves requests by session id: it reads the session's evaluation keys from the SQLite store
+then serves requests by session id: it reads the session's evaluation keys from the session store
 on first use (cached per worker, LRU) and its encrypted personalization on every request, so a
 new adapter applies at once. The event loop only awaits futures.
 
@@ -42,10 +42,10 @@ def _init_worker(release_dir: str, db_path: str, mode: str) -> None:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     from ckks.nplm_circuit import EncryptedNPLM
     from models.release import load_release
-    from server.api.store import SessionStore
+    from server.api.store import open_store
 
     release = load_release(release_dir)
-    _STATE = _WorkerState(EncryptedNPLM(release.weights, mode=mode), SessionStore(db_path), OrderedDict())
+    _STATE = _WorkerState(EncryptedNPLM(release.weights, mode=mode), open_store(db_path), OrderedDict())
 
 
 def _state() -> _WorkerState:

@@ -14,8 +14,8 @@ from server.api.config import Settings
 from server.api.dependencies import default_settings
 from server.api.he_service import HEService
 from server.api.metrics import APIMetrics
-from server.api.routers import health, model, sessions
-from server.api.store import SessionStore
+from server.api.routers import baseline, health, model, sessions
+from server.api.store import open_store
 
 __all__ = ["create_app"]
 
@@ -28,9 +28,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI):
         app.state.settings = settings
         app.state.release = load_release(settings.release_dir)
-        app.state.store = SessionStore(settings.db_path)
+        app.state.store = open_store(
+            settings.store_location(),
+            idle_ttl_seconds=settings.session_idle_ttl_seconds,
+            max_sessions=settings.max_sessions,
+        )
         app.state.metrics = APIMetrics()
-        app.state.he = HEService(settings.release_dir, settings.db_path, settings.workers, settings.he_mode)
+        app.state.he = HEService(
+            settings.release_dir, settings.store_location(), settings.workers, settings.he_mode
+        )
         await app.state.he.start()
         try:
             yield
@@ -47,4 +53,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(sessions.router)
     app.include_router(model.router)
     app.include_router(health.router)
+    if settings.plaintext_baseline:
+        app.include_router(baseline.router)
     return app

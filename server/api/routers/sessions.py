@@ -15,7 +15,7 @@ from pydantic import BaseModel
 from server.api.config import Settings
 from server.api.dependencies import OCTET_STREAM, get_he, get_session, get_settings, get_store, read_octets
 from server.api.he_service import HEService, InvalidPayload
-from server.api.store import SessionRecord, SessionStore
+from server.api.store import SessionRecord, SessionStore, StoreFull
 
 router = APIRouter(
     prefix="/v1/sessions",
@@ -54,6 +54,15 @@ def _stale(record: SessionRecord, he: HEService) -> None:
         )
 
 
+def _store_full(settings: Settings) -> HTTPException:
+    return HTTPException(
+        status.HTTP_503_SERVICE_UNAVAILABLE,
+        f"the server holds its maximum of {settings.max_sessions} sessions; retry later "
+        "(operators: raise HUSHTYPE_MAX_SESSIONS)",
+        headers={"Retry-After": "60"},
+    )
+
+
 @router.post(
     "",
     status_code=status.HTTP_201_CREATED,
@@ -71,17 +80,15 @@ async def create_session(
     blob = await read_octets(request, settings.max_eval_key_bytes, "evaluation keys")
     store.purge_idle(settings.session_idle_ttl_seconds)
     if store.count() >= settings.max_sessions:
-        raise HTTPException(
-            status.HTTP_503_SERVICE_UNAVAILABLE,
-            f"the server holds its maximum of {settings.max_sessions} sessions; retry later "
-            "(operators: raise HUSHTYPE_MAX_SESSIONS)",
-            headers={"Retry-After": "60"},
-        )
+        raise _store_full(settings)
     try:
         await he.check_eval_keys(blob)
     except InvalidPayload as exc:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, f"evaluation keys rejected: {exc}") from exc
-    session_id, token = store.create(blob, he.model_version)
+    try:
+        session_id, token = store.create(blob, he.model_version)  # the cap is checked again, atomically
+    except StoreFull:
+        raise _store_full(settings) from None
     request.app.state.metrics.sessions_created.inc()
     return SessionCreated(session_id=session_id, token=token, model_version=he.model_version)
 
