@@ -201,6 +201,49 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     return simulation_main(overrides)
 
 
+def _cmd_loadtest(args: argparse.Namespace) -> int:
+    from hushtype.loadtest import LoadConfig, run_loadtest
+
+    config = LoadConfig(
+        release=Path(args.release),
+        users=args.users,
+        seconds=args.seconds,
+        replicas=args.replicas,
+        store=args.store,
+        workers=args.workers,
+        shape=args.shape,
+        think_seconds=args.think_seconds,
+        device_pool=args.device_pool,
+        p95_target_ms=args.p95_target_ms,
+        out=Path(args.out) if args.out else None,
+    )
+    _print_json(run_loadtest(config))
+    return 0
+
+
+def _add_loadtest_parser(sub) -> None:
+    lt = sub.add_parser(
+        "loadtest",
+        help="serving stack on loopback + locust (encrypted and plaintext keyboards); prints one JSON object",
+    )
+    lt.add_argument("--release", required=True, help="release directory to serve")
+    lt.add_argument("--users", type=int, default=2, help="keyboard users per path (default: 2 + 2)")
+    lt.add_argument("--seconds", type=int, default=20, help="run time; the ramp is scaled into it")
+    lt.add_argument(
+        "--replicas", type=int, default=1, help="hushtype serve replicas (>1 needs --store redis)"
+    )
+    lt.add_argument("--store", choices=("sqlite", "redis"), default="sqlite", help="session store")
+    lt.add_argument(
+        "--workers", type=int, default=None, help="HE workers per replica (2 for 1 replica, else 1)"
+    )
+    lt.add_argument("--shape", choices=("constant", "ramp"), default="constant", help="ramp: find the knee")
+    lt.add_argument("--think-seconds", type=float, default=0.3, help="mean wait between a user's requests")
+    lt.add_argument("--device-pool", type=int, default=4, help="key pairs made before the run")
+    lt.add_argument("--p95-target-ms", type=float, default=250.0, help="the knee's latency bound")
+    lt.add_argument("--out", default=None, help="reports directory (default: runs/loadtest/<time>)")
+    lt.set_defaults(func=_cmd_loadtest)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
     parser = argparse.ArgumentParser(
@@ -265,6 +308,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     pred.add_argument("--json", action="store_true")
     pred.set_defaults(func=_cmd_predict)
+
+    _add_loadtest_parser(sub)
 
     bench = sub.add_parser("bench", help="benchmarks: each prints one JSON object")
     bench_sub = bench.add_subparsers(dest="bench", required=True)
