@@ -131,10 +131,15 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     from server.api.config import Settings
     from server.api.main import create_app
+    from server.api.store import describe_store
 
-    settings = Settings(release_dir=args.release, db_path=args.db, workers=args.workers, he_mode=args.mode)
+    store = {"store": args.store} if args.store else {}  # else HUSHTYPE_STORE, else SQLite at --db
+    settings = Settings(
+        release_dir=args.release, db_path=args.db, workers=args.workers, he_mode=args.mode, **store
+    )
     print(
-        f"[serve] model {args.release}, sessions in {args.db}, {args.workers} HE workers; "
+        f"[serve] model {args.release}, sessions in {describe_store(settings.store_location())}, "
+        f"{args.workers} HE workers; "
         f"docs at http://{args.host}:{args.port}/docs",
         flush=True,
     )
@@ -281,6 +286,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="the encrypted prediction API (FastAPI + uvicorn)")
     serve.add_argument("--release", default="runs/demo/central", help="release directory to serve")
     serve.add_argument("--db", default="runs/api/sessions.db", help="SQLite session store")
+    serve.add_argument(
+        "--store",
+        default=None,
+        help="redis://host:port/db to share sessions between replicas ($HUSHTYPE_STORE)",
+    )
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--workers", type=int, default=2, help="HE worker processes")
