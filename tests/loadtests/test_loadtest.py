@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from hushtype.loadtest import knee
+from hushtype.loadtest import LoadConfig, knee
 from hushtype.stack import missing_services
 
 FIELDS = {
@@ -46,7 +46,7 @@ def _one_json(out: subprocess.CompletedProcess) -> dict:
 def test_smoke_run_compares_encrypted_with_plaintext_in_one_run(http_release: Path, tmp_path: Path) -> None:
     out = tmp_path / "reports"
     result = _one_json(
-        _loadtest("--release", str(http_release), "--users", "1", "--seconds", "5", "--out", str(out))
+        _loadtest("--release", str(http_release), "--users", "1", "--seconds", "4", "--out", str(out))
     )
     assert set(result) == FIELDS
     assert result["failures"] == 0 and result["plaintext_failures"] == 0
@@ -59,17 +59,18 @@ def test_smoke_run_compares_encrypted_with_plaintext_in_one_run(http_release: Pa
     assert "<html" in (out / "locust_report.html").read_text()[:5000].lower()
 
 
-def test_bad_flags_exit_2_naming_the_flag(http_release: Path, tmp_path: Path) -> None:
+def test_bad_flags_are_refused_naming_the_flag(http_release: Path, tmp_path: Path) -> None:
     cases = [
-        (["--replicas", "2"], "--store redis"),
-        (["--users", "0"], "--users"),
-        (["--think-seconds", "-1"], "--think-seconds"),
+        ({"replicas": 2}, "--store redis"),
+        ({"users": 0}, "--users"),
+        ({"think_seconds": -1.0}, "--think-seconds"),
+        ({"release": tmp_path / "nowhere"}, "--release"),
     ]
-    for flags, needle in cases:
-        out = _loadtest("--release", str(http_release), "--out", str(tmp_path), *flags, timeout=60)
-        assert out.returncode == 2 and needle in out.stderr, (flags, out.stderr)
-    out = _loadtest("--release", str(tmp_path / "nowhere"), timeout=60)
-    assert out.returncode == 2 and "--release" in out.stderr
+    for overrides, needle in cases:
+        with pytest.raises(ValueError, match=needle):
+            LoadConfig(**{"release": http_release, **overrides}).validate()
+    out = _loadtest("--release", str(http_release), "--replicas", "3", timeout=60)  # before anything starts
+    assert out.returncode == 2 and "--store redis" in out.stderr and out.stdout == ""
 
 
 def test_the_knee_is_the_fastest_interval_within_the_p95_target(tmp_path: Path) -> None:
