@@ -52,12 +52,12 @@ from gevent.lock import BoundedSemaphore
 from locust import HttpUser, events, task
 from locust.runners import MasterRunner
 
+from hushtype.stack import REPLICA_HEADER  # set by deploy/haproxy.cfg
 from keyboard_sim.api_client import PredictionClient
 from models.nplm import client_features, plaintext_logits, server_logits
 
 OCTETS = {"Content-Type": "application/octet-stream"}
 PREDICT_NAME = "/v1/sessions/{id}/predict"
-REPLICA_HEADER = "X-Hushtype-Replica"  # set by deploy/haproxy.cfg
 COUNTS = {"predictions_with_replica": 0, "cross_replica_predictions": 0}
 
 # Ciphertext wire header (ckks.session_keys):
