@@ -221,6 +221,7 @@ def _cmd_loadtest(args: argparse.Namespace) -> int:
         device_pool=args.device_pool,
         p95_target_ms=args.p95_target_ms,
         out=Path(args.out) if args.out else None,
+        kill_replica_after=args.kill_replica_after,
     )
     _print_json(run_loadtest(config))
     return 0
@@ -246,6 +247,12 @@ def _add_loadtest_parser(sub) -> None:
     lt.add_argument("--device-pool", type=int, default=4, help="key pairs made before the run")
     lt.add_argument("--p95-target-ms", type=float, default=250.0, help="the knee's latency bound")
     lt.add_argument("--out", default=None, help="reports directory (default: runs/loadtest/<time>)")
+    lt.add_argument(
+        "--kill-replica-after",
+        type=float,
+        default=None,
+        help="SIGKILL replica r1 this many seconds into the run (needs --replicas >= 2)",
+    )
     lt.set_defaults(func=_cmd_loadtest)
 
 

@@ -11,12 +11,15 @@ p95 stayed within ``p95_target_ms``.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +50,7 @@ class LoadConfig:
     p95_target_ms: float = 250.0
     out: Path | None = None
     startup_timeout: float = 120.0
+    kill_replica_after: float | None = None  # SIGKILL replica r1 this many seconds into the run
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the flag that is wrong."""
@@ -63,6 +67,8 @@ class LoadConfig:
             raise ValueError(f"--shape must be constant or ramp, got {self.shape!r}")
         if self.workers is not None and self.workers < 1:
             raise ValueError(f"--workers must be >= 1, got {self.workers}")
+        if self.kill_replica_after is not None and (self.replicas < 2 or self.kill_replica_after <= 0):
+            raise ValueError("--kill-replica-after needs --replicas >= 2 and a time > 0")
         if self.think_seconds < 0:
             raise ValueError(f"--think-seconds must be >= 0, got {self.think_seconds}")
         missing = missing_services(self.store)
@@ -141,6 +147,30 @@ def _run_locust(cfg: LoadConfig, url: str, prefix: Path) -> dict:
     }
 
 
+def _replica_killer(stack, after: float | None, history: Path) -> threading.Event | None:
+    """SIGKILL the first replica's process group (a crash, requests in flight) ``after`` seconds into
+    locust's run (its clock starts when it opens ``history``, after the key pool is built). Setting
+    the returned event calls the kill off."""
+    if after is None:
+        return None
+    cancel = threading.Event()
+
+    def kill() -> None:
+        while not history.exists():
+            if cancel.wait(0.2):
+                return
+        if cancel.wait(after):
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(stack.replicas[0].proc.pid, signal.SIGKILL)
+        print(
+            f"[loadtest] killed replica {stack.replicas[0].name} at {after:g} s", file=sys.stderr, flush=True
+        )
+
+    threading.Thread(target=kill, daemon=True).start()
+    return cancel
+
+
 def run_loadtest(cfg: LoadConfig) -> dict:
     """Stack up, locust, stack down; the summary (exactly the issue's fields, plus the knee with a ramp)."""
     cfg.validate()
@@ -158,9 +188,14 @@ def run_loadtest(cfg: LoadConfig) -> dict:
             plaintext_baseline=True,
             startup_timeout=cfg.startup_timeout,
         )
+        history = Path(f"{prefix}_stats_history.csv")
+        history.unlink(missing_ok=True)
+        cancel_kill = _replica_killer(stack, cfg.kill_replica_after, history)
         try:
             result = _run_locust(cfg, stack.url, prefix)
         finally:
+            if cancel_kill is not None:
+                cancel_kill.set()
             stack.stop()
     stats = result["stats"]
     encrypted = _path_summary(stats.get(ENCRYPTED_NAME))
@@ -177,6 +212,8 @@ def run_loadtest(cfg: LoadConfig) -> dict:
         "store": cfg.store,
         "cross_replica_predictions": int(result["counts"].get("cross_replica_predictions", 0)),
     }
+    if cfg.kill_replica_after is not None:
+        summary["replica_killed_at_s"] = cfg.kill_replica_after
     if cfg.shape == "ramp":
         summary.update(knee(Path(f"{prefix}_stats_history.csv"), ENCRYPTED_NAME, cfg.p95_target_ms))
     print(f"[loadtest] reports: {prefix}_stats.csv, {prefix}_report.html", file=sys.stderr, flush=True)

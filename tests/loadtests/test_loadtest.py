@@ -64,6 +64,7 @@ def test_bad_flags_are_refused_naming_the_flag(http_release: Path, tmp_path: Pat
         ({"replicas": 2}, "--store redis"),
         ({"users": 0}, "--users"),
         ({"think_seconds": -1.0}, "--think-seconds"),
+        ({"kill_replica_after": 5.0}, "--kill-replica-after"),
         ({"release": tmp_path / "nowhere"}, "--release"),
     ]
     for overrides, needle in cases:
