@@ -218,6 +218,7 @@ def serve_settings(args: argparse.Namespace):
         "workers": args.workers,
         "he_mode": args.mode,
         "allow_non_private": args.allow_non_private,
+        "store": args.store,
     }
     return Settings(**{k: v for k, v in flags.items() if v is not None})
 
@@ -228,6 +229,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from models.release import load_release
     from server.api.main import create_app
     from server.api.release_policy import check_servable
+    from server.api.store import describe_store
 
     settings = serve_settings(args)
     try:
@@ -237,8 +239,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     privacy = check_servable(release.card, settings.release_dir, settings.allow_non_private)  # fail fast
     dp = f"user-level epsilon {privacy['user_epsilon']:g}" if privacy["user_level_dp"] else "NOT private"
     print(
-        f"[serve] model {settings.release_dir} ({dp}), sessions in {settings.db_path}, "
-        f"{settings.workers} HE workers; docs at http://{args.host}:{args.port}/docs",
+        f"[serve] model {settings.release_dir} ({dp}), sessions in "
+        f"{describe_store(settings.store_location())}, {settings.workers} HE workers; "
+        f"docs at http://{args.host}:{args.port}/docs",
         flush=True,
     )
     uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="warning")
@@ -304,6 +307,56 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     return simulation_main(overrides)
 
 
+def _cmd_loadtest(args: argparse.Namespace) -> int:
+    from hushtype.loadtest import LoadConfig, run_loadtest
+
+    config = LoadConfig(
+        release=Path(args.release),
+        users=args.users,
+        seconds=args.seconds,
+        replicas=args.replicas,
+        store=args.store,
+        workers=args.workers,
+        shape=args.shape,
+        think_seconds=args.think_seconds,
+        device_pool=args.device_pool,
+        p95_target_ms=args.p95_target_ms,
+        out=Path(args.out) if args.out else None,
+        kill_replica_after=args.kill_replica_after,
+    )
+    _print_json(run_loadtest(config))
+    return 0
+
+
+def _add_loadtest_parser(sub) -> None:
+    lt = sub.add_parser(
+        "loadtest",
+        help="serving stack on loopback + locust (encrypted and plaintext keyboards); prints one JSON object",
+    )
+    lt.add_argument("--release", required=True, help="release directory to serve")
+    lt.add_argument("--users", type=int, default=2, help="keyboard users per path (default: 2 + 2)")
+    lt.add_argument("--seconds", type=int, default=20, help="run time; the ramp is scaled into it")
+    lt.add_argument(
+        "--replicas", type=int, default=1, help="hushtype serve replicas (>1 needs --store redis)"
+    )
+    lt.add_argument("--store", choices=("sqlite", "redis"), default="sqlite", help="session store")
+    lt.add_argument(
+        "--workers", type=int, default=None, help="HE workers per replica (2 for 1 replica, else 1)"
+    )
+    lt.add_argument("--shape", choices=("constant", "ramp"), default="constant", help="ramp: find the knee")
+    lt.add_argument("--think-seconds", type=float, default=0.3, help="mean wait between a user's requests")
+    lt.add_argument("--device-pool", type=int, default=4, help="key pairs made before the run")
+    lt.add_argument("--p95-target-ms", type=float, default=250.0, help="the knee's latency bound")
+    lt.add_argument("--out", default=None, help="reports directory (default: runs/loadtest/<time>)")
+    lt.add_argument(
+        "--kill-replica-after",
+        type=float,
+        default=None,
+        help="SIGKILL replica r1 this many seconds into the run (needs --replicas >= 2)",
+    )
+    lt.set_defaults(func=_cmd_loadtest)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
     parser = argparse.ArgumentParser(
@@ -350,6 +403,11 @@ def build_parser() -> argparse.ArgumentParser:
         "runs/demo/federated/release)",
     )
     serve.add_argument("--db", help="SQLite sessions (env HUSHTYPE_DB_PATH, default runs/api/sessions.db)")
+    serve.add_argument(
+        "--store",
+        help="redis://host:port/db to share sessions between replicas, or sqlite:///path "
+        "(env HUSHTYPE_STORE; default: SQLite at --db)",
+    )
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--workers", type=int, help="HE worker processes (env HUSHTYPE_WORKERS; default 2)")
@@ -385,6 +443,7 @@ def build_parser() -> argparse.ArgumentParser:
     pred.set_defaults(func=_cmd_predict)
 
     _add_correct_parsers(sub)
+    _add_loadtest_parser(sub)
 
     bench = sub.add_parser("bench", help="benchmarks: each prints one JSON object")
     bench_sub = bench.add_subparsers(dest="bench", required=True)

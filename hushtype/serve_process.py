@@ -40,7 +40,8 @@ def start_server(
     """``hushtype serve`` in its own process group; its output goes to ``log`` (default: this terminal).
 
     ``allow_non_private`` passes ``--allow-non-private`` (a release without user-level DP is refused
-    otherwise); ``env`` adds ``HUSHTYPE_*`` settings to the server's environment.
+    otherwise); ``env`` adds ``HUSHTYPE_*`` settings to the server's environment, e.g.
+    ``{"HUSHTYPE_STORE": "redis://127.0.0.1:6390/0"}``.
     """
     cmd = [
         sys.executable,

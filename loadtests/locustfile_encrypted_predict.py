@@ -6,9 +6,14 @@ mostly posts encrypted contexts to ``/v1/sessions/{id}/predict`` and now and the
 ``/healthz``. ``on_stop`` deletes the session.
 
 Key generation and encryption are CPU work in the locust process. So that locust is not the bottleneck
-on a small machine, each locust process builds a small pool of device identities lazily (secret key,
-eval keys, pre-encrypted queries, encrypted bias, plaintext reference logits) and users take one each,
-round-robin. Users that share an identity still get separate sessions; the server cannot tell.
+on a small machine, each locust process builds a small pool of device identities (secret key, eval
+keys, pre-encrypted queries, encrypted bias, plaintext reference logits) ahead, when locust starts and
+before the run clock does, and users take one each, round-robin. Users that share an identity still get
+separate sessions; the server cannot tell.
+
+Behind the proxy of ``deploy/haproxy.cfg`` every response names the replica that served it
+(``X-Hushtype-Replica``); a predict served by another replica than the one that created its session is
+counted, and ``--counts-file`` receives the counts as JSON when locust quits.
 
 A predict response passes when it is 200, starts with the ciphertext magic ``b"HTCT"``, is a logits
 ciphertext (kind 3) under the identity's key id, and has a size a 2-component ciphertext at these
@@ -36,6 +41,7 @@ the V=4096 release is ~5e-5).
 
 from __future__ import annotations
 
+import json
 import random
 import struct
 from dataclasses import dataclass, field
@@ -44,12 +50,15 @@ import httpx
 import numpy as np
 from gevent.lock import BoundedSemaphore
 from locust import HttpUser, events, task
+from locust.runners import MasterRunner
 
+from hushtype.stack import REPLICA_HEADER  # set by deploy/haproxy.cfg
 from keyboard_sim.api_client import PredictionClient
-from models.nplm import plaintext_logits
+from models.nplm import client_features, plaintext_logits, server_logits
 
 OCTETS = {"Content-Type": "application/octet-stream"}
 PREDICT_NAME = "/v1/sessions/{id}/predict"
+COUNTS = {"predictions_with_replica": 0, "cross_replica_predictions": 0}
 
 # Ciphertext wire header (ckks.session_keys):
 #   b"HTCT" | u8 version | u8 kind | 8-byte params_id | 16-byte key_id
@@ -96,6 +105,12 @@ def _add_options(parser) -> None:
         help="decrypt and check every n-th predict response of a user (and its first)",
     )
     group.add_argument(
+        "--counts-file",
+        default="",
+        env_var="HUSHTYPE_LOAD_COUNTS_FILE",
+        help="write the cross-replica prediction counts here (JSON) when locust quits",
+    )
+    group.add_argument(
         "--verify-atol",
         type=float,
         default=0.01,
@@ -111,6 +126,8 @@ class DeviceIdentity:
     client: PredictionClient  # holds the session secret; used here only for its keys and encryption
     queries: list[bytes]
     expected: list[np.ndarray]  # plaintext reference logits per query (bias included if uploaded)
+    features: list[bytes]  # the same contexts' features x in the clear (float32), for the baseline user
+    plain_expected: list[np.ndarray]  # the model's logits for ``features``, no bias
     bias: bytes | None
     vocab_size: int
     size_bounds: tuple[int, int]  # (min, max) bytes a logits ciphertext can have at these parameters
@@ -122,7 +139,8 @@ class DeviceIdentity:
 
 @dataclass
 class _DevicePool:
-    """Identities built lazily, at most ``size`` of them; ``take()`` hands them out round-robin."""
+    """At most ``--device-pool`` identities, built ahead (``fill``) or on first need; ``take()`` hands
+    them out round-robin."""
 
     identities: list[DeviceIdentity] = field(default_factory=list)
     taken: int = 0
@@ -136,8 +154,27 @@ class _DevicePool:
                 self.identities.append(_build_identity(host, options, seed=slot))
             return self.identities[slot]
 
+    def fill(self, host: str, options) -> None:
+        """Build every identity now (key generation and encryption happen before the run clock starts)."""
+        while len(self.identities) < max(1, options.device_pool):
+            self.identities.append(_build_identity(host, options, seed=len(self.identities)))
+
 
 _POOL = _DevicePool()
+
+
+@events.init.add_listener
+def _make_pool_ahead(environment, **_kwargs) -> None:
+    if environment.host and not isinstance(environment.runner, MasterRunner):
+        _POOL.fill(environment.host, environment.parsed_options)
+
+
+@events.quitting.add_listener
+def _write_counts(environment, **_kwargs) -> None:
+    path = getattr(environment.parsed_options, "counts_file", "")
+    if path:
+        with open(path, "w") as f:
+            json.dump(COUNTS, f)
 
 
 def _build_identity(host: str, options, seed: int) -> DeviceIdentity:
@@ -154,10 +191,13 @@ def _build_identity(host: str, options, seed: int) -> DeviceIdentity:
     contexts = [rng.integers(2, V, size=client.context) for _ in range(max(1, options.queries_per_device))]
     queries = [client.encrypt_context(ids) for ids in contexts]
     expected = [plaintext_logits(client.weights, ids, bias_plain) for ids in contexts]
+    clear = [client_features(client.weights, ids).astype("<f4") for ids in contexts]
+    plain_expected = [server_logits(client.weights, x.astype(np.float64)) for x in clear]
     n, primes = client.params.poly_modulus_degree, len(client.params.coeff_bit_sizes)
     # a 2-component ciphertext: at least ~one compressed prime, at most every prime uncompressed
     size_bounds = (_CT_HEAD.size + n, _CT_HEAD.size + 2 * n * primes * 8 + 1024)
-    return DeviceIdentity(client, queries, expected, bias, V, size_bounds)
+    features = [x.tobytes() for x in clear]
+    return DeviceIdentity(client, queries, expected, features, plain_expected, bias, V, size_bounds)
 
 
 class EncryptedKeyboardUser(HttpUser):
@@ -172,6 +212,7 @@ class EncryptedKeyboardUser(HttpUser):
         options = self.environment.parsed_options
         self.device = _POOL.take(self.host, options)
         self.session_id: str | None = None
+        self.home_replica: str | None = None
         self.predicts = 0
         with self.client.post(
             "/v1/sessions",
@@ -184,6 +225,7 @@ class EncryptedKeyboardUser(HttpUser):
                 r.failure(f"session not created: HTTP {r.status_code} {r.text[:200]}")
                 return
             body = r.json()
+            self.home_replica = r.headers.get(REPLICA_HEADER)
             self.session_id = body["session_id"]
             self.auth = {**OCTETS, "Authorization": f"Bearer {body['token']}"}
         if self.device.bias is not None:
@@ -215,6 +257,13 @@ class EncryptedKeyboardUser(HttpUser):
                 r.failure(problem)
             else:
                 r.success()
+                self._count_replica(r.headers.get(REPLICA_HEADER))
+
+    def _count_replica(self, served_by: str | None) -> None:
+        """Count a predict served by another replica than the one that created the session."""
+        if served_by and self.home_replica:
+            COUNTS["predictions_with_replica"] += 1
+            COUNTS["cross_replica_predictions"] += served_by != self.home_replica
 
     def _judge(self, status: int, body: bytes, i: int) -> str | None:
         """None if the response is plausible encrypted logits for query ``i``; otherwise what is wrong."""

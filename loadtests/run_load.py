@@ -31,6 +31,7 @@ from pathlib import Path
 
 import httpx
 
+from hushtype.loadtest import read_stats
 from hushtype.serve_process import free_port, start_server, stop_server, wait_healthy
 
 HERE = Path(__file__).resolve().parent
@@ -40,12 +41,6 @@ PREDICT_NAME = "/v1/sessions/{id}/predict"
 
 # Re-exported: the real-server tests use these through this module.
 __all__ = ["free_port", "start_server", "wait_healthy", "stop_server", "main"]
-
-
-def read_stats(path: Path) -> dict[str, dict]:
-    """``PREFIX_stats.csv`` rows keyed by ``"METHOD NAME"`` (the total row is ``"Aggregated"``)."""
-    with open(path, newline="") as f:
-        return {f"{row['Type']} {row['Name']}".strip(): row for row in csv.DictReader(f)}
 
 
 def _row_summary(row: dict | None) -> dict:

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["Settings", "DEFAULT_RELEASE"]
 
 DEFAULT_RELEASE = "runs/demo/federated/release"  # the DP (user-level) release `hushtype demo` writes
+
+_STORE_SCHEMES = ("redis://", "rediss://", "unix://", "sqlite:///")
 
 
 class Settings(BaseSettings):
@@ -26,6 +28,9 @@ class Settings(BaseSettings):
     # this is set (`hushtype serve --allow-non-private`); /v1/model reports it either way.
     allow_non_private: bool = False
     db_path: str = "runs/api/sessions.db"  # SQLite session store; survives restarts
+    # HUSHTYPE_STORE: where sessions live. "" (default): SQLite at db_path. redis://host:port/db (also
+    # rediss://, unix://): one Redis shared by several API replicas behind a proxy (deploy/).
+    store: str = ""
     # "h" (default): the device computes h = W1 x + b1 with the public released weights and sends it
     # encrypted (server depth 2: 39 ms, 123 KB queries, 1.8 MB keys); "x": the device sends encrypted
     # embeddings and the server also computes W1 (depth 3: 68 ms, 160 KB queries, 6.4 MB keys).
@@ -51,3 +56,17 @@ class Settings(BaseSettings):
     session_create_per_minute: float = Field(6.0, gt=0)
     # If set, POST /v1/sessions needs the header X-App-Key with this value (an app credential).
     app_key: SecretStr | None = None
+    # Measuring only: POST /v1/baseline/predict serves the same model on PLAINTEXT features (the
+    # load test's baseline). Off by default: a client using it hands its typed context to the server.
+    plaintext_baseline: bool = False
+
+    @field_validator("store")
+    @classmethod
+    def _known_store(cls, value: str) -> str:
+        if value and "://" in value and not value.startswith(_STORE_SCHEMES):
+            raise ValueError("use redis://host:port/db, rediss://, unix://, sqlite:///path or a file path")
+        return value
+
+    def store_location(self) -> str:
+        """The session store ``server.api.store.open_store`` opens: ``store``, else SQLite at ``db_path``."""
+        return self.store or self.db_path

@@ -102,7 +102,9 @@ def get_session(
     """The session named in the path, if the bearer token is its own.
 
     An unknown session and a wrong token get the same 401 (no existence leak; the unknown case still
-    hashes the token so both take the same time). Only the token's holder learns that it expired (404).
+    hashes the token so both take the same time). The store forgets a session idle for
+    ``session_idle_ttl_seconds`` (then it is unknown: 401); one that expires between the store read and
+    this check gets a 404 that says so, shown only to its token's holder.
     A sync dependency: FastAPI runs it in its thread pool, so the SQLite read never blocks the loop.
     """
     if credentials is None or credentials.scheme.lower() != "bearer":

@@ -49,7 +49,8 @@ _RETRY_AFTER = {
 _DESCRIPTIONS = {
     400: "malformed bytes or a ciphertext/key with the wrong parameters",
     401: "missing or wrong credential (an unknown session and a wrong token answer alike)",
-    404: "session expired after session_idle_ttl_seconds unused (shown only to its token's holder)",
+    404: "session expired after session_idle_ttl_seconds unused as it was used (shown only to its "
+    "token's holder; once the store has dropped it: 401)",
     409: "session made for another model version: create a new one",
     413: "body over the size limit",
     415: "body is not application/octet-stream",

@@ -18,8 +18,8 @@ from server.api.he_service import HEService
 from server.api.metrics import APIMetrics
 from server.api.openapi import install_openapi
 from server.api.release_policy import check_servable
-from server.api.routers import health, model, sessions
-from server.api.store import SessionStore
+from server.api.routers import baseline, health, model, sessions
+from server.api.store import open_store
 
 __all__ = ["create_app"]
 
@@ -43,7 +43,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.session_limiter = RateLimiter(
             settings.session_create_per_minute, settings.session_create_burst
         )
-        app.state.store = SessionStore(settings.db_path)
+        app.state.store = open_store(
+            settings.store_location(),
+            idle_ttl_seconds=settings.session_idle_ttl_seconds,
+            max_sessions=settings.max_sessions,
+        )
         app.state.he = HEService(
             settings.release_dir,
             settings.workers,
@@ -65,4 +69,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(sessions.router)
     app.include_router(model.router)
     app.include_router(health.router)
+    if settings.plaintext_baseline:
+        app.include_router(baseline.router)
     return app

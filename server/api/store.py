@@ -1,23 +1,47 @@
-"""Session store: SQLite by default (embedded, survives restarts).
+"""Session stores: the contract every store keeps, the SQLite store (embedded default), ``open_store``.
 
-A session row holds only public material: the device's evaluation keys (public), its encrypted
+A session holds only public material: the device's evaluation keys (public), its encrypted
 personalization (ciphertext under the device's own key), a salted hash of its bearer token, and
 bookkeeping. Nothing stored here lets the server read a query, a suggestion or an adapter.
+
+The contract (``tests/server/api/test_store_contract.py`` runs one suite against every store):
+
+- **idle expiry**: a session not used (created or touched) for ``idle_ttl_seconds`` is gone: ``get``
+  returns None, ``count`` leaves it out, ``touch``/``set_personalization`` do not bring it back.
+  SQLite filters by ``last_used``; Redis lets a key TTL delete it (``server.api.store_redis``).
+- **cap**: ``create`` raises ``StoreFull`` when ``max_sessions`` live sessions exist. Expired sessions
+  are purged first; ``create`` itself never evicts a live session (the client gets a 503 and retries).
+  The check and the insert are one atomic step, so replicas sharing a store cannot overshoot the cap.
+- **admission policy** (``server.api.admission.make_room`` calls these before ``create``):
+  ``purge_never_used`` deletes sessions never used for a prediction (never ``touch``-ed) older than a
+  bound; ``evict_least_recently_used`` deletes up to n live sessions idle at least a bound, never-used
+  ones first (oldest first), then the least recently used. Both count only live sessions.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import secrets
 import sqlite3
 import threading
 import time
 import uuid
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["SessionRecord", "SessionStore", "hash_token"]
+__all__ = [
+    "SessionRecord",
+    "SessionStore",
+    "SQLiteSessionStore",
+    "StoreFull",
+    "hash_token",
+    "new_credentials",
+    "open_store",
+    "describe_store",
+]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS sessions (
@@ -31,10 +55,22 @@ CREATE TABLE IF NOT EXISTS sessions (
 )
 """
 
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+SQLITE_SCHEME = "sqlite:///"
+
+
+class StoreFull(RuntimeError):
+    """``create`` refused: the store already holds ``max_sessions`` live sessions."""
+
 
 def hash_token(token: str, session_id: str) -> str:
     """sha256 of the token, salted with the session id (tokens are never stored)."""
     return hashlib.sha256(f"{session_id}:{token}".encode()).hexdigest()
+
+
+def new_credentials() -> tuple[str, str]:
+    """A fresh (session id, bearer token)."""
+    return uuid.uuid4().hex, secrets.token_urlsafe(32)
 
 
 @dataclass
@@ -46,7 +82,7 @@ class SessionRecord:
     created: float
     last_used: float
     model_version: str
-    eval_keys: bytes | None  # None when loaded without keys (``SessionStore.get(load_eval_keys=False)``)
+    eval_keys: bytes | None  # None when loaded without keys (``get(load_eval_keys=False)``)
     personalization: bytes | None
 
     def token_matches(self, token: str) -> bool:
@@ -54,62 +90,147 @@ class SessionRecord:
         return hmac.compare_digest(self.token_hash, hash_token(token, self.id))
 
 
-class SessionStore:
+class SessionStore(ABC):
+    """Where sessions live; see the module docstring for the contract every store keeps.
+
+    Parameters
+    ----------
+    idle_ttl_seconds : float | None
+        A session unused this long is gone (default: None, sessions never expire).
+    max_sessions : int | None
+        Live sessions ``create`` accepts before raising ``StoreFull`` (default: None, no cap).
+    """
+
+    def __init__(self, idle_ttl_seconds: float | None = None, max_sessions: int | None = None) -> None:
+        if idle_ttl_seconds is not None and idle_ttl_seconds <= 0:
+            raise ValueError(f"idle_ttl_seconds must be > 0, got {idle_ttl_seconds}")
+        if max_sessions is not None and max_sessions < 1:
+            raise ValueError(f"max_sessions must be >= 1, got {max_sessions}")
+        self.idle_ttl_seconds = idle_ttl_seconds
+        self.max_sessions = max_sessions
+
+    def _cutoff(self, now: float) -> float:
+        """Sessions last used before this instant have expired."""
+        return now - self.idle_ttl_seconds if self.idle_ttl_seconds else -math.inf
+
+    @abstractmethod
+    def create(self, eval_keys: bytes, model_version: str) -> tuple[str, str]:
+        """Store a new session; returns (session id, bearer token), the token shown only once.
+        Raises ``StoreFull`` at the cap."""
+
+    @abstractmethod
+    def get(self, session_id: str, *, load_eval_keys: bool = True) -> SessionRecord | None:
+        """The live session, or None; ``load_eval_keys=False`` skips the MB-sized key blob
+        (``eval_keys`` is then None), which is all an auth check needs."""
+
+    @abstractmethod
+    def get_personalization(self, session_id: str) -> bytes | None:
+        """Only the encrypted personalization (None if unset or the session is unknown)."""
+
+    @abstractmethod
+    def set_personalization(self, session_id: str, blob: bytes) -> None:
+        """Replace the encrypted personalization of a live session (no-op otherwise)."""
+
+    @abstractmethod
+    def touch(self, session_id: str) -> None:
+        """Record a use of a live session: its idle clock restarts (no-op otherwise)."""
+
+    @abstractmethod
+    def purge_idle(self, idle_seconds: float) -> int:
+        """Delete sessions unused for more than ``idle_seconds``; returns how many."""
+
+    @abstractmethod
+    def purge_never_used(self, unused_seconds: float) -> int:
+        """Delete live sessions never used for a prediction (``touch``) and older than ``unused_seconds``;
+        returns how many."""
+
+    @abstractmethod
+    def evict_least_recently_used(self, n: int, *, idle_seconds: float) -> int:
+        """Delete up to ``n`` live sessions idle for at least ``idle_seconds``: never-used ones first,
+        then the least recently used. Returns how many."""
+
+    @abstractmethod
+    def delete(self, session_id: str) -> bool:
+        """Remove the session and everything it holds; False if it did not exist."""
+
+    @abstractmethod
+    def count(self) -> int:
+        """Number of live sessions."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release the connection."""
+
+
+class SQLiteSessionStore(SessionStore):
     """SQLite-backed sessions; safe to share between the API's threads and worker processes."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(
+        self, path: str | Path, idle_ttl_seconds: float | None = None, max_sessions: int | None = None
+    ) -> None:
+        super().__init__(idle_ttl_seconds, max_sessions)
         self.path = str(path)
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self._conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute(_SCHEMA)
 
     def create(self, eval_keys: bytes, model_version: str) -> tuple[str, str]:
-        """Store a new session; returns (session id, bearer token). The token is shown only once."""
-        session_id = uuid.uuid4().hex
-        token = secrets.token_urlsafe(32)
+        session_id, token = new_credentials()
         now = time.time()
         with self._lock:
-            self._conn.execute(
-                "INSERT INTO sessions VALUES (?, ?, ?, ?, ?, ?, NULL)",
-                (session_id, hash_token(token, session_id), now, now, model_version, eval_keys),
-            )
+            self._conn.execute("BEGIN IMMEDIATE")  # cap check + insert: one write transaction
+            try:
+                self._conn.execute("DELETE FROM sessions WHERE last_used < ?", (self._cutoff(now),))
+                live = self._conn.execute("SELECT COUNT(*) FROM sessions").fetchone()[0]
+                if self.max_sessions is not None and live >= self.max_sessions:
+                    raise StoreFull(f"the store holds its maximum of {self.max_sessions} sessions")
+                self._conn.execute(
+                    "INSERT INTO sessions VALUES (?, ?, ?, ?, ?, ?, NULL)",
+                    (session_id, hash_token(token, session_id), now, now, model_version, eval_keys),
+                )
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
         return session_id, token
 
     def get(self, session_id: str, *, load_eval_keys: bool = True) -> SessionRecord | None:
-        """The session, or None if unknown; ``load_eval_keys=False`` skips the MB-sized key blob
-        (``eval_keys`` is then None), which is all an auth check needs."""
         keys_column = "eval_keys" if load_eval_keys else "NULL"
         with self._lock:
             row = self._conn.execute(
                 f"SELECT id, token_hash, created, last_used, model_version, {keys_column}, personalization "
-                "FROM sessions WHERE id = ?",
-                (session_id,),
+                "FROM sessions WHERE id = ? AND last_used >= ?",
+                (session_id, self._cutoff(time.time())),
             ).fetchone()
         return SessionRecord(*row) if row else None
 
     def get_personalization(self, session_id: str) -> bytes | None:
-        """Only the session's encrypted personalization (None if unset or the session is unknown)."""
         with self._lock:
             row = self._conn.execute(
-                "SELECT personalization FROM sessions WHERE id = ?", (session_id,)
+                "SELECT personalization FROM sessions WHERE id = ? AND last_used >= ?",
+                (session_id, self._cutoff(time.time())),
             ).fetchone()
         return row[0] if row else None
 
     def set_personalization(self, session_id: str, blob: bytes) -> None:
-        """Replace the session's encrypted personalization."""
         with self._lock:
-            self._conn.execute("UPDATE sessions SET personalization = ? WHERE id = ?", (blob, session_id))
+            self._conn.execute(
+                "UPDATE sessions SET personalization = ? WHERE id = ? AND last_used >= ?",
+                (blob, session_id, self._cutoff(time.time())),
+            )
 
     def touch(self, session_id: str) -> None:
-        """Record a use of the session."""
+        now = time.time()
         with self._lock:
-            self._conn.execute("UPDATE sessions SET last_used = ? WHERE id = ?", (time.time(), session_id))
+            self._conn.execute(
+                "UPDATE sessions SET last_used = ? WHERE id = ? AND last_used >= ?",
+                (now, session_id, self._cutoff(now)),
+            )
 
     def purge_idle(self, idle_seconds: float) -> int:
-        """Delete sessions unused for more than ``idle_seconds``; returns how many."""
         with self._lock:
             cur = self._conn.execute(
                 "DELETE FROM sessions WHERE last_used < ?", (time.time() - idle_seconds,)
@@ -117,37 +238,64 @@ class SessionStore:
         return cur.rowcount
 
     def purge_never_used(self, unused_seconds: float) -> int:
-        """Delete sessions never used for a prediction (``touch``) and older than ``unused_seconds``."""
+        now = time.time()
         with self._lock:
             cur = self._conn.execute(
-                "DELETE FROM sessions WHERE last_used <= created AND created < ?",
-                (time.time() - unused_seconds,),
+                "DELETE FROM sessions WHERE last_used <= created AND created < ? AND last_used >= ?",
+                (now - unused_seconds, self._cutoff(now)),
             )
         return cur.rowcount
 
     def evict_least_recently_used(self, n: int, *, idle_seconds: float) -> int:
-        """Delete up to ``n`` sessions idle for at least ``idle_seconds``: never-used ones first, then the
-        least recently used. Returns how many."""
+        now = time.time()
         with self._lock:
             cur = self._conn.execute(
                 "DELETE FROM sessions WHERE id IN (SELECT id FROM sessions WHERE last_used <= ? "
-                "ORDER BY last_used > created, last_used LIMIT ?)",
-                (time.time() - idle_seconds, max(0, n)),
+                "AND last_used >= ? ORDER BY last_used > created, last_used LIMIT ?)",
+                (now - idle_seconds, self._cutoff(now), max(0, n)),
             )
         return cur.rowcount
 
     def delete(self, session_id: str) -> bool:
-        """Remove the session and everything it holds; False if it did not exist."""
         with self._lock:
             cur = self._conn.execute("DELETE FROM sessions WHERE id = ?", (session_id,))
         return cur.rowcount > 0
 
     def count(self) -> int:
-        """Number of live sessions."""
         with self._lock:
-            return self._conn.execute("SELECT COUNT(*) FROM sessions").fetchone()[0]
+            return self._conn.execute(
+                "SELECT COUNT(*) FROM sessions WHERE last_used >= ?", (self._cutoff(time.time()),)
+            ).fetchone()[0]
 
     def close(self) -> None:
-        """Close the database connection."""
         with self._lock:
             self._conn.close()
+
+
+def describe_store(location: str) -> str:
+    """``location`` for logs and errors, with any password in a Redis URL masked."""
+    if location.startswith(REDIS_SCHEMES) and "@" in location:
+        scheme, rest = location.split("://", 1)
+        return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
+    return location
+
+
+def open_store(
+    location: str, *, idle_ttl_seconds: float | None = None, max_sessions: int | None = None
+) -> SessionStore:
+    """The store at ``location``: ``redis://host:port/db`` (also ``rediss://``, ``unix://``) for
+    replicas sharing sessions; ``sqlite:///path`` or a plain file path for the embedded default."""
+    if location.startswith(REDIS_SCHEMES):
+        from server.api.store_redis import RedisSessionStore
+
+        return RedisSessionStore(location, idle_ttl_seconds=idle_ttl_seconds, max_sessions=max_sessions)
+    if location.startswith(SQLITE_SCHEME):
+        location = location[len(SQLITE_SCHEME) :]
+    elif "://" in location:
+        raise ValueError(
+            f"session store {describe_store(location)!r}: use redis://host:port/db, sqlite:///path "
+            "or a file path"
+        )
+    if not location:
+        raise ValueError("session store: empty SQLite path")
+    return SQLiteSessionStore(location, idle_ttl_seconds=idle_ttl_seconds, max_sessions=max_sessions)

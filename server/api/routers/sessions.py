@@ -26,7 +26,7 @@ from server.api.dependencies import (
 )
 from server.api.errors import error_responses
 from server.api.he_service import HEService, InvalidPayload
-from server.api.store import SessionRecord, SessionStore
+from server.api.store import SessionRecord, SessionStore, StoreFull
 
 router = APIRouter(prefix="/v1/sessions", tags=["sessions"], responses=error_responses(500))
 
@@ -71,6 +71,29 @@ def _keys_loader(store: SessionStore, session_id: str):
     return load
 
 
+def _store_full(settings: Settings) -> HTTPException:
+    return HTTPException(
+        status.HTTP_503_SERVICE_UNAVAILABLE,
+        f"the server holds its maximum of {settings.max_sessions} sessions, all in use; retry later "
+        "(operators: raise HUSHTYPE_MAX_SESSIONS)",
+        headers={"Retry-After": str(STORE_FULL_RETRY_AFTER)},
+    )
+
+
+async def _create_within_cap(
+    store: SessionStore, settings: Settings, blob: bytes, model_version: str
+) -> tuple[str, str]:
+    """``store.create``, which checks the cap again atomically: another request or replica may have taken
+    the room ``make_room`` made. Then the policy runs once more before the 503."""
+    for attempt in range(2):
+        try:
+            return await asyncio.to_thread(store.create, blob, model_version)
+        except StoreFull:
+            if attempt or not await asyncio.to_thread(make_room, store, settings):
+                raise _store_full(settings) from None
+    raise AssertionError("unreachable")
+
+
 @router.post(
     "",
     status_code=status.HTTP_201_CREATED,
@@ -90,17 +113,12 @@ async def create_session(
     """Upload the device's public evaluation keys (no secret key); get a session id + token."""
     blob = await read_octets(request, settings.max_eval_key_bytes, "evaluation keys")
     if not await asyncio.to_thread(make_room, store, settings):
-        raise HTTPException(
-            status.HTTP_503_SERVICE_UNAVAILABLE,
-            f"the server holds its maximum of {settings.max_sessions} sessions, all in use; retry later "
-            "(operators: raise HUSHTYPE_MAX_SESSIONS)",
-            headers={"Retry-After": str(STORE_FULL_RETRY_AFTER)},
-        )
+        raise _store_full(settings)
     try:
         await he.check_eval_keys(blob)
     except InvalidPayload as exc:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, f"evaluation keys rejected: {exc}") from exc
-    session_id, token = await asyncio.to_thread(store.create, blob, he.model_version)
+    session_id, token = await _create_within_cap(store, settings, blob, he.model_version)
     request.app.state.metrics.sessions_created.inc()
     return SessionCreated(session_id=session_id, token=token, model_version=he.model_version)
 

@@ -14,11 +14,12 @@ from fastapi.testclient import TestClient
 
 from hushtype.cli import build_parser, serve_settings
 from keyboard_sim.api_client import PredictionClient
+from models.nplm import server_logits
 from models.release import load_release, save_release
 from server.api.admission import RateLimiter
 from server.api.main import create_app
 from server.api.release_policy import NonPrivateRelease
-from server.api.store import SessionStore
+from server.api.store import SQLiteSessionStore
 from tests.server.api.conftest import make_settings
 
 OCTETS = {"Content-Type": "application/octet-stream"}
@@ -70,7 +71,7 @@ def test_full_store_evicts_never_used_then_least_recently_used(small_release: Pa
         with sqlite3.connect(db) as conn:
             conn.execute("UPDATE sessions SET created = created - 1200, last_used = last_used - 1200")
         third = PredictionClient("http://testserver", http=api).open()
-        store = SessionStore(db)
+        store = SQLiteSessionStore(db)
         assert store.get(unused.session_id) is None and store.get(used.session_id) is not None
         # the idle used session makes room next; the fresh third one is not idle long enough
         fourth = PredictionClient("http://testserver", http=api).open()
@@ -87,7 +88,7 @@ def test_never_used_sessions_expire_early(api: TestClient, api_db: Path) -> None
             (idle.session_id,),
         )
     PredictionClient("http://testserver", http=api).open()  # creation applies the store policy
-    assert SessionStore(api_db).get(idle.session_id) is None
+    assert SQLiteSessionStore(api_db).get(idle.session_id) is None
 
 
 def _private_copy(small_release: Path, out: Path) -> Path:
@@ -210,3 +211,36 @@ def test_openapi_is_enough_to_write_a_client(api: TestClient) -> None:
     assert {"version", "card", "privacy", "he", "vocabulary", "artifacts"} <= set(info["required"])
     assert "docs/wire-format.md" in spec["info"]["description"]
     json.dumps(spec)  # plain JSON
+
+
+def test_plaintext_baseline_is_off_by_default_and_its_errors_are_json(
+    api: TestClient, small_release: Path, tmp_path: Path
+) -> None:
+    r = api.post("/v1/baseline/predict", content=b"\0" * 128, headers=OCTETS)
+    assert r.status_code == 404 and r.json()["request_id"] == r.headers["x-request-id"]
+    assert not any(p.startswith("/v1/baseline") for p in api.get("/openapi.json").json()["paths"])
+    weights = load_release(small_release).weights
+    dim = weights["w1"].shape[1]
+    settings = make_settings(small_release, tmp_path / "b.db", plaintext_baseline=True)
+    with TestClient(create_app(settings)) as on:
+        x = np.linspace(-1, 1, dim).astype("<f4")
+        r = on.post("/v1/baseline/predict", content=x.tobytes(), headers=OCTETS)
+        assert r.status_code == 200
+        expected = server_logits(weights, x.astype(np.float64))
+        np.testing.assert_allclose(np.frombuffer(r.content, "<f4"), expected, rtol=1e-5, atol=1e-5)
+        nan = np.full(dim, np.nan, dtype="<f4").tobytes()
+        bad = [
+            (400, x.tobytes()[:-4], OCTETS, "expected"),
+            (400, nan, OCTETS, "non-finite"),
+            (413, x.tobytes() + b"\0" * 4, OCTETS, "limit"),
+            (415, x.tobytes(), {"Content-Type": "application/json"}, "application/octet-stream"),
+        ]
+        for i, (code, body, headers, says) in enumerate(bad):
+            r = on.post("/v1/baseline/predict", content=body, headers={**headers, "X-Request-ID": f"b-{i}"})
+            assert r.status_code == code and r.json()["request_id"] == f"b-{i}", (code, r.text)
+            assert r.json()["detail"].startswith("plaintext features") and says in r.json()["detail"]
+        op = on.get("/openapi.json").json()["paths"]["/v1/baseline/predict"]["post"]
+        for code in ("400", "413", "415", "500"):
+            schema = op["responses"][code]["content"]["application/json"]["schema"]
+            assert schema == {"$ref": "#/components/schemas/ErrorBody"}, code
+        assert op["requestBody"]["required"] is True

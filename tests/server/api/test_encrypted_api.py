@@ -13,7 +13,7 @@ from models.nplm import plaintext_logits
 from models.release import load_release
 from models.vocab import Vocabulary
 from server.api.main import create_app
-from server.api.store import SessionStore
+from server.api.store import SQLiteSessionStore
 from tests.server.api.conftest import make_settings
 
 OCTETS = {"Content-Type": "application/octet-stream"}
@@ -118,14 +118,14 @@ def test_autocorrect_uses_the_encrypted_next_word_prior(small_release: Path, tmp
 def test_server_store_holds_no_plaintext_or_secret(api: TestClient, api_db: Path) -> None:
     device = _client(api)
     device.upload_personalization(np.linspace(-1, 1, 64))
-    record = SessionStore(api_db).get(device.session_id)
+    record = SQLiteSessionStore(api_db).get(device.session_id)
     assert record is not None and record.eval_keys == device.eval_keys
     # the only per-session material is public keys and ciphertexts in the session's own formats
     assert record.eval_keys[:4] == b"HTEK" and record.personalization[:4] == b"HTCT"
     assert record.token_hash != device.token and device.token not in record.token_hash
-    light = SessionStore(api_db).get(device.session_id, load_eval_keys=False)
+    light = SQLiteSessionStore(api_db).get(device.session_id, load_eval_keys=False)
     assert light is not None and light.eval_keys is None and light.token_hash == record.token_hash
-    assert SessionStore(api_db).get_personalization(device.session_id) == record.personalization
+    assert SQLiteSessionStore(api_db).get_personalization(device.session_id) == record.personalization
 
 
 def test_auth_and_isolation_between_sessions(api: TestClient) -> None:
@@ -221,12 +221,13 @@ def test_idle_sessions_expire_and_the_store_is_capped(small_release: Path, tmp_p
         assert r.status_code == 503 and "maximum of 1 sessions" in r.json()["detail"]
         assert r.json()["request_id"] == r.headers["x-request-id"]
         assert r.headers["retry-after"] == "60"
-        # two hours unused: the session is gone (404 that says so), and its slot is free again
+        # two hours unused: the store forgot the session (an unknown one: 401 that names expiry as a
+        # cause), and its slot is free again
         with sqlite3.connect(db) as conn:
             conn.execute("UPDATE sessions SET last_used = last_used - 7200")
         with pytest.raises(APIError) as err:
             device.logits(np.array([2, 3, 4, 5]))
-        assert err.value.status == 404 and "expired" in err.value.detail
+        assert err.value.status == 401 and "expired" in err.value.detail
         again = _client(capped)
         assert again.logits(np.array([2, 3, 4, 5])).shape == (64,)
 
