@@ -77,7 +77,7 @@ class ChannelTables:
     sub : np.ndarray
         ``(A, A)`` log P(typed b | meant a) per occurrence of ``a`` (diagonal unused).
     ins : np.ndarray
-        ``(A + 2, A, A + 2)`` log P(b inserted between prev and next) per slot (prev may be
+        ``(A + 1, A, A + 2)`` log P(b inserted between prev and next) per slot (prev may be
         word start, next may be word end).
     dele : np.ndarray
         ``(A + 1, A)`` log P(a dropped after prev) per occurrence of the bigram.

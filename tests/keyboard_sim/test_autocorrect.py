@@ -210,8 +210,8 @@ def test_completion_and_strip(ac: Autocorrector) -> None:
     assert ac.complete("mo", prior, 3) == ["more", "most", "move"]
     assert ac.complete("zq", prior) == []
     assert PrefixIndex(["b", "ab", "abc", "a"]).range("ab") == (1, 3)
-    assert ac.strip("th", prior)[:1] == ["the"]
-    assert ac.strip("thx", prior, typed="thx")  # no completion: corrections fill the slots
+    assert ac.strip("th")[:1] == ["the"] and len(ac.strip("th")) == 3
+    assert ac.strip("thx")[:1] == ["the"]  # no completion: corrections fill the slots
 
 
 def test_bad_input_is_refused(tables: ChannelTables, ac: Autocorrector) -> None:
