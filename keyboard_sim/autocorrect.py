@@ -69,7 +69,7 @@ class AutocorrectConfig:
     vocab_size : int
         Words taken from the top of symspellpy's frequency list (default: 30000).
     sigma : float
-        Believed touch-noise std in key widths (default: 0.3; the simulated population's median is 0.25).
+        Believed touch-noise std in key widths (default: 0.25, the simulated population's median).
     edit_cost : float
         ``alpha``: nats added to every edit, ``-log`` of the odds that a word holds one (default: 3.0).
     prior_weight : float
@@ -83,7 +83,7 @@ class AutocorrectConfig:
     """
 
     vocab_size: int = 30000
-    sigma: float = 0.3
+    sigma: float = 0.25
     edit_cost: float = 3.0
     prior_weight: float = 1.0
     keep_margin: float = 2.0

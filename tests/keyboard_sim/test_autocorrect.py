@@ -181,9 +181,9 @@ def test_touch_taps_are_decoded_far_better_than_a_plain_keyboard(ac: Autocorrect
 
 
 def test_context_prior_decides_what_the_channel_cannot(ac: Autocorrector) -> None:
-    # "i ___ thee": the taps of "love" with the o pushed 70% of the way to i: spatially "live"
+    # "i ___ thee": the taps of "love" with the o pushed 60% of the way to i: spatially "live"
     centres = ac.layout.key_centres("love")
-    centres[1] = 0.3 * centres[1] + 0.7 * ac.layout.key_centres("i")[0]
+    centres[1] = 0.4 * centres[1] + 0.6 * ac.layout.key_centres("i")[0]
     assert ac.correct(centres).word == "live"
     lm_words = ["<unk>", *VOCAB]
     logp = np.full(len(lm_words), math.log(0.5 / len(lm_words)))
