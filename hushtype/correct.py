@@ -121,7 +121,7 @@ def _strip(corrector: Corrector, result, context: list[str]) -> list[str]:
     """Three slots once the word is typed: the output, the other candidates, then completions."""
     slots = [result.word] + [c.word for c in result.candidates if c.word != result.word]
     prior = corrector.prior(context)
-    for cut in range(len(result.word), 0, -1):
+    for cut in range(len(result.word), -1, -1):  # down to the empty prefix: the likeliest words
         if len(slots) >= 3:
             break
         slots += [w for w in corrector.ac.complete(result.word[:cut], prior, 3) if w not in slots]

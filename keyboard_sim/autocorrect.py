@@ -69,7 +69,7 @@ class AutocorrectConfig:
     vocab_size : int
         Words taken from the top of symspellpy's frequency list (default: 30000).
     sigma : float
-        Believed touch-noise std in key widths (default: 0.3; the simulated population's median is 0.25).
+        Believed touch-noise std in key widths (default: 0.25, the simulated population's median).
     edit_cost : float
         ``alpha``: nats added to every edit, ``-log`` of the odds that a word holds one (default: 3.0).
     prior_weight : float
@@ -83,7 +83,7 @@ class AutocorrectConfig:
     """
 
     vocab_size: int = 30000
-    sigma: float = 0.3
+    sigma: float = 0.25
     edit_cost: float = 3.0
     prior_weight: float = 1.0
     keep_margin: float = 2.0
@@ -291,16 +291,22 @@ class Autocorrector:
         if hi <= lo:
             return []
         ids = np.asarray(self.prefixes.ids[lo:hi])
-        scores = prior[ids]
-        top = ids[np.argsort(-scores, kind="stable")[:k]] if len(ids) > k else ids[np.argsort(-scores)]
-        return [self.words[i] for i in top]
+        return [self.words[i] for i in ids[np.argsort(-prior[ids], kind="stable")[:k]]]
 
-    def strip(self, prefix: str, prior: np.ndarray, typed: str | np.ndarray | None = None) -> list[str]:
-        """The three suggestion slots: completions of ``prefix``, topped up with corrections of ``typed``."""
-        slots = self.complete(prefix, prior, 3)
-        if len(slots) < 3 and (typed is not None and len(typed)):
-            lm = None  # corrections rank by the same prior as the completions
-            for c in self.candidates(typed, lm, top_k=3):
+    def strip(
+        self,
+        prefix: str,
+        lm_logprobs: np.ndarray | None = None,
+        typed: str | np.ndarray | None = None,
+    ) -> list[str]:
+        """The three suggestion slots: completions of ``prefix``, topped up with corrections of ``typed``.
+
+        ``typed`` is what was tapped for the prefix (taps or letters; default: ``prefix`` itself).
+        """
+        slots = self.complete(prefix, self.prior(lm_logprobs), 3)
+        typed = prefix if typed is None else typed
+        if len(slots) < 3 and len(typed):
+            for c in self.candidates(typed, lm_logprobs, top_k=3):
                 if c.word not in slots and len(slots) < 3:
                     slots.append(c.word)
         return slots

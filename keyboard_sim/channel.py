@@ -77,7 +77,7 @@ class ChannelTables:
     sub : np.ndarray
         ``(A, A)`` log P(typed b | meant a) per occurrence of ``a`` (diagonal unused).
     ins : np.ndarray
-        ``(A + 2, A, A + 2)`` log P(b inserted between prev and next) per slot (prev may be
+        ``(A + 1, A, A + 2)`` log P(b inserted between prev and next) per slot (prev may be
         word start, next may be word end).
     dele : np.ndarray
         ``(A + 1, A)`` log P(a dropped after prev) per occurrence of the bigram.
@@ -151,7 +151,7 @@ def _smooth(count: np.ndarray, opp: np.ndarray, backoff: np.ndarray, m: float) -
 
 
 def _class_rate(count: np.ndarray, opp: np.ndarray, classes: np.ndarray) -> np.ndarray:
-    """Per-member rate of each class: class count / (class opportunities x members), broadcast back."""
+    """Per-member rate of each class (its count over its members' summed opportunities), broadcast back."""
     out = np.zeros(classes.shape)
     for k in np.unique(classes):
         mask = classes == k
@@ -160,6 +160,7 @@ def _class_rate(count: np.ndarray, opp: np.ndarray, classes: np.ndarray) -> np.n
 
 
 def _tables_from_counts(counts: _Counts, dist: np.ndarray, source: str, m: float = 10.0) -> ChannelTables:
+    """Smoothed log-rates: counts backed off to their class rate with ``m`` pseudo-opportunities."""
     A = _A
     vowel = np.zeros(A, dtype=bool)
     vowel[list(_VOWELS)] = True

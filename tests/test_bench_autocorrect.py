@@ -6,6 +6,7 @@ one-key-over misspelling of them as distractors (typable vocabulary words the LM
 NPLM trained for a second on grammar lines from other users than the benchmark's.
 """
 
+import io
 import json
 import subprocess
 import sys
@@ -16,6 +17,7 @@ import pytest
 import torch
 
 from hushtype.bench_autocorrect import run_autocorrect_bench, typed_words
+from hushtype.cli import main
 from keyboard_sim.dataset import DataConfig, save_jsonl
 from keyboard_sim.split import SplitConfig, split_users
 from keyboard_sim.touch import QWERTY_ROWS, TouchModel, TypistConfig
@@ -145,34 +147,42 @@ def test_refuses_data_split_unlike_the_release(grammar_bench: tuple[Path, DataCo
         run_autocorrect_bench(str(other), data_config=data)
 
 
-def _run(args: list[str], stdin: str = "") -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "hushtype.cli", *args]
-    return subprocess.run(cmd, input=stdin, capture_output=True, text=True, timeout=300)
+def _run(args: list[str], capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch, stdin: str = ""):
+    """``hushtype ARGS`` in this process (the codespell tables are cached): (exit status, stdout)."""
+    monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
+    status = main(args)
+    return status, capsys.readouterr().out
 
 
-def test_correct_reads_lines_and_prints_json(grammar_bench: tuple[Path, DataConfig]) -> None:
+def test_correct_reads_lines_and_prints_json(
+    grammar_bench: tuple[Path, DataConfig], capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
     release_dir, _ = grammar_bench
-    out = _run(
-        ["correct", "--vocab-size", "5000", "--release", str(release_dir)], "teh\nthe king doth\tlvoe\nthe\n"
+    lines = "teh\nthe king doth\tlvoe\nthe\n"
+    status, out = _run(
+        ["correct", "--vocab-size", "3000", "--release", str(release_dir)], capsys, monkeypatch, lines
     )
-    assert out.returncode == 0, out.stderr
-    rows = [json.loads(line) for line in out.stdout.splitlines()]
+    assert status == 0
+    rows = [json.loads(line) for line in out.splitlines()]
     assert [r["word"] for r in rows] == ["the", "love", "the"]
     assert rows[1]["context"] == ["the", "king", "doth"] and rows[1]["corrected"] and not rows[2]["corrected"]
     assert {"word", "score", "channel", "prior"} <= set(rows[0]["candidates"][0])
     # a bad line is reported in place, the others still answered, and the exit status says so
-    out = _run(["correct", "--vocab-size", "5000"], "café\nrecieve\n")
-    rows = [json.loads(line) for line in out.stdout.splitlines()]
-    assert out.returncode == 2 and "no key" in rows[0]["error"] and rows[1]["word"] == "receive"
-    assert _run(["correct", "--vocab-size", "0"], "the\n").returncode == 2
+    status, out = _run(["correct", "--vocab-size", "3000"], capsys, monkeypatch, "café\nrecieve\n")
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert status == 2 and "no key" in rows[0]["error"] and rows[1]["word"] == "receive"
+    assert _run(["correct", "--vocab-size", "0"], capsys, monkeypatch, "the\n")[0] == 2
 
 
-def test_type_shows_taps_registration_correction_and_strip() -> None:
-    out = _run(["type", "the quick brown fox", "--sigma", "0.5", "--vocab-size", "5000", "--json"])
-    assert out.returncode == 0, out.stderr
-    result = json.loads(out.stdout)
+def test_type_shows_taps_registration_correction_and_strip(
+    capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    args = ["type", "the quick brown fox", "--sigma", "0.5", "--vocab-size", "3000", "--json"]
+    status, out = _run(args, capsys, monkeypatch)
+    assert status == 0
+    result = json.loads(out)
     assert result["text"] == "the quick brown fox" and len(result["words"]) == 4
     assert all(len(w["strip"]) == 3 and w["corrected"] in w["strip"] for w in result["words"])
     assert len(result["words"][0]["taps"]) >= 2
-    plain = _run(["type", "hello there", "--vocab-size", "5000"])
-    assert plain.returncode == 0 and "registered" in plain.stdout and "corrected" in plain.stdout
+    status, out = _run(["type", "hello there", "--vocab-size", "3000"], capsys, monkeypatch)
+    assert status == 0 and "registered" in out and "corrected" in out
