@@ -15,7 +15,8 @@ from ckks.keys import PublicContext, SecretContext
 from ckks.packing import EncryptedUpdate
 from ckks.params import HEParams
 from server.key_authority_service import KeyAuthorityService
-from server.strategies import make_strategy
+from server.strategies import DeltaFedAdam, RoundSetup, make_strategy
+from server.strategies.he_mean import HEMean
 from server.strategies.he_fedavg import HEFedAvg
 from server.strategies.plain_fedavg import PlainFedAvg, arrays_to_numpy, numpy_to_arrays
 from tests.server.strategies.conftest import FakeGrid
@@ -187,7 +188,8 @@ def test_plain_replies_are_dropouts_and_devices_never_get_a_secret(authority: Ke
 
 
 def test_make_strategy_builds_he(authority: KeyAuthorityService) -> None:
-    assert isinstance(make_strategy("he", key_authority=authority, devices_per_round=2), HEFedAvg)
+    setup = RoundSetup(mean_update=HEMean(key_authority=authority, devices_per_round=2), devices_per_round=2)
+    assert isinstance(make_strategy("fedadam", setup, server_lr=0.01), DeltaFedAdam)
     with pytest.raises(ValueError, match="he_weight_unit"):
         HEFedAvg(key_authority=authority, devices_per_round=2, he_weight_unit=0.0)
     # More unit-weight devices a round than the preset's count + weight slots provably hold is refused
