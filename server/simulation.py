@@ -19,12 +19,55 @@ not import the server) and are re-exported here.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 
-from keyboard_sim.federation import FederationConfig, load_data  # re-exported: they moved there
+from keyboard_sim.federation import FederationConfig, load_data, select_devices, write_device_shards
 
-__all__ = ["FederationConfig", "load_data", "run_federated", "BACKEND_CONFIG"]
+__all__ = [
+    "FederationConfig",
+    "FederationFailed",
+    "load_data",
+    "validate_config",
+    "run_federated",
+    "BACKEND_CONFIG",
+]
+
+
+class FederationFailed(RuntimeError):
+    """The federation aborted (too few usable replies) or ended without a model card."""
+
+
+def validate_config(config: FederationConfig) -> None:
+    """Check what ``FederationConfig`` cannot check alone, before Ray starts; ValueError names the field.
+
+    Devices vs eligible users (``devices``, ``min_device_examples``), the warm start's vocabulary and
+    shape (``warm_start``, ``context``), and writes every device's own data shard.
+    """
+    from models.release import load_release
+
+    data = load_data(config)
+    select_devices(data.train_users, config)  # raises naming `devices`
+    if config.warm_start:
+        try:
+            release = load_release(config.warm_start)
+        except (OSError, ValueError, KeyError) as err:
+            raise ValueError(
+                f"FederationConfig.warm_start={config.warm_start!r} is not a release: {err}"
+            ) from err
+        if release.vocab.words != data.vocab.words:
+            raise ValueError(
+                f"FederationConfig.warm_start={config.warm_start!r} was trained with another vocabulary than "
+                "this run's data (vocab_size, vocab_source, split_seed, data_source must match its card)"
+            )
+        if release.config.context != config.context:
+            raise ValueError(
+                f"FederationConfig.context={config.context} but the warm start {config.warm_start!r} has "
+                f"context {release.config.context}"
+            )
+    write_device_shards(config, data)
+
 
 BACKEND_CONFIG = {"client_resources": {"num_cpus": 1, "num_gpus": 0.0}, "init_args": {"num_cpus": 2}}
 
@@ -35,27 +78,37 @@ def run_federated(config: FederationConfig, *, verbose: bool = False) -> dict:
     from flwr.simulation import run_simulation
 
     from keyboard_sim.client_app import make_client_app
-    from server.server_app import make_server_app, resume_point
+    from server.server_app import FederationAborted, make_server_app, resume_point
 
     if config.resume:
         resume_point(config)  # fail fast, before Ray starts, if there is nothing (right) to resume
     run_dir = Path(config.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    validate_config(config)
+    (run_dir / "abort.json").unlink(missing_ok=True)
+    (run_dir / "model_card.json").unlink(missing_ok=True)
+    logging.getLogger("flwr").propagate = False  # opacus' basicConfig would print every Flower line twice
     # Ray workers must import this project: make sure its root is on their path.
     root = str(Path(__file__).resolve().parents[1])
     paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
     if root not in paths:
         os.environ["PYTHONPATH"] = os.pathsep.join([root, *paths])
-    run_simulation(
-        server_app=make_server_app(config),
-        client_app=make_client_app(config),
-        num_supernodes=config.devices,
-        backend_config=json.loads(json.dumps(BACKEND_CONFIG)),
-        verbose_logging=verbose,
-    )
+    try:
+        run_simulation(
+            server_app=make_server_app(config),
+            client_app=make_client_app(config),
+            num_supernodes=config.devices,
+            backend_config=json.loads(json.dumps(BACKEND_CONFIG)),
+            verbose_logging=verbose,
+        )
+    except FederationAborted as err:
+        raise FederationFailed(str(err)) from err
+    abort = run_dir / "abort.json"
+    if abort.is_file():
+        raise FederationFailed(json.loads(abort.read_text(encoding="utf-8"))["reason"])
     card_path = run_dir / "model_card.json"
     if not card_path.is_file():
-        raise RuntimeError(f"the federation ended without writing {card_path}; see the log above")
+        raise FederationFailed(f"the federation ended without writing {card_path}; see the log above")
     return json.loads(card_path.read_text(encoding="utf-8"))
 
 
@@ -71,7 +124,11 @@ def main(argv: list[str] | None = None) -> int:
             overrides[key] = json.loads(raw)
         except json.JSONDecodeError:
             overrides[key] = raw
-    card = run_federated(FederationConfig.from_run_config(overrides))
+    try:
+        card = run_federated(FederationConfig.from_run_config(overrides))
+    except (ValueError, FederationFailed) as err:
+        print(f"hushtype simulate: {err}", file=sys.stderr)
+        return 2 if isinstance(err, ValueError) else 1
     summary = {
         k: card[k]
         for k in (

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from pathlib import Path
 
 import pytest
 
 from keyboard_sim.dataset import save_jsonl
-from server.simulation import FederationConfig, run_federated
+from server.simulation import FederationConfig, FederationFailed, run_federated
 from tests.conftest import make_users
 
 
@@ -148,3 +149,36 @@ def test_a_restarted_server_resumes_from_its_last_checkpoint(tmp_path: Path) -> 
     assert card["max_device_example_epsilon"] >= whole["max_device_example_epsilon"]
     with pytest.raises(ValueError, match="already done"):
         run_federated(FederationConfig(**common, run_dir=str(crashed), resume=True))
+
+
+def test_a_bad_configuration_fails_before_ray_starts(tmp_path: Path) -> None:
+    # Prepare: more devices than users with enough examples
+    cfg = FederationConfig(**_tiny_federation(tmp_path, devices=500), run_dir=str(tmp_path / "run"))
+    # Execute / Assert: a ValueError naming the field, in seconds, and no round ran
+    start = time.perf_counter()
+    with pytest.raises(ValueError, match=r"FederationConfig\.devices=500"):
+        run_federated(cfg)
+    assert time.perf_counter() - start < 30
+    assert not (tmp_path / "run" / "rounds.jsonl").exists()
+    with pytest.raises(ValueError, match="warm_start"):
+        run_federated(
+            FederationConfig(**_tiny_federation(tmp_path), warm_start=str(tmp_path), run_dir=str(tmp_path))
+        )
+
+
+def test_a_run_whose_devices_all_fail_aborts_with_their_error(tmp_path: Path) -> None:
+    # Prepare: every device raises; abort after the first round below min_clients
+    cfg = FederationConfig(
+        **_tiny_federation(tmp_path, rounds=3, aggregation="plain"),
+        fail_partitions=tuple(range(6)),
+        abort_after_failed_rounds=1,
+        run_dir=str(tmp_path / "run"),
+    )
+    # Execute
+    with pytest.raises(FederationFailed, match="injected failure on device") as err:
+        run_federated(cfg)
+    # Assert: the reason names min_clients; rounds.jsonl recorded round 0 and the failed round 1
+    assert "min_clients=2" in str(err.value)
+    rows = [json.loads(line) for line in (tmp_path / "run" / "rounds.jsonl").read_text().splitlines()]
+    assert [r["round"] for r in rows] == [0, 1] and rows[1]["participants"] == 0
+    assert any("injected failure" in f for f in rows[1]["failures"])
