@@ -448,6 +448,7 @@ def _round_row(server_round: int, scores: dict, stats: dict, user_eps: float, ma
         "clip": stats.get("clip"),
         "unclipped_fraction": stats.get("unclipped_fraction"),
         "failures": stats.get("failures", [])[:10],
+        "seconds": float(stats.get("seconds", 0.0)),  # sampling to aggregation (training + transport + sum)
     }
 
 
