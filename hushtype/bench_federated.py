@@ -11,7 +11,7 @@ On one split and one public warm start, in one run, every number scored on the s
 
 ``gap_closed_x = (x - public) / (central - public)``. ``client_rounds_per_min`` is device updates
 aggregated per minute of round time in the DP + HE run. Every federated run is a real Flower simulation
-(``server.simulation.run_federated``). Prints one JSON object; writes ``frontier.png`` to ``--out``.
+(``hushtype.simulation.run_federated``). Prints one JSON object; writes ``frontier.png`` to ``--out``.
 """
 
 from __future__ import annotations
@@ -100,7 +100,7 @@ def _central(warm_start: Path, pooled: Examples, eval_set: Examples, *, steps: i
 
 
 def _fl(config: FederationConfig) -> dict:
-    from server.simulation import run_federated
+    from hushtype.simulation import run_federated
 
     start = time.perf_counter()
     card = run_federated(config)

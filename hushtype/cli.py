@@ -202,7 +202,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
-    from server.simulation import main as simulation_main
+    from hushtype.simulation import main as simulation_main
 
     overrides = list(args.overrides)
     if args.warm_start:

@@ -102,7 +102,7 @@ def run_demo(
     warm = pretrain_public(data_config, out / "pretrained", seed=seed)
     _say("2/5", f"public-only model: held-out top-1 {warm['metrics']['heldout']['top1']:.3f}")
 
-    from server.simulation import FederationConfig, run_federated
+    from hushtype.simulation import FederationConfig, run_federated
 
     _say(
         "3/5",

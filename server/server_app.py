@@ -26,10 +26,11 @@ import math
 import random
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -39,7 +40,7 @@ from flwr.supercore import log
 from safetensors.numpy import save_file
 from tqdm import tqdm
 
-from keyboard_sim.federation import FederationConfig, load_data
+from federation import FederationConfig
 from models.data import Examples
 from models.nplm import NPLM, ModelConfig, export_weights, load_weights
 from models.release import load_release, save_release
@@ -49,7 +50,19 @@ from server.strategies import DeltaAggregation, PlainMean, QuantileClip, RoundSe
 from server.strategies.adaptive_clipping import update_noise_multiplier
 from server.strategies.delta_aggregation import arrays_to_numpy, numpy_to_arrays
 
-__all__ = ["make_server_app", "run_federation", "initial_weights", "heldout_sample", "RunRecorder", "app"]
+__all__ = [
+    "make_server_app",
+    "run_federation",
+    "initial_weights",
+    "heldout_sample",
+    "RunRecorder",
+    "RoundAccounting",
+    "FederationAborted",
+    "calibrate_noise",
+    "key_authority",
+    "build_strategy",
+    "write_release",
+]
 
 INFO = logging.INFO
 WARNING = logging.WARNING
@@ -421,7 +434,7 @@ def _model_card(config: FederationConfig, run: dict) -> dict:
         "seconds": run["seconds"],
         "config": asdict(config),
         "config_hash": config.config_hash(),
-        "data": config.data_config().to_dict(),
+        "data": config.data_fields(),
         "caveats": [
             "user-level epsilon treats fixed-size device sampling as Poisson sampling with q = m / N",
             "secure_mode is off (torchcsprng unavailable); noise uses non-cryptographic RNGs",
@@ -452,10 +465,17 @@ def _round_row(server_round: int, scores: dict, stats: dict, user_eps: float, ma
     }
 
 
-def run_federation(grid: Grid, config: FederationConfig) -> dict:
+class RunData(Protocol):
+    """What the aggregator needs of the run's dataset (the runner loads it; the server never reads text)."""
+
+    vocab: Any  # models.vocab.Vocabulary: words, unk_id
+    heldout: Examples  # every held-out user's windows
+    heldout_users: list  # for the model card's count
+
+
+def run_federation(grid: Grid, config: FederationConfig, data: RunData) -> dict:
     """The whole server-side job; returns the model card it wrote."""
     start = time.perf_counter()
-    data = load_data(config)
     w0, model_config, provenance = initial_weights(config, data.vocab.words)
     eval_set = heldout_sample(data.heldout, config.eval_max_examples, config.seed)
     model = NPLM(model_config)
@@ -575,6 +595,9 @@ def run_federation(grid: Grid, config: FederationConfig) -> dict:
     return write_release(config, recorder, final, model_config, data.vocab, _model_card(config, run))
 
 
+LoadData = Callable[[FederationConfig], RunData]
+
+
 def _check_nodes(grid: Grid, config: FederationConfig, strategy: DeltaAggregation) -> None:
     """Warn when the federation is sized unlike ``devices`` or nodes did not name their device id."""
     nodes = len(list(grid.get_node_ids()))
@@ -591,17 +614,18 @@ def _check_nodes(grid: Grid, config: FederationConfig, strategy: DeltaAggregatio
         log(WARNING, "roll call: %d of %d SuperNodes named their device id", len(strategy.device_ids), nodes)
 
 
-def make_server_app(config: FederationConfig | None = None) -> ServerApp:
-    """A ServerApp bound to ``config``, or reading ``context.run_config`` when ``config`` is None."""
+def make_server_app(load_data: LoadData, config: FederationConfig | None = None) -> ServerApp:
+    """A ServerApp bound to ``config`` (or ``context.run_config`` when None) reading data with ``load_data``.
+
+    ``load_data`` comes from the runner (``hushtype.simulation``, ``hushtype.flwr_apps``): the server
+    package never imports the device package that knows corpora.
+    """
     server_app = ServerApp()
 
     @server_app.main()
     def main(grid: Grid, context: Context) -> None:
         cfg = config if config is not None else FederationConfig.from_run_config(dict(context.run_config))
         random.seed(cfg.seed)
-        run_federation(grid, cfg)
+        run_federation(grid, cfg, load_data(cfg))
 
     return server_app
-
-
-app = make_server_app()  # for `flwr run .`: config comes from [tool.flwr.app.config]

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from hushtype.simulation import FederationConfig, FederationFailed, run_federated
 from keyboard_sim.dataset import save_jsonl
-from server.simulation import FederationConfig, FederationFailed, run_federated
+from keyboard_sim.federation import data_config
 from tests.conftest import make_users
 
 
@@ -36,18 +37,18 @@ def test_config_run_config_round_trip() -> None:
 
 def test_data_config_carries_vocabulary_source_and_split_seed() -> None:
     # A warm start is built from the same public split and vocabulary as the federation that uses it
-    data = FederationConfig(vocab_source="symspell", split_seed=7, vocab_size=512).data_config()
+    data = data_config(FederationConfig(vocab_source="symspell", split_seed=7, vocab_size=512))
     assert (data.vocab_source, data.split.seed, data.vocab_size) == ("symspell", 7, 512)
-    assert FederationConfig().data_config().split.seed == 0
+    assert data_config(FederationConfig()).split.seed == 0
 
 
-def test_shared_names_are_re_exported_from_the_device_side() -> None:
-    # FederationConfig and load_data moved to keyboard_sim.federation; server.simulation re-exports them
-    import keyboard_sim.federation as federation
-    import server.simulation as simulation
+def test_one_config_class_on_every_side() -> None:
+    # FederationConfig lives in the neutral `federation` package; device side and runner re-export it
+    import federation
+    import hushtype.simulation as simulation
+    import keyboard_sim.federation as device_side
 
-    assert simulation.FederationConfig is federation.FederationConfig
-    assert simulation.load_data is federation.load_data
+    assert simulation.FederationConfig is device_side.FederationConfig is federation.FederationConfig
 
 
 def _tiny_federation(tmp_path: Path, n_users: int = 30, **overrides) -> dict:

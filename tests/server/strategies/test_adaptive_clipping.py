@@ -14,7 +14,9 @@ def test_geometric_update_moves_toward_the_quantile() -> None:
     assert clip.update(1.0) == pytest.approx(math.exp(-0.1))  # all unclipped: C shrinks
     clip = QuantileClip(1.0)
     assert clip.update(0.0) == pytest.approx(math.exp(0.1))  # all clipped: C grows
-    assert QuantileClip(2.0).update(1.7) == pytest.approx(2.0 * math.exp(-0.1))  # noise outside [0, 1]: capped
+    assert QuantileClip(2.0).update(1.7) == pytest.approx(
+        2.0 * math.exp(-0.1)
+    )  # noise outside [0, 1]: capped
 
 
 def test_noise_split_spends_the_same_budget() -> None:

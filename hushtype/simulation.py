@@ -1,7 +1,9 @@
 """Run a federated DP training job on Flower's simulation engine (Ray), on one machine.
 
-``run_federated(FederationConfig(...))`` starts ``flwr.simulation.run_simulation`` with one virtual
-SuperNode per device (a train user), the ServerApp of ``server.server_app`` and the ClientApp of
+``run_federated(FederationConfig(...))`` loads the data once, validates the configuration against it
+(``validate_config``: before Ray starts, a ValueError naming the field), writes one data shard per
+device, then starts ``flwr.simulation.run_simulation`` with one virtual SuperNode per device (a train
+user), the ServerApp of ``server.server_app`` (handed the held-out data) and the ClientApp of
 ``keyboard_sim.client_app``, and returns the summary of the run directory it wrote:
 
     <run_dir>/rounds.jsonl        one JSON line per round (round 0 = the starting model)
@@ -11,9 +13,8 @@ SuperNode per device (a train user), the ServerApp of ``server.server_app`` and 
     <run_dir>/model_card.json     round, epsilons, deltas, metrics, config and its hash
 
 The same apps run under ``flwr run .`` (deployment or simulation runtime); there the config is
-read from ``[tool.flwr.app.config]`` via ``FederationConfig.from_run_config``. ``FederationConfig``
-and ``load_data`` live in ``keyboard_sim.federation`` (both sides need them; the device package must
-not import the server) and are re-exported here.
+read from ``[tool.flwr.app.config]`` via ``FederationConfig.from_run_config`` (``hushtype.flwr_apps``).
+A run that aborts (too few usable replies) raises ``FederationFailed`` with the devices' error.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ import logging
 import os
 from pathlib import Path
 
-from keyboard_sim.federation import FederationConfig, load_data, select_devices, write_device_shards
+from federation import FederationConfig
+from keyboard_sim.federation import load_data, select_devices, write_device_shards
 
 __all__ = [
     "FederationConfig",
@@ -95,7 +97,7 @@ def run_federated(config: FederationConfig, *, verbose: bool = False) -> dict:
         os.environ["PYTHONPATH"] = os.pathsep.join([root, *paths])
     try:
         run_simulation(
-            server_app=make_server_app(config),
+            server_app=make_server_app(load_data, config),
             client_app=make_client_app(config),
             num_supernodes=config.devices,
             backend_config=json.loads(json.dumps(BACKEND_CONFIG)),
@@ -113,7 +115,7 @@ def run_federated(config: FederationConfig, *, verbose: bool = False) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m server.simulation [key=value ...]``: run-config style overrides; prints a summary."""
+    """``python -m hushtype.simulation [key=value ...]``: run-config style overrides; prints a summary."""
     import sys
 
     args = sys.argv[1:] if argv is None else argv
