@@ -10,8 +10,10 @@ On one split and one public warm start, in one run, every number scored on the s
                     plain aggregation: CKKS changes the mean by < 1e-5, tests/server/strategies)
 
 ``gap_closed_x = (x - public) / (central - public)``. ``client_rounds_per_min`` is device updates
-aggregated per minute of round time in the DP + HE run. Every federated run is a real Flower simulation
-(``hushtype.simulation.run_federated``). Prints one JSON object; writes ``frontier.png`` to ``--out``.
+aggregated per minute of round time in the DP + HE run; ``he_round_ratio`` its mean round time over the
+epsilon-8 frontier run's (the same configuration with plain aggregation). Every federated run is a
+real Flower simulation (``hushtype.simulation.run_federated``). Prints one JSON object; writes
+``frontier.png`` to ``--out``.
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ class BenchConfig:
         size = (
             dict(devices=100, devices_per_round=20, rounds=4, eval_max_examples=5000)
             if self.quick
-            else dict(devices=400, devices_per_round=50, rounds=20, eval_max_examples=20000)
+            else dict(devices=400, devices_per_round=40, rounds=15, eval_max_examples=20000)
         )
         return FederationConfig(
             **size,
@@ -115,6 +117,7 @@ def _fl(config: FederationConfig) -> dict:
         "user_delta": card["user_delta"],
         "participants": card["participants"],
         "client_rounds_per_min": 60.0 * card["participants"] / round_seconds if round_seconds else None,
+        "round_seconds": round_seconds / len(trained) if trained else None,
         "seconds": time.perf_counter() - start,
     }
 
@@ -163,7 +166,7 @@ def run_federated_bench(bench: BenchConfig, data_config: DataConfig | None = Non
 
     plain = _fl(dataclasses.replace(plain_fl_config(shipped), run_dir=str(out / "plain")))
     dp = _fl(shipped)
-    frontier = []
+    frontier, same_as_dp = [], None
     for eps in EPSILONS:
         point = dataclasses.replace(
             shipped,
@@ -173,6 +176,8 @@ def run_federated_bench(bench: BenchConfig, data_config: DataConfig | None = Non
             run_dir=str(out / f"eps_{eps:g}"),
         )
         run = _fl(point)
+        if eps == shipped.target_epsilon:
+            same_as_dp = run  # the shipped config with plain aggregation: the HE round-time baseline
         frontier.append({"epsilon": run["user_epsilon"], "top1": run["top1"], "top3": run["top3"]})
     refs = {
         "central (no DP)": central["top1"],
@@ -195,6 +200,11 @@ def run_federated_bench(bench: BenchConfig, data_config: DataConfig | None = Non
         "rounds": shipped.rounds,
         "seconds": time.perf_counter() - start,
         "devices_per_round": shipped.devices_per_round,
+        "he_round_ratio": (
+            dp["round_seconds"] / same_as_dp["round_seconds"]
+            if same_as_dp and same_as_dp["round_seconds"]
+            else None
+        ),
         "heldout_windows": len(eval_set),
         "topk_spread": float(np.sqrt(central["top1"] * (1 - central["top1"]) / len(eval_set))),
         "plain_fl_best_top1": plain["best_top1"],

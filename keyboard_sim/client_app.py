@@ -20,6 +20,7 @@ Noise here comes from numpy's PCG64, which is fine for simulation; a deployment 
 from __future__ import annotations
 
 import json
+import logging
 import random
 from collections import OrderedDict
 from collections.abc import Callable
@@ -34,6 +35,8 @@ from keyboard_sim.device import Device, LocalDPConfig, seed_for
 from keyboard_sim.federation import FederationConfig, device_examples, select_devices
 from models.nplm import NPLM, ModelConfig, load_weights
 from models.train import evaluate
+
+logging.getLogger("flwr").propagate = False  # opacus calls basicConfig: Flower lines would print twice
 
 __all__ = [
     "UpdateCodec",
