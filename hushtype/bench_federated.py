@@ -53,7 +53,7 @@ class BenchConfig:
         size = (
             dict(devices=100, devices_per_round=20, rounds=4, eval_max_examples=5000)
             if self.quick
-            else dict(devices=400, devices_per_round=40, rounds=15, eval_max_examples=20000)
+            else dict(devices=200, devices_per_round=20, rounds=12, eval_max_examples=20000)
         )
         return FederationConfig(
             **size,
@@ -162,7 +162,7 @@ def run_federated_bench(bench: BenchConfig, data_config: DataConfig | None = Non
     eval_set = _eval_set(data.heldout, shipped)
     pooled = Examples.concat((u.train for u in select_devices(data.train_users, shipped)), data.context)
     public = evaluate(load_weights(NPLM(load_release(warm).config), load_release(warm).weights), eval_set)
-    central = _central(warm, pooled, eval_set, steps=150 if bench.quick else 800, seed=bench.seed)
+    central = _central(warm, pooled, eval_set, steps=150 if bench.quick else 300, seed=bench.seed)
 
     plain = _fl(dataclasses.replace(plain_fl_config(shipped), run_dir=str(out / "plain")))
     dp = _fl(shipped)
