@@ -15,7 +15,9 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 
-__all__ = ["FederationConfig"]
+__all__ = ["FederationConfig", "DEFAULT_TARGET_EPSILON"]
+
+DEFAULT_TARGET_EPSILON = 8.0  # user-level; the shipped point of the frontier (hushtype bench federated)
 
 
 @dataclass
@@ -50,9 +52,9 @@ class FederationConfig:
     adaptive_clip: bool = True  # track the clip_quantile of update norms (Andrew et al. 2021)
     clip_quantile: float = 0.5  # gamma: share of updates left unclipped
     clip_lr: float = 0.2  # eta_C of the geometric clip update
-    clip_count_stddev: float | None = None  # sigma_b of the noised unclipped count; None: m / 20 (paper)
+    clip_count_stddev: float | None = None  # sigma_b of the noised unclipped count; None: max(m / 20, sigma)
     noise_multiplier: float | None = None  # sigma; None: derived from target_epsilon
-    target_epsilon: float | None = 8.0  # user-level epsilon after `rounds` rounds (sets sigma)
+    target_epsilon: float | None = DEFAULT_TARGET_EPSILON  # user-level, after `rounds` rounds (sets sigma)
     delta: float | None = None  # user-level delta; None: 1 / devices^1.1 (< 1 / N)
     accountant: str = "rdp"  # "rdp" | "prv"
     # device side: example-level DP-SGD (Opacus)
@@ -160,6 +162,8 @@ class FederationConfig:
                 f"FederationConfig.min_clients ({self.min_clients}) exceeds devices_per_round "
                 f"({self.devices_per_round}): no round could ever succeed"
             )
+        if self.noise_multiplier is not None and self.target_epsilon == DEFAULT_TARGET_EPSILON:
+            self.target_epsilon = None  # the default target gives way to an explicit sigma
         if (self.noise_multiplier is None) == (self.target_epsilon is None):
             raise ValueError("FederationConfig: set exactly one of noise_multiplier and target_epsilon")
         if self.noise_multiplier is not None and self.noise_multiplier < 0:
@@ -195,11 +199,6 @@ class FederationConfig:
     def sample_rate(self) -> float:
         """q = m / N, the device sampling rate used by the user-level accountant."""
         return self.devices_per_round / self.devices
-
-    @property
-    def count_stddev(self) -> float:
-        """sigma_b, the std of the noise on the unclipped count (adaptive clipping)."""
-        return self.clip_count_stddev if self.clip_count_stddev is not None else self.devices_per_round / 20
 
     @property
     def user_delta(self) -> float:

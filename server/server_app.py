@@ -115,8 +115,16 @@ class RunRecorder:
         self.rounds_path.write_text("".join(json.dumps(r) + "\n" for r in self.rows), encoding="utf-8")
         self.checkpoint_every = checkpoint_every
 
-    def record(self, row: dict, weights: dict[str, np.ndarray], *, final: bool = False) -> None:
-        """Append one round's row; checkpoint every ``checkpoint_every`` rounds and at the end."""
+    def record(
+        self,
+        row: dict,
+        weights: dict[str, np.ndarray],
+        *,
+        final: bool = False,
+        state: dict[str, np.ndarray] | None = None,
+    ) -> None:
+        """Append one round's row; checkpoint (weights, and the optimizer ``state``) every
+        ``checkpoint_every`` rounds and at the end."""
         self.rows.append(row)
         with self.rounds_path.open("a", encoding="utf-8") as fh:
             fh.write(json.dumps(row) + "\n")
@@ -125,6 +133,15 @@ class RunRecorder:
                 k: np.ascontiguousarray(v, dtype=np.float32).reshape(np.shape(v)) for k, v in weights.items()
             }
             save_file(arrays, str(self.run_dir / "checkpoints" / f"round_{row['round']:03d}.safetensors"))
+            if state:
+                state = {
+                    k: np.ascontiguousarray(v, dtype=np.float64).reshape(np.shape(v))
+                    for k, v in state.items()
+                }
+                save_file(
+                    state,
+                    str(self.run_dir / "checkpoints" / f"round_{row['round']:03d}.optimizer.safetensors"),
+                )
 
     def plot(self, references: dict[str, float] | None = None) -> Path:
         """progress.png: held-out top-1/top-3 and user-level epsilon vs round.
@@ -195,7 +212,12 @@ def calibrate_noise(config: FederationConfig) -> NoisePlan:
         )
     if not config.adaptive_clip:
         return NoisePlan(sigma, sigma, 0.0)
-    stddev = config.count_stddev
+    # sigma_b: the paper's m / 20, but at least sigma, so the count takes at most 1/4 of the budget
+    stddev = (
+        config.clip_count_stddev
+        if config.clip_count_stddev is not None
+        else max(config.devices_per_round / 20, sigma)
+    )
     return NoisePlan(sigma, update_noise_multiplier(noise_multiplier=sigma, count_stddev=stddev), stddev)
 
 
@@ -342,8 +364,11 @@ def roll_call(grid: Grid, expected: int, timeout: float) -> dict[int, int]:
     return device_ids
 
 
-def resume_point(config: FederationConfig) -> tuple[list[dict], dict[str, np.ndarray]]:
-    """The rows up to the last checkpointed round of the run in ``config.run_dir``, and its weights.
+def resume_point(
+    config: FederationConfig,
+) -> tuple[list[dict], dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """The rows up to the last checkpointed round of the run in ``config.run_dir``, its weights and the
+    server optimizer's state (empty if none was saved).
 
     Raises ``ValueError`` if the directory holds no run, another experiment (config hash), or a run that
     has already done all its rounds.
@@ -377,7 +402,9 @@ def resume_point(config: FederationConfig) -> tuple[list[dict], dict[str, np.nda
     if rows[last]["round"] >= config.rounds:
         raise ValueError(f"resume: the run in {run_dir} has already done its {config.rounds} rounds.")
     weights = load_file(str(run_dir / "checkpoints" / f"round_{rows[last]['round']:03d}.safetensors"))
-    return rows[: last + 1], weights
+    state_file = run_dir / "checkpoints" / f"round_{rows[last]['round']:03d}.optimizer.safetensors"
+    state = load_file(str(state_file)) if state_file.is_file() else {}
+    return rows[: last + 1], weights, state
 
 
 def write_release(
@@ -483,8 +510,9 @@ def run_federation(grid: Grid, config: FederationConfig, data: RunData) -> dict:
     accountant = UserLevelAccountant(delta=config.user_delta, accountant=config.accountant)
     accounting = RoundAccounting(config, noise, accountant)
     kept_rows: list[dict] = []
+    optimizer_state: dict[str, np.ndarray] = {}
     if config.resume:  # a restarted server: continue from the last checkpoint, as if never stopped
-        kept_rows, w0 = resume_point(config)
+        kept_rows, w0, optimizer_state = resume_point(config)
         accounting.replay(kept_rows)
         log(INFO, "resuming %s after round %d of %d", config.run_dir, kept_rows[-1]["round"], config.rounds)
     offset = kept_rows[-1]["round"] if kept_rows else 0
@@ -501,6 +529,7 @@ def run_federation(grid: Grid, config: FederationConfig, data: RunData) -> dict:
         strategy.on_round = accounting
         if offset:
             strategy.resume_after(offset, config.devices)
+            strategy.load_optimizer_state(optimizer_state)
         train_config = ConfigRecord(
             {
                 "lr": config.lr,
@@ -544,7 +573,9 @@ def run_federation(grid: Grid, config: FederationConfig, data: RunData) -> dict:
             stats = accounting.stats.get(server_round, {})
             max_device_eps = max(max_device_eps, float(stats.get("max-example-epsilon", 0.0)))
             row = _round_row(server_round, scores, stats, accountant.user_epsilon(), max_device_eps)
-            recorder.record(row, weights, final=server_round == config.rounds)
+            recorder.record(
+                row, weights, final=server_round == config.rounds, state=strategy.optimizer_state()
+            )
             if server_round > 0:
                 progress.update(1)
             log(

@@ -36,7 +36,7 @@ from flwr.supercore import log
 from server.strategies.adaptive_clipping import QuantileClip
 from server.strategies.mean_update import CLIP_BIT_KEY, MeanUpdate, arrays_to_numpy
 
-__all__ = ["DeltaAggregation", "RoundSetup", "numpy_to_arrays", "arrays_to_numpy"]
+__all__ = ["DeltaAggregation", "RunRounds", "RoundSetup", "numpy_to_arrays", "arrays_to_numpy"]
 
 
 def numpy_to_arrays(weights: dict[str, np.ndarray]) -> ArrayRecord:
@@ -70,6 +70,23 @@ class RoundSetup:
         self.update_noise_multiplier = update_noise_multiplier
         self.clip_count_stddev = clip_count_stddev
         self.rng = random.Random(seed)
+
+
+class RunRounds:
+    """Put first in a strategy's bases: the hooks below it see the *run's* round, not Flower's.
+
+    After a resume Flower counts rounds from 1 again; the run's round is ``round_offset + r``, which
+    seeds the devices, names the round in the key authority's audit log and drives FedAdam's bias
+    correction, so a resumed run steps exactly like an uninterrupted one.
+    """
+
+    round_offset: int
+
+    def configure_train(self, server_round, arrays, config, grid):  # noqa: ANN001, ANN201 - as Strategy
+        return super().configure_train(self.round_offset + server_round, arrays, config, grid)
+
+    def aggregate_train(self, server_round, replies):  # noqa: ANN001, ANN201 - as Strategy
+        return super().aggregate_train(self.round_offset + server_round, replies)
 
 
 class DeltaAggregation(FedAvg):
@@ -111,6 +128,32 @@ class DeltaAggregation(FedAvg):
         log(INFO, "\t├── clip C_0: %s (adaptive: %s)", self.clip, setup.adaptive)
         super().summary()
 
+    # ------------------------------------------------------------------ state (checkpoints)
+    def optimizer_state(self) -> dict[str, np.ndarray]:
+        """The server optimizer's and the clip's state as named arrays (checkpointed with the weights)."""
+        state: dict[str, np.ndarray] = {}
+        for name in ("m_t", "v_t"):  # FedAdam / FedYogi moments
+            for key, value in (getattr(self, name, None) or {}).items():
+                state[f"{name}/{key}"] = np.asarray(value)
+        for i, value in enumerate(getattr(self, "momentum_vector", None) or []):  # FedAvgM
+            state[f"momentum_vector/{i}"] = np.asarray(value)
+        if self.rounds_setup.clip is not None:
+            state["clip"] = np.asarray(self.rounds_setup.clip.clip)
+        return state
+
+    def load_optimizer_state(self, state: dict[str, np.ndarray]) -> None:
+        """Restore what ``optimizer_state`` saved (a resumed run continues as if never stopped)."""
+        for name in ("m_t", "v_t"):
+            values = {k.split("/", 1)[1]: v for k, v in state.items() if k.startswith(f"{name}/")}
+            if values and hasattr(self, name):
+                setattr(self, name, values)
+        keys = [k for k in state if k.startswith("momentum_vector/")]
+        momentum = [state[k] for k in sorted(keys, key=lambda k: int(k.split("/")[1]))]
+        if momentum and hasattr(self, "momentum_vector"):
+            self.momentum_vector = momentum
+        if "clip" in state and self.rounds_setup.clip is not None:
+            self.rounds_setup.clip.clip = float(state["clip"])
+
     # ------------------------------------------------------------------ configure
     def _device_rank(self, node_id: int) -> tuple[int, int, int]:
         """Sort key: nodes by device id when the roll call named it, then the others by node id."""
@@ -134,7 +177,7 @@ class DeltaAggregation(FedAvg):
     def _round_config(self, config: ConfigRecord, server_round: int) -> None:
         setup = self.rounds_setup
         setup.mean_update.configure(config)
-        config["server-round"] = self.round_offset + server_round  # seeds the devices' DP noise
+        config["server-round"] = server_round  # the run's round (RunRounds shifts it): seeds devices' noise
         m = setup.devices_per_round
         if self.clip is not None:
             config["clip"] = self.clip
@@ -172,7 +215,7 @@ class DeltaAggregation(FedAvg):
         valid, errors = self._check_and_log_replies(replies, is_train=True, validate=False)
         failures = [f"node {m.metadata.src_node_id}: {m.error.reason}" for m in errors]
         w_t = self._w_t or {}
-        result = self.rounds_setup.mean_update.mean(self.round_offset + server_round, valid, w_t)
+        result = self.rounds_setup.mean_update.mean(server_round, valid, w_t)
         failures += result.failures
         sent = self._sent.get(server_round, [])
         answered = {m.metadata.src_node_id for m in replies}
@@ -197,7 +240,7 @@ class DeltaAggregation(FedAvg):
                 stats["next_clip"] = self.rounds_setup.clip.update(unclipped)
         self.rounds[server_round] = stats
         if self.on_round is not None:
-            self.on_round(self.round_offset + server_round, stats)
+            self.on_round(server_round, stats)
         out = MetricRecord({k: v for k, v in stats.items() if isinstance(v, (int, float)) and v is not None})
         if mean is None or self._w_t is None:
             log(

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from flwr.serverapp.strategy import FedAdam, FedAvgM, FedYogi
 
-from server.strategies.delta_aggregation import DeltaAggregation, RoundSetup
+from server.strategies.delta_aggregation import DeltaAggregation, RoundSetup, RunRounds
 
 __all__ = ["DeltaFedAvgM", "DeltaFedAdam", "DeltaFedYogi", "SERVER_OPTIMIZERS", "make_strategy"]
 
@@ -34,7 +34,7 @@ def _flower_kwargs(setup: RoundSetup, min_available_nodes: int) -> dict:
     }
 
 
-class DeltaFedAvgM(FedAvgM, DeltaAggregation):
+class DeltaFedAvgM(RunRounds, FedAvgM, DeltaAggregation):
     """FedAvg (eta = 1, beta = 0) or FedAvgM over device deltas (Hsu et al. 2019, arXiv:1909.06335)."""
 
     def __init__(
@@ -57,7 +57,7 @@ class DeltaFedAvgM(FedAvgM, DeltaAggregation):
         self.setup_rounds(setup)
 
 
-class DeltaFedAdam(FedAdam, DeltaAggregation):
+class DeltaFedAdam(RunRounds, FedAdam, DeltaAggregation):
     """FedAdam over device deltas (Reddi et al. 2021, Algorithm 2)."""
 
     def __init__(
@@ -78,7 +78,7 @@ class DeltaFedAdam(FedAdam, DeltaAggregation):
         self.setup_rounds(setup)
 
 
-class DeltaFedYogi(FedYogi, DeltaAggregation):
+class DeltaFedYogi(RunRounds, FedYogi, DeltaAggregation):
     """FedYogi over device deltas (Reddi et al. 2021, Algorithm 2, Yogi second moment)."""
 
     def __init__(
