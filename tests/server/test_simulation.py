@@ -167,6 +167,7 @@ def test_a_bad_configuration_fails_before_ray_starts(tmp_path: Path) -> None:
         )
 
 
+@pytest.mark.slow  # a real Ray federation (~50 s on a loaded 2-core machine)
 def test_a_run_whose_devices_all_fail_aborts_with_their_error(tmp_path: Path) -> None:
     # Prepare: every device raises; abort after the first round below min_clients
     cfg = FederationConfig(
