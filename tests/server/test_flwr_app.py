@@ -39,8 +39,10 @@ def test_empty_string_unsets_optional_fields_and_noise_rules() -> None:
     assert by_eps.noise_multiplier is None and by_eps.target_epsilon == 4.0
     by_sigma = FederationConfig.from_run_config({**table, "noise-multiplier": 0.7})
     assert by_sigma.noise_multiplier == 0.7 and by_sigma.target_epsilon is None
+    both = FederationConfig.from_run_config({**table, "noise-multiplier": 0.7, "target-epsilon": 4})
+    assert both.noise_multiplier == 0.7 and both.target_epsilon is None  # overrides merge into the table
     with pytest.raises(ValueError, match="exactly one"):
-        FederationConfig.from_run_config({**table, "noise-multiplier": 0.7, "target-epsilon": 4})
+        FederationConfig(noise_multiplier=0.7, target_epsilon=4.0)
 
 
 @pytest.mark.slow

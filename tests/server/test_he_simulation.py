@@ -15,10 +15,10 @@ import tenseal.sealapi as sealapi
 from safetensors.numpy import load_file
 
 from ckks.keys import SecretContext, assert_public_only
+from hushtype.simulation import FederationConfig, run_federated
 from keyboard_sim.dataset import save_jsonl
 from server.key_authority import KeyAuthority
 from server.key_authority_service import KeyAuthorityService
-from server.simulation import FederationConfig, run_federated
 from server.strategies import make_strategy
 from tests.conftest import make_users
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from pathlib import Path
 
 import pytest
 
+from hushtype.simulation import FederationConfig, FederationFailed, run_federated
 from keyboard_sim.dataset import save_jsonl
-from server.simulation import FederationConfig, run_federated
+from keyboard_sim.federation import data_config
 from tests.conftest import make_users
 
 
@@ -35,18 +37,18 @@ def test_config_run_config_round_trip() -> None:
 
 def test_data_config_carries_vocabulary_source_and_split_seed() -> None:
     # A warm start is built from the same public split and vocabulary as the federation that uses it
-    data = FederationConfig(vocab_source="symspell", split_seed=7, vocab_size=512).data_config()
+    data = data_config(FederationConfig(vocab_source="symspell", split_seed=7, vocab_size=512))
     assert (data.vocab_source, data.split.seed, data.vocab_size) == ("symspell", 7, 512)
-    assert FederationConfig().data_config().split.seed == 0
+    assert data_config(FederationConfig()).split.seed == 0
 
 
-def test_shared_names_are_re_exported_from_the_device_side() -> None:
-    # FederationConfig and load_data moved to keyboard_sim.federation; server.simulation re-exports them
-    import keyboard_sim.federation as federation
-    import server.simulation as simulation
+def test_one_config_class_on_every_side() -> None:
+    # FederationConfig lives in the neutral `federation` package; device side and runner re-export it
+    import federation
+    import hushtype.simulation as simulation
+    import keyboard_sim.federation as device_side
 
-    assert simulation.FederationConfig is federation.FederationConfig
-    assert simulation.load_data is federation.load_data
+    assert simulation.FederationConfig is device_side.FederationConfig is federation.FederationConfig
 
 
 def _tiny_federation(tmp_path: Path, n_users: int = 30, **overrides) -> dict:
@@ -148,3 +150,37 @@ def test_a_restarted_server_resumes_from_its_last_checkpoint(tmp_path: Path) -> 
     assert card["max_device_example_epsilon"] >= whole["max_device_example_epsilon"]
     with pytest.raises(ValueError, match="already done"):
         run_federated(FederationConfig(**common, run_dir=str(crashed), resume=True))
+
+
+def test_a_bad_configuration_fails_before_ray_starts(tmp_path: Path) -> None:
+    # Prepare: more devices than users with enough examples
+    cfg = FederationConfig(**_tiny_federation(tmp_path, devices=500), run_dir=str(tmp_path / "run"))
+    # Execute / Assert: a ValueError naming the field, in seconds, and no round ran
+    start = time.perf_counter()
+    with pytest.raises(ValueError, match=r"FederationConfig\.devices=500"):
+        run_federated(cfg)
+    assert time.perf_counter() - start < 30
+    assert not (tmp_path / "run" / "rounds.jsonl").exists()
+    with pytest.raises(ValueError, match="warm_start"):
+        run_federated(
+            FederationConfig(**_tiny_federation(tmp_path), warm_start=str(tmp_path), run_dir=str(tmp_path))
+        )
+
+
+@pytest.mark.slow  # a real Ray federation (~50 s on a loaded 2-core machine)
+def test_a_run_whose_devices_all_fail_aborts_with_their_error(tmp_path: Path) -> None:
+    # Prepare: every device raises; abort after the first round below min_clients
+    cfg = FederationConfig(
+        **_tiny_federation(tmp_path, rounds=3, aggregation="plain"),
+        fail_partitions=tuple(range(6)),
+        abort_after_failed_rounds=1,
+        run_dir=str(tmp_path / "run"),
+    )
+    # Execute
+    with pytest.raises(FederationFailed, match="injected failure on device") as err:
+        run_federated(cfg)
+    # Assert: the reason names min_clients; rounds.jsonl recorded round 0 and the failed round 1
+    assert "min_clients=2" in str(err.value)
+    rows = [json.loads(line) for line in (tmp_path / "run" / "rounds.jsonl").read_text().splitlines()]
+    assert [r["round"] for r in rows] == [0, 1] and rows[1]["participants"] == 0
+    assert any("injected failure" in f for f in rows[1]["failures"])

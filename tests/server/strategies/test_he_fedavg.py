@@ -15,8 +15,9 @@ from ckks.keys import PublicContext, SecretContext
 from ckks.packing import EncryptedUpdate
 from ckks.params import HEParams
 from server.key_authority_service import KeyAuthorityService
-from server.strategies import make_strategy
+from server.strategies import DeltaFedAdam, PlainMean, QuantileClip, RoundSetup, make_strategy
 from server.strategies.he_fedavg import HEFedAvg
+from server.strategies.he_mean import HEMean
 from server.strategies.plain_fedavg import PlainFedAvg, arrays_to_numpy, numpy_to_arrays
 from tests.server.strategies.conftest import FakeGrid
 
@@ -187,7 +188,8 @@ def test_plain_replies_are_dropouts_and_devices_never_get_a_secret(authority: Ke
 
 
 def test_make_strategy_builds_he(authority: KeyAuthorityService) -> None:
-    assert isinstance(make_strategy("he", key_authority=authority, devices_per_round=2), HEFedAvg)
+    setup = RoundSetup(mean_update=HEMean(key_authority=authority, devices_per_round=2), devices_per_round=2)
+    assert isinstance(make_strategy("fedadam", setup, server_lr=0.01), DeltaFedAdam)
     with pytest.raises(ValueError, match="he_weight_unit"):
         HEFedAvg(key_authority=authority, devices_per_round=2, he_weight_unit=0.0)
     # More unit-weight devices a round than the preset's count + weight slots provably hold is refused
@@ -200,3 +202,37 @@ def test_make_strategy_builds_he(authority: KeyAuthorityService) -> None:
 def authority_params(authority: KeyAuthorityService) -> HEParams:
     """The CKKS preset the authority's federation key uses."""
     return PublicContext.from_bytes(authority.public_context_bytes()).params
+
+
+def test_fedadam_with_adaptive_clipping_matches_plain_under_he(authority: KeyAuthorityService) -> None:
+    # Prepare: FedAdam over HE and over plain means; the clip bit travels inside each update
+    def strategy(mean) -> DeltaFedAdam:
+        setup = RoundSetup(mean_update=mean, devices_per_round=4, clip=QuantileClip(1.0), seed=5)
+        return make_strategy("fedadam", setup, server_lr=0.05, server_momentum=0.9)
+
+    he = strategy(HEMean(key_authority=authority, devices_per_round=4))
+    plain = strategy(PlainMean())
+    rng = np.random.default_rng(2)
+    w = _w0()
+    for server_round in (1, 2):
+        sent_he, sent_plain = (
+            _round(he, server_round, w, list(range(6))),
+            _round(plain, server_round, w, list(range(6))),
+        )
+        assert sent_he[0].content["config"]["clip-bit"] is True
+        deltas = [{**_delta(rng), "clip-bit": np.array([float(i % 2)], np.float32)} for i in range(4)]
+        # Execute
+        arrays_he, _ = he.aggregate_train(
+            server_round, [_he(m, d) for m, d in zip(sent_he, deltas, strict=True)]
+        )
+        arrays_plain, _ = plain.aggregate_train(
+            server_round, [_plain(m, d) for m, d in zip(sent_plain, deltas, strict=True)]
+        )
+        # Assert: the same step, the bit's mean (1/2) seen, C_t unchanged at gamma = 1/2, bit never a weight
+        w_he, w_plain = arrays_to_numpy(arrays_he), arrays_to_numpy(arrays_plain)
+        assert set(w_he) == set(_w0())
+        for key in w_plain:
+            assert np.max(np.abs(w_he[key] - w_plain[key])) <= 1e-4, key
+        assert abs(he.rounds[server_round]["unclipped_fraction"] - 0.5) < 1e-5
+        assert abs(he.clip - 1.0) < 1e-4
+        w = w_plain

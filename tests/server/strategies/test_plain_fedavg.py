@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from flwr.app import Array, ArrayRecord, ConfigRecord, Error, Message, MetricRecord, RecordDict
 
-from server.strategies import make_strategy
+from server.strategies import DeltaFedAvgM, PlainMean, RoundSetup, make_strategy
 from server.strategies.plain_fedavg import PlainFedAvg, arrays_to_numpy, numpy_to_arrays
 from tests.server.strategies.conftest import FakeGrid
 
@@ -121,6 +121,25 @@ def test_invalid_configuration() -> None:
         PlainFedAvg(devices_per_round=2, server_lr=0.0)
     with pytest.raises(ValueError, match="weighting"):
         PlainFedAvg(devices_per_round=2, weighting="median")
-    with pytest.raises(ValueError, match="aggregation"):
-        make_strategy("secagg", devices_per_round=2)
-    assert isinstance(make_strategy("plain", devices_per_round=2), PlainFedAvg)
+    setup = RoundSetup(mean_update=PlainMean(), devices_per_round=2)
+    with pytest.raises(ValueError, match="server optimizer"):
+        make_strategy("fedadagrad", setup, server_lr=0.1)
+    assert isinstance(make_strategy("fedavgm", setup, server_lr=1.0), DeltaFedAvgM)
+
+
+def test_fedadam_steps_on_the_mean_delta() -> None:
+    # Prepare: FedAdam (b1=0.9, b2=0.99, tau=1e-3, eta=0.1) over two plain deltas [1, 0] and [0, 2]
+    strategy = make_strategy(
+        "fedadam",
+        RoundSetup(mean_update=PlainMean(), devices_per_round=2),
+        server_lr=0.1,
+        server_momentum=0.9,
+    )
+    sent = _start_round(strategy, 1, W0, [1, 2])
+    # Execute
+    arrays, _ = strategy.aggregate_train(1, [_reply(sent[0], [1, 0]), _reply(sent[1], [0, 2])])
+    # Assert: Delta = [0.5, 1]; m = 0.1 Delta; v = 0.01 Delta^2; eta_hat = 0.1 sqrt(1-.99^2) / (1-.9^2)
+    delta = np.array([0.5, 1.0])
+    eta_hat = 0.1 * np.sqrt(1 - 0.99**2) / (1 - 0.9**2)
+    expected = W0["w"] + eta_hat * (0.1 * delta) / (np.sqrt(0.01 * delta**2) + 1e-3)
+    np.testing.assert_allclose(arrays["w"].numpy(), expected, rtol=1e-5)

