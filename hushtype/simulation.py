@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
             "config_hash",
         )
     }
-    print(json.dumps(summary, indent=2))
+    print(json.dumps(summary, indent=2, default=str).replace("Infinity", "null"))  # JSON has no inf
     return 0
 
 

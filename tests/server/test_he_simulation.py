@@ -19,7 +19,7 @@ from hushtype.simulation import FederationConfig, run_federated
 from keyboard_sim.dataset import save_jsonl
 from server.key_authority import KeyAuthority
 from server.key_authority_service import KeyAuthorityService
-from server.strategies import make_strategy
+from server.server_app import build_strategy, calibrate_noise
 from tests.conftest import make_users
 
 # Each device's fresh encryption adds ~6.3e-7 rms per value (measured, AGGREGATION preset; heavy tails: max
@@ -49,7 +49,9 @@ def test_aggregator_holds_no_secret_key(tmp_path: Path) -> None:
     # Prepare: what the aggregator process holds in an HE run: the key-authority handle and the strategy
     service = KeyAuthorityService(tmp_path / "audit.jsonl", min_clients=2)
     try:
-        strategy = make_strategy("he", key_authority=service, devices_per_round=2)
+        config = FederationConfig(devices=4, devices_per_round=2, aggregation="he")
+        strategy = build_strategy(config, calibrate_noise(config), service)  # as run_federation builds it
+        mean_update = strategy.rounds_setup.mean_update
         # Execute: walk everything the strategy (and the handle it keeps) can reach
         objects = list(_reachable(strategy, service))
         # Assert: the key lives in another process, and nothing reachable here is or wraps a secret key
@@ -57,8 +59,8 @@ def test_aggregator_holds_no_secret_key(tmp_path: Path) -> None:
         assert not [type(o).__name__ for o in objects if isinstance(o, _SECRET_TYPES)]
         contexts = [o for o in objects if isinstance(o, bytes) and len(o) > 4 and o.startswith(b"HTCX")]
         assert contexts and all(assert_public_only(blob) for blob in contexts)
-        assert_public_only(strategy.public_context_bytes)
-        assert not strategy.public_context.has_secret_key
+        assert_public_only(mean_update.public_context_bytes)
+        assert not mean_update.public_context.has_secret_key
     finally:
         service.close()
     assert service._process.poll() is not None  # the secret key died with the process
