@@ -58,4 +58,4 @@ def shipped_model_config(vocab_size: int, kind: str = SHIPPED_KIND) -> ModelConf
     """The released model's shape for ``kind`` (the one source of the shipped hyper-parameters)."""
     if kind == "nplm":
         return ModelConfig(vocab_size=vocab_size, context=4, kind="nplm")
-    return ModelConfig(vocab_size=vocab_size, context=8, kind=kind, width=512, layers=1, dropout=0.1)
+    return ModelConfig(vocab_size=vocab_size, context=8, kind=kind, width=256, layers=1, dropout=0.1)
