@@ -25,6 +25,7 @@ from models.nplm import NPLM
 __all__ = [
     "HEAD_KEYS",
     "build_model",
+    "config_from_weights",
     "encode",
     "encoder_keys",
     "expected_shapes",
@@ -95,6 +96,29 @@ def load_weights(model: nn.Module, weights: dict[str, np.ndarray]) -> nn.Module:
                 raise ValueError(f"{key}: expected shape {tuple(param.shape)}, got {tuple(value.shape)}")
             param.copy_(value)
     return model
+
+
+def config_from_weights(weights: dict[str, np.ndarray], context: int) -> ModelConfig:
+    """The ``ModelConfig`` of exported arrays (kind, widths, depth, beta), given the window length k.
+
+    What a federated device needs to build the model the server sent; k is not in an LSTM's weights
+    (it reads any length), so it comes from the run's data configuration.
+    """
+    vocab, embed = np.shape(weights["embedding"])
+    hidden = np.shape(weights["w2"])[1]
+    beta = float(np.ravel(weights["beta"])[0]) if "beta" in weights else 1.0
+    shape = dict(vocab_size=int(vocab), context=context, embed_dim=int(embed), hidden=int(hidden), beta=beta)
+    if "w1" in weights:
+        return ModelConfig(**shape, kind="nplm")
+    if "enc.lstm.weight_hh_l0" in weights:
+        width = np.shape(weights["enc.lstm.weight_hh_l0"])[1]
+        layers = sum(1 for k in weights if k.startswith("enc.lstm.weight_hh_l"))
+        return ModelConfig(**shape, kind="lstm", width=int(width), layers=layers)
+    if "enc.fc_in.weight" in weights:
+        width = np.shape(weights["enc.fc_in.weight"])[0]
+        layers = 1 + sum(1 for k in weights if k.startswith("enc.blocks.") and k.endswith(".fc.weight"))
+        return ModelConfig(**shape, kind="mlp", width=int(width), layers=layers)
+    raise ValueError(f"cannot tell the model kind from arrays {sorted(weights)}")
 
 
 def trainable_keys(config: ModelConfig) -> tuple[str, ...]:

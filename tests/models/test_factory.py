@@ -16,6 +16,7 @@ from models.config import KINDS, ModelConfig
 from models.factory import (
     HEAD_KEYS,
     build_model,
+    config_from_weights,
     encode,
     encoder_keys,
     export_weights,
@@ -31,7 +32,8 @@ from models.vocab import Vocabulary
 
 
 def _config(kind: str) -> ModelConfig:
-    return ModelConfig(vocab_size=64, context=6, embed_dim=8, hidden=16, kind=kind, width=24, layers=2)
+    encoder = {} if kind == "nplm" else {"width": 24, "layers": 2}  # the NPLM has no encoder width/depth
+    return ModelConfig(vocab_size=64, context=6, embed_dim=8, hidden=16, kind=kind, **encoder)
 
 
 def _moved(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
@@ -55,6 +57,7 @@ def test_export_load_roundtrip_and_trainable_keys(kind: str) -> None:
     weights = export_weights(model)
     assert set(trainable_keys(cfg)) == set(weights) - {"beta"}
     assert set(param_names(model)) == set(trainable_keys(cfg))
+    assert config_from_weights(weights, context=6) == cfg  # what a federated device rebuilds from
     fresh = load_weights(build_model(cfg), weights).eval()
     ids = torch.randint(0, 64, (5, 6))
     torch.testing.assert_close(fresh(ids), model(ids))
