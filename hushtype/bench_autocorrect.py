@@ -8,7 +8,7 @@ then decoded three ways and scored by **word accuracy** (decoded word == intende
 - ``spatial_word_accuracy``: ``keyboard_sim.autocorrect.correct`` with a uniform LM (spatial
   channel only);
 - ``lm_word_accuracy``: ``correct`` with the release's prior ``log P(w | context)``, the
-  log-softmax of ``models.nplm.plaintext_logits`` (exactly the logits a device decrypts from the
+  log-softmax of ``models.factory.plaintext_logits`` (exactly the logits a device decrypts from the
   encrypted service), weighted by ``lm_weight``.
 
 The context of a word is its ``k`` predecessors in the same sentence, encoded with the release's
@@ -38,7 +38,7 @@ from keyboard_sim.corpus import UserText, load_users
 from keyboard_sim.dataset import DataConfig
 from keyboard_sim.split import split_users
 from keyboard_sim.touch import TouchModel, TypistConfig
-from models.nplm import plaintext_logits
+from models.factory import plaintext_logits
 from models.release import Release, load_release
 from models.vocab import Vocabulary
 
@@ -119,12 +119,10 @@ def typed_words(
     return out, contributed
 
 
-def _lm_logprobs(
-    weights: dict[str, np.ndarray], contexts: np.ndarray, chunk: int = 512
-) -> Iterator[np.ndarray]:
-    """Log-softmax of the released model's logits, one ``(V,)`` row per context."""
+def _lm_logprobs(release: Release, contexts: np.ndarray, chunk: int = 512) -> Iterator[np.ndarray]:
+    """Log-softmax of the released model's logits (any model kind), one ``(V,)`` row per context."""
     for start in range(0, len(contexts), chunk):
-        logits = plaintext_logits(weights, contexts[start : start + chunk])
+        logits = plaintext_logits(release.weights, release.config, contexts[start : start + chunk])
         logits = logits - logits.max(axis=1, keepdims=True)
         yield from logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
 
@@ -142,7 +140,7 @@ def word_accuracies(
     contexts = (
         np.stack([w.context for w in words]) if words else np.zeros((0, release.config.context), np.int64)
     )
-    for typed, logprobs in zip(words, _lm_logprobs(release.weights, contexts), strict=True):
+    for typed, logprobs in zip(words, _lm_logprobs(release, contexts), strict=True):
         naive += typed.registered == typed.word
         best = correct(typed.taps, index, None, touch, top_k=1)
         spatial += bool(best) and best[0].word == typed.word
