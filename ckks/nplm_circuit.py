@@ -2,8 +2,9 @@
 
 It reproduces ``models.nplm.server_logits`` exactly (same arithmetic, on ciphertexts):
 
-    mode "x" (default, depth 3):  h = W1 x + b1      BlockMatVec         1 level, 14 rotations, 8 pt-mults
-    mode "h" (fallback, depth 2): the device sends h = W1 x + b1 (W1 and the embeddings are public)
+    mode "x" (NPLM only, depth 3):  h = W1 x + b1      BlockMatVec         1 level, 14 rotations, 8 pt-mults
+    mode "h" (default, depth 2):  the device sends h, computed by the public encoder (any model kind;
+                                  for the NPLM h = W1 x + b1); the server needs the head only
                                   a = h * (h + beta)  1 ct x ct mult + relinearization, 1 level
                                   z = W2 a + b2 + u   ReplicatedMatVec    1 level, 24 rotations, 129 pt-mults
 
@@ -46,6 +47,7 @@ __all__ = [
     "INFERENCE",
     "INFERENCE_H",
     "EncryptedNPLM",
+    "circuit_weights",
     "query_slots",
     "output_scale",
 ]
@@ -63,6 +65,27 @@ for _preset in (INFERENCE, INFERENCE_H):
     PRESETS.setdefault(_preset.name, _preset)
 
 _MODES = {"x": 4, "h": 3}  # mode -> data primes needed (levels + the last one)
+# Mode "h" needs the head only (``models.head.HEAD_KEYS``): it serves any model kind's release.
+# Mode "x" also runs the NPLM's W1 under HE, so it needs an NPLM release.
+_NEEDS = {"x": ("w1", "b1", "w2", "b2", "beta"), "h": ("w2", "b2", "beta")}
+
+
+def circuit_weights(weights: dict[str, np.ndarray], mode: str) -> dict[str, np.ndarray]:
+    """Only the arrays the circuit of ``mode`` runs (mode "h": the head ``w2``, ``b2``, ``beta``).
+
+    What the server hands its HE workers: never the device-side encoder it does not evaluate.
+    ``ValueError`` naming the missing arrays, e.g. mode "x" on a release that is not an NPLM.
+    """
+    if mode not in _NEEDS:
+        raise ValueError(f"mode must be 'x' or 'h', got {mode!r}.")
+    missing = [key for key in _NEEDS[mode] if key not in weights]
+    if missing:
+        hint = " (mode 'x' runs the NPLM's W1 under HE: serve an NPLM release or use mode 'h')"
+        raise ValueError(
+            f"mode {mode!r} needs the arrays {', '.join(_NEEDS[mode])}; the weights lack "
+            f"{', '.join(missing)}{hint if mode == 'x' else ''}"
+        )
+    return {key: weights[key] for key in _NEEDS[mode]}
 
 
 def _check_mode(params: HEParams, mode: str) -> None:
@@ -100,7 +123,8 @@ class EncryptedNPLM:
 
     Parameters
     ----------
-    weights : ``models.nplm.export_weights`` dict (w1 (H, k*d), b1, w2 (V, H), b2, beta).
+    weights : exported arrays: the head (w2 (V, H), b2, beta) for mode "h", any model kind;
+        mode "x" also needs the NPLM's w1 (H, k*d) and b1.
     params : HE preset; ``INFERENCE`` for mode "x", ``INFERENCE_H`` for mode "h" (default: by mode).
     mode : "x" (device sends encrypted x, depth 3) or "h" (device sends encrypted h, depth 2).
     cross_radix : W1's block sum in stages of this radix: 4 (default) = 6 rotations with 2 Galois keys,
@@ -120,16 +144,18 @@ class EncryptedNPLM:
     ):
         params = params if params is not None else (INFERENCE if mode == "x" else INFERENCE_H)
         _check_mode(params, mode)
-        for key in ("w1", "b1", "w2", "b2", "beta"):
+        for key in _NEEDS[mode]:
             if key not in weights:
-                raise KeyError(f"weights lack {key!r}")
-        w1 = np.asarray(weights["w1"], dtype=np.float64)
+                raise KeyError(f"weights lack {key!r} (mode {mode!r} needs {', '.join(_NEEDS[mode])})")
         w2 = np.asarray(weights["w2"], dtype=np.float64)
         self.params, self.mode = params, mode
-        self.hidden, self.input_dim = w1.shape
-        self.vocab_size = w2.shape[0]
-        if w2.shape[1] != self.hidden:
-            raise ValueError(f"w2 is {w2.shape}, expected (V, {self.hidden}).")
+        self.vocab_size, self.hidden = w2.shape
+        self.input_dim = self.hidden
+        if mode == "x":
+            w1 = np.asarray(weights["w1"], dtype=np.float64)
+            if w1.shape[0] != self.hidden:
+                raise ValueError(f"w1 is {w1.shape}, expected ({self.hidden}, k*d) to match w2 {w2.shape}.")
+            self.input_dim = w1.shape[1]
         self.context = make_seal_context(params)
         self.tools = HETools.create(self.context)
         slots = self.tools.slots

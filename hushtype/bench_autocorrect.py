@@ -14,7 +14,8 @@ frequency list plus the release's words), one set of unigram counts, given to bo
   characters, in or out of any vocabulary) tapped by a typist with touch noise ``sigma`` and
   skip/double rates; the letters a plain keyboard registers (nearest letter key: within a word a
   tap never means space) give ``touch_wer_raw``; SymSpell on those letters ``touch_wer_symspell``;
-  ours on the taps with the release's next-word model as prior ``touch_wer`` (and with the same
+  ours on the taps with the release's next-word model as prior ``touch_wer`` (any model kind:
+  ``models.factory.plaintext_logits``, the logits a device decrypts; and with the same
   unigram prior as SymSpell: ``touch_wer_unigram``). WER here is the fraction of words output
   wrong (segmentation is given).
 - ``false_correction_rate``: of the touch words whose letters registered right and that are in the
@@ -54,7 +55,7 @@ from keyboard_sim.dataset import DataConfig
 from keyboard_sim.misspellings import Misspelling, load_codespell_pairs, split_pairs
 from keyboard_sim.split import split_users
 from keyboard_sim.touch import TouchModel, TypistConfig
-from models.nplm import plaintext_logits
+from models.factory import plaintext_logits
 from models.release import Release, load_release
 from models.tokenizer import tokenize_sentences
 
@@ -131,9 +132,11 @@ def typed_words(
 
 
 def _lm_logprobs(release: Release, contexts: np.ndarray, chunk: int = 512) -> Iterator[np.ndarray]:
-    """Log-softmax of the released model's logits (``<s>`` excluded), one ``(V,)`` row per context."""
+    """Log-softmax of the released model's logits (any model kind; ``<s>`` excluded), one ``(V,)`` row
+    per context: ``models.factory.plaintext_logits``, what a device decrypts from the encrypted service."""
     for start in range(0, len(contexts), chunk):
-        z = plaintext_logits(release.weights, contexts[start : start + chunk]).astype(np.float64)
+        ids = contexts[start : start + chunk]
+        z = plaintext_logits(release.weights, release.config, ids).astype(np.float64)
         z[:, release.vocab.bos_id] = -np.inf
         z = z - z.max(axis=1, keepdims=True)
         yield from z - np.log(np.exp(z).sum(axis=1, keepdims=True))

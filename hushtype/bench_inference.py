@@ -9,14 +9,15 @@ standard error and the share of users it helps). Prints one JSON object.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import numpy as np
 
-from hushtype.bench_inference_micro import measure_inference
+from hushtype.bench_inference_micro import measure_encoder_model, measure_inference
 from keyboard_sim.dataset import DataConfig, build_federated_data
 from keyboard_sim.personalize import PersonalizationConfig, fit_vocab_bias, topk_accuracy_with_bias
-from models.nplm import NPLM, load_weights
+from models.factory import build_model, load_weights
 from models.release import load_release
 
 __all__ = ["personalization_lift", "run_inference_bench"]
@@ -27,8 +28,11 @@ def personalization_lift(
 ) -> dict:
     """Top-3 on held-out users' later lines with vs without their own fitted vocabulary bias."""
     release = load_release(release_dir)
-    model = load_weights(NPLM(release.config), release.weights).eval()
-    data = build_federated_data(data_config or DataConfig())
+    model = load_weights(build_model(release.config), release.weights).eval()
+    # the release's own window length (an encoder model reads more words than the CLI's default 4)
+    data = build_federated_data(
+        dataclasses.replace(data_config or DataConfig(), context=release.config.context)
+    )
     if data.vocab.words != release.vocab.words:
         raise ValueError("the release was built with another vocabulary than this data configuration")
     config = PersonalizationConfig()
@@ -71,8 +75,13 @@ def run_inference_bench(
     start = time.perf_counter()
     release = load_release(release_dir)
     result = {"release": release_dir, "model_version": release.version}
-    micro = measure_inference(dict(release.weights), queries=queries)
-    if mode == "h":
+    if release.config.kind != "nplm":  # an encoder model: mode "h" only, beside today's NPLM head
+        if mode != "h":
+            raise ValueError(f"a {release.config.kind} release is served in mode 'h' only, got mode {mode!r}")
+        micro = measure_encoder_model(dict(release.weights), release.config, queries=queries)
+    else:
+        micro = measure_inference(dict(release.weights), queries=queries)
+    if mode == "h" and "h_mode" in micro:
         h_fields = micro.pop("h_mode")
         micro["x_mode"] = {k: micro.pop(k) for k in list(h_fields) if k in micro}
         micro.update(h_fields)

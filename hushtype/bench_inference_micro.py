@@ -12,6 +12,11 @@ Measures, in one process and side by side (the machine is shared: compare ratios
 - ``top3_agreement``: the decrypted top-3 set equals the plaintext top-3 set.
 - ``h_mode``: the same numbers for the fallback where the device computes h = W1 x + b1 (depth 2).
 
+With a ``config`` of an encoder model (kind "mlp"/"lstm"), only mode "h" exists: the device's h comes
+from ``models.factory.encode`` and the reference is ``models.head.head_logits``; the NPLM head of today's
+shape (``default_weights``) is measured in the same run as ``previous_head_*``, so the encrypted cost of
+the new head is reported as a same-run ratio (``encrypted_ratio_to_previous_head``).
+
 Default weights: ``NPLM(ModelConfig())`` at init, embeddings/W1/W2 scaled x3 so logits spread like a trained
 model's (std ~0.9; the raw init has std 0.025). Run: ``python -m hushtype.bench_inference_micro``.
 """
@@ -32,6 +37,9 @@ from ckks.session_keys import (
     dump_ciphertext,
 )
 from ckks.session_keys import load_ciphertext as load_ct
+from models.config import ModelConfig
+from models.factory import encode
+from models.head import head_logits
 from models.nplm import client_features, server_logits
 
 
@@ -52,8 +60,28 @@ def _ms(values: list[float], q: float = 50) -> float:
     return float(np.percentile(np.asarray(values) * 1e3, q))
 
 
-def _measure_mode(weights: dict, mode: str, contexts: np.ndarray) -> dict:
+def _measure_mode(weights: dict, mode: str, contexts: np.ndarray, config: ModelConfig | None = None) -> dict:
     """Build the circuit + a session and run every context through the encrypted path."""
+    if config is not None and config.kind != "nplm":
+        return _measure_encoder_model(weights, config, contexts)
+    xs = [client_features(weights, ids) for ids in contexts]
+    # Device-side h (mode "h") and all numpy references are computed outside the timed loop: OpenBLAS
+    # threads keep spinning after a matmul and would steal the 2 cores from the HE evaluation (measured 2x).
+    t = time.perf_counter()
+    feats = xs if mode == "x" else [x @ weights["w1"].T.astype(np.float64) + weights["b1"] for x in xs]
+    feature_ms = (time.perf_counter() - t) * 1e3 / len(xs)
+    return _run_circuit(weights, mode, feats, [server_logits(weights, x) for x in xs], feature_ms)
+
+
+def _measure_encoder_model(weights: dict, config: ModelConfig, contexts: np.ndarray) -> dict:
+    """Mode "h" for an encoder model: h from the device's encoder, the head's numpy reference."""
+    t = time.perf_counter()
+    feats = list(encode(config, weights, contexts))
+    feature_ms = (time.perf_counter() - t) * 1e3 / len(contexts)
+    return _run_circuit(weights, "h", feats, [head_logits(weights, h) for h in feats], feature_ms)
+
+
+def _run_circuit(weights: dict, mode: str, feats: list, wants: list, feature_ms: float) -> dict:
     t0 = time.perf_counter()
     circuit = EncryptedNPLM(weights, mode=mode)
     build_s = time.perf_counter() - t0
@@ -62,12 +90,6 @@ def _measure_mode(weights: dict, mode: str, contexts: np.ndarray) -> dict:
     keys = circuit.load_eval_keys(key_bytes)
     enc_t, dec_t, eval_t, got = [], [], [], []
     query = response = b""
-    xs = [client_features(weights, ids) for ids in contexts]
-    # Device-side h (mode "h") and all numpy references are computed outside the timed loop: OpenBLAS
-    # threads keep spinning after a matmul and would steal the 2 cores from the HE evaluation (measured 2x).
-    t = time.perf_counter()
-    feats = xs if mode == "x" else [x @ weights["w1"].T.astype(np.float64) + weights["b1"] for x in xs]
-    feature_ms = (time.perf_counter() - t) * 1e3 / len(xs)
     time.sleep(0.05)
     for features in feats:
         t = time.perf_counter()
@@ -82,8 +104,7 @@ def _measure_mode(weights: dict, mode: str, contexts: np.ndarray) -> dict:
         got.append(session.decrypt_logits(response, circuit.vocab_size))
         dec_t.append(time.perf_counter() - t)
     errors, agree = [], []
-    for x, logits in zip(xs, got, strict=True):
-        want = server_logits(weights, x)
+    for want, logits in zip(wants, got, strict=True):
         errors.append(float(np.max(np.abs(logits - want))))
         agree.append(set(np.argsort(-logits)[:3]) == set(np.argsort(-want)[:3]))
     return {
@@ -92,7 +113,7 @@ def _measure_mode(weights: dict, mode: str, contexts: np.ndarray) -> dict:
         "encrypted_p50_ms": _ms(eval_t),
         "encrypted_p95_ms": _ms(eval_t, 95),
         "client_encrypt_ms": _ms(enc_t),
-        "client_features_ms": feature_ms,  # mode "h": the device's plaintext W1 x + b1
+        "client_features_ms": feature_ms,  # mode "h": the device's plaintext encoder (NPLM: W1 x + b1)
         "client_decrypt_ms": _ms(dec_t),
         "query_bytes": len(query),
         "response_bytes": len(response),
@@ -144,6 +165,32 @@ def _tenseal_mm_times(weights: dict, reps: int) -> tuple[list[float], float]:
         times.append(time.perf_counter() - t)
         err = float(np.max(np.abs(np.asarray(out.decrypt()) - a @ w2t)))
     return times, err
+
+
+def measure_encoder_model(weights: dict, config: ModelConfig, queries: int = 20, seed: int = 0) -> dict:
+    """Mode "h" on an encoder model's release, beside today's NPLM head (same shape) in the same run."""
+    contexts = np.random.default_rng(seed).integers(0, config.vocab_size, size=(queries, config.context))
+    run = _measure_mode(weights, "h", contexts, config)
+    hs = encode(config, weights, contexts)
+    plain_t = []
+    for h in hs:
+        t = time.perf_counter()
+        head_logits(weights, h)
+        plain_t.append(time.perf_counter() - t)
+    time.sleep(0.05)  # let BLAS threads go idle before timing HE again
+    previous = default_weights(seed)
+    old = _measure_mode(previous, "h", contexts[:, -4:] % previous["w2"].shape[0])
+    return {
+        "benchmark": "inference_micro",
+        "vocab_size": int(config.vocab_size),
+        "hidden": int(config.hidden),
+        "queries": queries,
+        "mode": "h (device runs the public encoder and encrypts h; server runs the head, depth 2)",
+        **{k: v for k, v in run.items() if not k.startswith("_")},
+        "plaintext_p50_ms": _ms(plain_t),
+        "previous_head_encrypted_p50_ms": old["encrypted_p50_ms"],
+        "encrypted_ratio_to_previous_head": run["encrypted_p50_ms"] / old["encrypted_p50_ms"],
+    }
 
 
 def measure_inference(

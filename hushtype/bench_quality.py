@@ -1,44 +1,65 @@
 """``hushtype bench quality``: how good the next-word model is on users it never trained on.
 
 Trains, on the same users (public split + train users' earlier lines), an interpolated
-Kneser-Ney trigram and the NPLM (centrally, no DP), then scores both on every held-out user's
-lines with ``models.metrics`` (see there which targets count). Prints one JSON object.
+Kneser-Ney trigram, the shipped model (``QualityConfig.model``, centrally, no DP) and the old
+NPLM, then scores all three on every held-out user's lines with ``models.metrics`` (see there
+which targets count). Every model sees the same windows: the data is built with the longest
+context any of them needs and each takes its last k words (KN the last 2, the NPLM the last 4).
+
+Spread: ratios to KN come with a 95% interval from a bootstrap over held-out *users* (users are
+the unit that varies between deployments; their examples are not independent). Prints one JSON
+object; the shipped model's fields keep the names they had when the NPLM was shipped (``top1``,
+``perplexity``, ...), the NPLM's are prefixed ``nplm_``, the n-gram's ``ngram_``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
-from keyboard_sim.dataset import DataConfig, build_federated_data
+from keyboard_sim.dataset import DataConfig, FederatedData, build_federated_data
+from models.config import KINDS, SHIPPED_KIND, ModelConfig, shipped_model_config
 from models.data import Examples
+from models.factory import build_model, encoder_keys, export_weights, param_names
 from models.metrics import next_word_metrics
 from models.ngram import KneserNeyTrigram
-from models.nplm import NPLM, ModelConfig, export_weights
 from models.release import save_release
-from models.train import evaluate, train_central
+from models.train import predict_topk, train_central
 
 __all__ = ["QualityConfig", "run_quality", "train_release"]
 
 
 @dataclass
 class QualityConfig:
-    """Knobs of the quality benchmark; ``quick`` trades epochs for time (< 3 min on 2 cores)."""
+    """Knobs of the quality benchmark; ``quick`` trades epochs for time (~5 min on 2 shared cores)."""
 
     quick: bool = False
-    epochs: float | None = None  # default: 3 quick, 4 full (best epoch by validation top-1)
+    model: str = SHIPPED_KIND  # the model kind trained, scored and (with release_dir) released
+    epochs: float | None = None  # default: 1 quick, 3 full (best epoch by validation top-1)
     lr: float = 3e-3
     batch_size: int = 512
     seed: int = 0
     release_dir: str | None = None  # also save the trained central model as a release here
+    compare_nplm: bool = True  # also train the old NPLM side by side (off: faster)
+    bootstrap: int = 1000  # resamples of held-out users for the intervals
+
+    def __post_init__(self) -> None:
+        if self.model not in KINDS:
+            raise ValueError(f"QualityConfig.model must be one of {KINDS}, got {self.model!r}")
+        if self.epochs is not None and self.epochs <= 0:
+            raise ValueError(f"QualityConfig.epochs must be positive, got {self.epochs}")
+        if self.bootstrap < 0:
+            raise ValueError(f"QualityConfig.bootstrap must be >= 0, got {self.bootstrap}")
 
     @property
     def train_epochs(self) -> float:
         """Epochs actually run."""
-        return self.epochs if self.epochs is not None else (3.0 if self.quick else 4.0)
+        return self.epochs if self.epochs is not None else (1.0 if self.quick else 3.0)
 
 
 def train_release(
@@ -50,12 +71,62 @@ def train_release(
     batch_size: int,
     seed: int,
     valid: Examples | None = None,
-) -> tuple[NPLM, dict]:
-    """Train an NPLM centrally (no DP) on ``train`` (early-stopped on ``valid``); returns model, summary."""
+) -> tuple[torch.nn.Module, dict]:
+    """Train a model of ``model_config.kind`` centrally (no DP), early-stopped on ``valid``."""
     torch.manual_seed(seed)
-    model = NPLM(model_config)
+    model = build_model(model_config)
     summary = train_central(model, train, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, valid=valid)
     return model, summary
+
+
+def _last(examples: Examples, k: int) -> Examples:
+    """The same windows with only their last ``k`` context words (left padding is ``<s>`` anyway)."""
+    return Examples(examples.x[:, -k:], examples.y)
+
+
+def _user_index(data: FederatedData) -> np.ndarray:
+    """The held-out user of every example of ``data.heldout`` (same order)."""
+    sizes = [len(u.train) + len(u.later) for u in data.heldout_users]
+    return np.repeat(np.arange(len(sizes)), sizes)
+
+
+def _per_user(values: np.ndarray, users: np.ndarray, n_users: int) -> np.ndarray:
+    return np.bincount(users, weights=values.astype(np.float64), minlength=n_users)
+
+
+def _bootstrap_ratios(
+    scores: dict[str, dict[str, np.ndarray]], users: np.ndarray, known: np.ndarray, resamples: int, seed: int
+) -> dict[str, list[float]]:
+    """95% intervals of top-1 ratios and perplexity ratios to KN, resampling held-out users."""
+    n_users = int(users.max()) + 1
+    known_u = _per_user(known, users, n_users)
+    count_u = _per_user(np.ones_like(known), users, n_users)
+    per = {
+        name: (_per_user(s["hit1"] & known, users, n_users), _per_user(-s["logp"], users, n_users))
+        for name, s in scores.items()
+    }
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, n_users, size=(resamples, n_users))
+    top1 = {n: h[draws].sum(1) / known_u[draws].sum(1) for n, (h, _) in per.items()}
+    ppl = {n: np.exp(nll[draws].sum(1) / count_u[draws].sum(1)) for n, (_, nll) in per.items()}
+    out: dict[str, list[float]] = {}
+    for name in scores:
+        out[f"{name}top1_ci95"] = np.percentile(top1[name], [2.5, 97.5]).tolist()
+        if name != "ngram_":
+            out[f"{name}top1_ratio_to_ngram_ci95"] = np.percentile(
+                top1[name] / top1["ngram_"], [2.5, 97.5]
+            ).tolist()
+            ratio = ppl[name] / ppl["ngram_"]
+            out[f"{name}perplexity_ratio_to_ngram_ci95"] = np.percentile(ratio, [2.5, 97.5]).tolist()
+    return out
+
+
+def _scores(logp: np.ndarray, topk: np.ndarray, heldout: Examples, unk: int) -> dict:
+    return {
+        "metrics": next_word_metrics(heldout.y, topk, logp, unk),
+        "hit1": topk[:, 0] == heldout.y,
+        "logp": logp,
+    }
 
 
 def run_quality(
@@ -64,67 +135,103 @@ def run_quality(
     """Run the benchmark and return its JSON-ready result."""
     start = time.perf_counter()
     data_config = data_config or DataConfig()
+    probe = model_config or shipped_model_config(data_config.vocab_size, config.model)
+    nplm_config = shipped_model_config(data_config.vocab_size, "nplm")
+    context = max(probe.context, nplm_config.context if config.compare_nplm else 2, 2)
+    data_config = dataclasses.replace(data_config, context=context)
     data = build_federated_data(data_config)
-    model_config = model_config or ModelConfig(vocab_size=len(data.vocab), context=data_config.context)
+    model_config = dataclasses.replace(probe, vocab_size=len(data.vocab))
     train = Examples.concat([data.public, data.train], data.context)
-    heldout = data.heldout
-    unk = data.vocab.unk_id
-
-    t0 = time.perf_counter()
-    ngram = KneserNeyTrigram(len(data.vocab)).fit(train)
-    logp, topk = ngram.log_prob_and_topk(heldout, k=3, exclude=(data.vocab.unk_id, data.vocab.bos_id))
-    ngram_metrics = next_word_metrics(heldout.y, topk, logp, unk)
-    ngram_seconds = time.perf_counter() - t0
-
+    heldout, unk = data.heldout, data.vocab.unk_id
     # early stopping on train users' *later* lines (never on held-out users)
     later = Examples.concat((u.later for u in data.train_users), data.context)
     valid = Examples(later.x[:20_000], later.y[:20_000])
-    model, summary = train_release(
-        model_config,
-        train,
-        valid=valid,
-        epochs=config.train_epochs,
-        lr=config.lr,
-        batch_size=config.batch_size,
-        seed=config.seed,
-    )
-    nplm = evaluate(model, heldout, unk_id=unk)
 
-    result = {
-        "top1": nplm["top1"],
-        "top3": nplm["top3"],
-        "top1_all": nplm["top1_all"],
-        "top3_all": nplm["top3_all"],
-        "perplexity": nplm["perplexity"],
-        "ngram_top1": ngram_metrics["top1"],
-        "ngram_top3": ngram_metrics["top3"],
-        "ngram_top1_all": ngram_metrics["top1_all"],
-        "ngram_top3_all": ngram_metrics["top3_all"],
-        "ngram_perplexity": ngram_metrics["perplexity"],
-        "oov_rate": data.oov_rate,
-        "vocab_size": len(data.vocab),
-        "vocab_source": data.vocab.source,
-        "public_examples": len(data.public),
-        "users_train": len(data.train_users),
-        "users_heldout": len(data.heldout_users),
-        "train_examples": len(train),
-        "heldout_targets": nplm["targets"],
-        "heldout_targets_known": nplm["targets_known"],
-        "epochs": config.train_epochs,
-        "params": sum(p.numel() for p in model.parameters()),
-        "nplm_train_seconds": summary["seconds"],
-        "best_epoch": summary["best_epoch"],
-        "ngram_seconds": ngram_seconds,
-        "quick": config.quick,
-        "seconds": 0.0,
+    t0 = time.perf_counter()
+    ngram = KneserNeyTrigram(len(data.vocab)).fit(train)
+    scores = {
+        "ngram_": _scores(
+            *ngram.log_prob_and_topk(heldout, k=3, exclude=(unk, data.vocab.bos_id)), heldout, unk
+        )
     }
+    ngram_seconds = time.perf_counter() - t0
+
+    fit = dict(epochs=config.train_epochs, lr=config.lr, batch_size=config.batch_size, seed=config.seed)
+    k = model_config.context
+    model, summary = train_release(model_config, _last(train, k), valid=_last(valid, k), **fit)
+    scores[""] = _scores(*predict_topk(model, _last(heldout, k)), heldout, unk)
+    nplm_summary = None
+    if config.compare_nplm:
+        nplm_config = dataclasses.replace(nplm_config, vocab_size=len(data.vocab))
+        kn = nplm_config.context
+        nplm, nplm_summary = train_release(nplm_config, _last(train, kn), valid=_last(valid, kn), **fit)
+        scores["nplm_"] = _scores(*predict_topk(nplm, _last(heldout, kn)), heldout, unk)
+
+    shipped, ngram_m = scores[""]["metrics"], scores["ngram_"]["metrics"]
+    weights = export_weights(model)
+    n_encoder = sum(weights[key].size for key in encoder_keys(model_config))
+    n_params = sum(model.get_parameter(name).numel() for name in param_names(model).values())
+    result = {
+        "model": model_config.kind,
+        "top1": shipped["top1"],
+        "top3": shipped["top3"],
+        "top1_all": shipped["top1_all"],
+        "top3_all": shipped["top3_all"],
+        "perplexity": shipped["perplexity"],
+        "ngram_top1": ngram_m["top1"],
+        "ngram_top3": ngram_m["top3"],
+        "ngram_top1_all": ngram_m["top1_all"],
+        "ngram_top3_all": ngram_m["top3_all"],
+        "ngram_perplexity": ngram_m["perplexity"],
+        "top1_ratio_to_ngram": shipped["top1"] / ngram_m["top1"],
+        "perplexity_ratio_to_ngram": shipped["perplexity"] / ngram_m["perplexity"],
+    }
+    if nplm_summary is not None:
+        old = scores["nplm_"]["metrics"]
+        result.update(
+            {
+                "nplm_top1": old["top1"],
+                "nplm_top3": old["top3"],
+                "nplm_perplexity": old["perplexity"],
+                "nplm_top1_ratio_to_ngram": old["top1"] / ngram_m["top1"],
+                "nplm_perplexity_ratio_to_ngram": old["perplexity"] / ngram_m["perplexity"],
+            }
+        )
+    if config.bootstrap:
+        known = heldout.y != unk
+        result.update(_bootstrap_ratios(scores, _user_index(data), known, config.bootstrap, config.seed))
+    result.update(
+        {
+            "params": n_params,
+            "encoder_params": n_encoder,
+            "head_params": n_params - n_encoder,
+            "model_config": model_config.to_dict(),
+            "oov_rate": data.oov_rate,
+            "vocab_size": len(data.vocab),
+            "vocab_source": data.vocab.source,
+            "public_examples": len(data.public),
+            "users_train": len(data.train_users),
+            "users_heldout": len(data.heldout_users),
+            "train_examples": len(train),
+            "heldout_targets": shipped["targets"],
+            "heldout_targets_known": shipped["targets_known"],
+            "epochs": config.train_epochs,
+            "train_seconds": summary["seconds"],
+            "best_epoch": summary["best_epoch"],
+            "nplm_train_seconds": nplm_summary["seconds"] if nplm_summary else None,
+            "nplm_best_epoch": nplm_summary["best_epoch"] if nplm_summary else None,
+            "ngram_seconds": ngram_seconds,
+            "quick": config.quick,
+            "seconds": 0.0,
+        }
+    )
     if config.release_dir:
         card = {
             "trained": "central, no DP (baseline)",
             "data": data_config.to_dict(),
-            "metrics": {"heldout": nplm},
+            "metrics": {"heldout": shipped},
             "epsilon": None,
         }
-        save_release(Path(config.release_dir), export_weights(model), model_config, data.vocab, card)
+        save_release(Path(config.release_dir), weights, model_config, data.vocab, card)
     result["seconds"] = time.perf_counter() - start
     return result

@@ -20,6 +20,14 @@ def _add_data_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", type=int, default=0)
 
 
+def _add_model_flag(p: argparse.ArgumentParser) -> None:
+    from models.config import KINDS, SHIPPED_KIND
+
+    p.add_argument(
+        "--model", choices=KINDS, default=SHIPPED_KIND, help=f"model kind (default: {SHIPPED_KIND})"
+    )
+
+
 def _data_config(args: argparse.Namespace):
     from keyboard_sim.dataset import DataConfig
     from keyboard_sim.split import SplitConfig
@@ -41,7 +49,14 @@ def _print_json(obj: dict) -> None:
 def _cmd_bench_quality(args: argparse.Namespace) -> int:
     from hushtype.bench_quality import QualityConfig, run_quality
 
-    cfg = QualityConfig(quick=args.quick, epochs=args.epochs, seed=args.seed, release_dir=args.release_dir)
+    cfg = QualityConfig(
+        quick=args.quick,
+        model=args.model,
+        epochs=args.epochs,
+        seed=args.seed,
+        release_dir=args.release_dir,
+        compare_nplm=not args.no_nplm,
+    )
     result = run_quality(cfg, _data_config(args))
     if args.json:
         _print_json(result)
@@ -54,7 +69,9 @@ def _cmd_bench_quality(args: argparse.Namespace) -> int:
 def _cmd_pretrain(args: argparse.Namespace) -> int:
     from hushtype.pretrain import pretrain_public
 
-    card = pretrain_public(_data_config(args), Path(args.out), epochs=args.epochs, seed=args.seed)
+    card = pretrain_public(
+        _data_config(args), Path(args.out), epochs=args.epochs, seed=args.seed, kind=args.model
+    )
     _print_json({"release": str(args.out), "version": card["version"], **card["metrics"]["heldout"]})
     return 0
 
@@ -382,8 +399,14 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--rounds", type=int, default=10)
     demo.set_defaults(func=_cmd_demo)
 
-    pre = sub.add_parser("pretrain", help="train the NPLM on the public split only (federated warm start)")
+    pre = sub.add_parser("pretrain", help="train a model on the public split only (federated warm start)")
     _add_data_flags(pre)
+    pre.add_argument(
+        "--model",
+        choices=("nplm", "mlp", "lstm"),
+        default="nplm",
+        help="model kind (default: nplm, what the federation trains until its model field is wired)",
+    )
     pre.add_argument("--out", default="runs/pretrained", help="release directory to write")
     pre.add_argument("--epochs", type=float, default=3.0)
     pre.set_defaults(func=_cmd_pretrain)
@@ -456,9 +479,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser("bench", help="benchmarks: each prints one JSON object")
     bench_sub = bench.add_subparsers(dest="bench", required=True)
-    quality = bench_sub.add_parser("quality", help="NPLM vs n-gram on held-out users")
+    quality = bench_sub.add_parser(
+        "quality", help="the shipped model vs the NPLM vs n-gram on held-out users"
+    )
     _add_data_flags(quality)
-    quality.add_argument("--quick", action="store_true", help="fewer epochs: < 3 min on 2 cores")
+    quality.add_argument("--quick", action="store_true", help="one epoch: ~5 min on 2 shared cores")
+    _add_model_flag(quality)
+    quality.add_argument("--no-nplm", action="store_true", help="skip the old NPLM side by side (faster)")
     quality.add_argument("--epochs", type=float, default=None)
     quality.add_argument("--json", action="store_true", help="print one JSON object")
     quality.add_argument("--release-dir", help="also save the central model as a release here")

@@ -22,7 +22,7 @@ from keyboard_sim.autocorrect import (
     correction_vocabulary,
 )
 from keyboard_sim.touch import Typist, TypistConfig
-from models.nplm import plaintext_logits
+from models.factory import plaintext_logits
 from models.release import Release, load_release
 from models.tokenizer import tokenize
 
@@ -42,7 +42,8 @@ class Corrector:
             return None
         vocab, k = self.release.vocab, self.release.config.context
         ids = ([vocab.bos_id] * k + vocab.encode_words(context))[-k:]
-        z = plaintext_logits(self.release.weights, np.asarray([ids], np.int64))[0].astype(np.float64)
+        rel = self.release  # any model kind: the encoder then the head, in plaintext
+        z = plaintext_logits(rel.weights, rel.config, np.asarray([ids], np.int64))[0].astype(np.float64)
         z[vocab.bos_id] = -np.inf
         z -= z.max()
         return z - np.log(np.exp(z).sum())

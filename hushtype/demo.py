@@ -1,7 +1,7 @@
 """``hushtype demo``: the whole product on the embedded default corpus, end to end.
 
-1. Baselines: corpus -> public vocabulary -> Kneser-Ney trigram and central NPLM (no DP), scored
-   on held-out users (``hushtype bench quality --quick``).
+1. Baselines: corpus -> public vocabulary -> Kneser-Ney trigram, the central shipped model (LSTM)
+   and NPLM (no DP), scored on held-out users (``hushtype bench quality --quick``).
 2. Warm start: the NPLM trained on the public plays only (no private text, no privacy cost).
 3. Federated training: simulated phones fine-tune with DP-SGD (Opacus) under Flower; their updates
    are CKKS-encrypted, summed by the aggregator, and only the sum is decrypted by the key authority.
@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -21,7 +22,7 @@ from hushtype.pretrain import pretrain_public
 from hushtype.serve_process import free_port, start_server, stop_server, wait_healthy
 from keyboard_sim.dataset import DataConfig, build_federated_data
 from keyboard_sim.personalize import fit_vocab_bias
-from models.nplm import NPLM, load_weights
+from models.factory import build_model, load_weights
 from models.release import load_release
 
 __all__ = ["run_demo", "DEMO_PROMPTS"]
@@ -43,8 +44,8 @@ def _query_encrypted(release_dir: Path, out: Path, data_config: DataConfig) -> d
     try:
         wait_healthy(url, server, timeout=180.0)
         release = load_release(release_dir)
-        model = load_weights(NPLM(release.config), release.weights).eval()
-        data = build_federated_data(data_config)
+        model = load_weights(build_model(release.config), release.weights).eval()  # any model kind
+        data = build_federated_data(dataclasses.replace(data_config, context=release.config.context))
         user = max(data.heldout_users, key=lambda u: len(u.train))  # a held-out user: never trained on
         bias = fit_vocab_bias(model, user.train)
         device = PredictionClient(url).open()
@@ -90,11 +91,12 @@ def run_demo(
     """Run all five steps, writing everything under ``out``; returns a summary dict."""
     start = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
-    _say("1/5", "baselines on held-out users: Kneser-Ney trigram vs central NPLM (no DP)")
+    _say("1/5", "baselines on held-out users: Kneser-Ney trigram vs central LSTM and NPLM (no DP)")
     quality = run_quality(QualityConfig(quick=True, seed=seed, release_dir=str(out / "central")), data_config)
     _say(
         "1/5",
-        f"NPLM top-1 {quality['top1']:.3f} top-3 {quality['top3']:.3f} | n-gram top-1 "
+        f"{quality['model'].upper()} top-1 {quality['top1']:.3f} top-3 {quality['top3']:.3f} | NPLM top-1 "
+        f"{quality['nplm_top1']:.3f} top-3 {quality['nplm_top3']:.3f} | n-gram top-1 "
         f"{quality['ngram_top1']:.3f} top-3 {quality['ngram_top3']:.3f} | OOV {quality['oov_rate']:.3f}",
     )
 
@@ -125,7 +127,8 @@ def run_demo(
         split_seed=data_config.split.seed,
         extra={  # drawn on progress.png, so a reader sees how far federated training got
             "references": {
-                "central (no DP)": quality["top1"],
+                f"central {quality['model']} (no DP)": quality["top1"],
+                "central nplm (no DP)": quality["nplm_top1"],
                 "public-only": warm["metrics"]["heldout"]["top1"],
             }
         },

@@ -123,6 +123,7 @@ def _locust_cmd(cfg: LoadConfig, url: str, prefix: Path, counts: Path) -> list[s
     cmd += ["-t", f"{run_time}s", "--host", url, "--csv", str(prefix), "--csv-full-history"]
     cmd += ["--html", f"{prefix}_report.html", "--only-summary", "--loglevel", "WARNING"]
     cmd += ["--device-pool", str(cfg.device_pool), "--think-seconds", str(cfg.think_seconds)]
+    cmd += ["--release", str(cfg.release.resolve())]  # the verifier's reference logits (the head)
     return cmd + ["--counts-file", str(counts)]
 
 

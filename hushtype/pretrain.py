@@ -6,12 +6,14 @@ needs no privacy budget; it is scored on held-out users like everything else.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import torch
 
 from keyboard_sim.dataset import DataConfig, build_federated_data
-from models.nplm import NPLM, ModelConfig, export_weights
+from models.config import ModelConfig, shipped_model_config
+from models.factory import build_model, export_weights
 from models.release import save_release
 from models.train import evaluate, train_central
 
@@ -25,12 +27,18 @@ def pretrain_public(
     epochs: float = 3.0,
     seed: int = 0,
     model_config: ModelConfig | None = None,
+    kind: str = "nplm",
 ) -> dict:
-    """Train on the public split, save a release to ``out`` and return its model card."""
+    """Train on the public split, save a release to ``out`` and return its model card.
+
+    The model is ``model_config`` or the shipped shape of ``kind``; the data's context follows it.
+    """
+    model_config = model_config or shipped_model_config(data_config.vocab_size, kind)
+    data_config = dataclasses.replace(data_config, context=model_config.context)
     data = build_federated_data(data_config)
-    model_config = model_config or ModelConfig(vocab_size=len(data.vocab), context=data_config.context)
+    model_config = dataclasses.replace(model_config, vocab_size=len(data.vocab))
     torch.manual_seed(seed)
-    model = NPLM(model_config)
+    model = build_model(model_config)
     summary = train_central(model, data.public, epochs=epochs, seed=seed)
     card = {
         "trained": "public split only, no DP needed",

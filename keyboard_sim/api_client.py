@@ -1,11 +1,12 @@
 """Device side of encrypted prediction: keys stay here, only ciphertexts and public keys leave.
 
-``PredictionClient`` fetches the public model artifacts (``GET /v1/model``, weights), generates a
-session secret key on the device with Galois keys for only the circuit's rotation steps, uploads
-the public evaluation keys (``POST /v1/sessions``) and, optionally, the user's vocabulary bias
-encrypted under the same key (``PUT .../personalization``). ``suggest(text)`` embeds the last k
-words on the device, encrypts them, posts the ciphertext and decrypts the logits: the server
-never sees the context or the suggestions.
+``PredictionClient`` is a thin client: it fetches the model card and the public **encoder**
+(``GET /v1/model``, ``GET /v1/model/weights``), never the head (W2, b2), which only the server
+holds and runs under HE. It generates a session secret key on the device with Galois keys for only
+the circuit's rotation steps, uploads the public evaluation keys (``POST /v1/sessions``) and,
+optionally, the user's vocabulary bias encrypted under the same key (``PUT .../personalization``).
+``suggest(text)`` runs the encoder on the last k words on the device (h), encrypts h, posts the
+ciphertext and decrypts the logits: the server never sees the context or the suggestions.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from ckks.nplm_circuit import query_slots
 from ckks.params import HEParams
 from ckks.session_keys import SessionSecret
 from keyboard_sim.touch import TouchModel
+from models.config import ModelConfig
+from models.factory import encode
 from models.nplm import client_features
 from models.tokenizer import tokenize_sentences
 from models.vocab import Vocabulary
@@ -75,8 +78,10 @@ class PredictionClient:
         self.vocab = Vocabulary(info["vocabulary"])
         self.he = info["he"]
         self.params = HEParams.from_dict(self.he["params"])
-        self.context = int(info["card"]["model"]["context"])
-        self.weights = load_safetensors(_check(self.http.get(info["artifacts"]["weights"])).content)
+        self.model_config = ModelConfig(**info["card"]["model"])
+        self.context = self.model_config.context
+        # the public encoder only: a thin client never holds the head (w2, b2, beta)
+        self.encoder = load_safetensors(_check(self.http.get(info["artifacts"]["encoder"])).content)
         self.secret = SessionSecret.generate(
             self.params, self.he["rotation_steps"], rotation_level=int(self.he.get("rotation_level", 0))
         )
@@ -113,28 +118,34 @@ class PredictionClient:
         self.bytes_sent += len(blob)
         return len(blob)
 
-    def personalize(self, history: Iterable[str]) -> dict:
+    def personalize(self, history: Iterable[str], max_contexts: int = 128) -> dict:
         """Fit the user's vocabulary bias on their own earlier text, on the device, and upload it encrypted.
 
-        ``history`` is what the user typed before (lines of text); it never leaves the device. Returns
-        how many next-word examples the bias was fitted on and the encrypted adapter's size.
+        ``history`` is what the user typed before (lines of text); it never leaves the device. The
+        client holds no head, so the global logits the bias is fitted against come from the server,
+        computed on encrypted contexts (one query per distinct context of the ``max_contexts`` most
+        recent; the bias is fitted on the examples with those contexts). Call on an open session
+        without personalization. Returns how many examples the bias was fitted on and its size.
         """
-        from keyboard_sim.personalize import fit_vocab_bias
+        from keyboard_sim.personalize import fit_bias_to_logits
         from models.data import make_examples
-        from models.nplm import NPLM, ModelConfig, load_weights
 
         sentences = [s for line in history for s in self.vocab.encode_text(line)]
         examples = make_examples(sentences, self.context, self.vocab.bos_id)
-        config = ModelConfig(
-            vocab_size=len(self.vocab),
-            context=self.context,
-            embed_dim=int(self.weights["embedding"].shape[1]),
-            hidden=int(self.weights["w1"].shape[0]),
-            beta=float(np.asarray(self.weights["beta"]).reshape(-1)[0]),
-        )
-        model = load_weights(NPLM(config), self.weights).eval()
-        size = self.upload_personalization(fit_vocab_bias(model, examples))
-        return {"examples": len(examples), "adapter_bytes": size}
+        recent: dict[tuple, int] = {}
+        for row in reversed(examples.x.tolist()):
+            if len(recent) < max_contexts:
+                recent.setdefault(tuple(row), len(recent))
+        keep = np.array([tuple(row) in recent for row in examples.x.tolist()], dtype=bool)
+        contexts = sorted(recent, key=recent.__getitem__)
+        base = np.stack([self.logits(np.asarray(c)) for c in contexts]) if contexts else None
+        if base is None:
+            bias = np.zeros(len(self.vocab), dtype=np.float32)
+        else:
+            rows = [recent[tuple(row)] for row in examples.x[keep].tolist()]
+            bias = fit_bias_to_logits(base[rows], examples.y[keep])
+        size = self.upload_personalization(bias)
+        return {"examples": int(keep.sum()), "contexts": len(contexts), "adapter_bytes": size}
 
     def close(self) -> None:
         """Delete the session on the server (keys and adapter are forgotten)."""
@@ -144,10 +155,12 @@ class PredictionClient:
 
     # -- prediction ---------------------------------------------------------------
     def encrypt_context(self, ids: np.ndarray) -> bytes:
-        """The encrypted query for context word ids (device-side embedding, and W1 in mode "h")."""
-        x = client_features(self.weights, ids)
+        """The encrypted query for context word ids: h from the device-side encoder (mode "h"), or
+        the NPLM's concatenated embeddings (mode "x")."""
         if self.he["mode"] == "h":
-            x = self.weights["w1"].astype(np.float64) @ x + self.weights["b1"]
+            x = encode(self.model_config, self.encoder, ids)
+        else:
+            x = client_features(self.encoder, ids)
         return self.secret.encrypt_query(
             query_slots(x, self.he["mode"], self.he["hidden"], self.params.slot_count)
         )

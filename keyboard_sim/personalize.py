@@ -19,7 +19,7 @@ import torch
 from models.data import Examples
 from models.nplm import NPLM
 
-__all__ = ["PersonalizationConfig", "fit_vocab_bias", "topk_accuracy_with_bias"]
+__all__ = ["PersonalizationConfig", "fit_bias_to_logits", "fit_vocab_bias", "topk_accuracy_with_bias"]
 
 _NEVER_SUGGESTED = (0, 1)  # <unk>, <s>
 
@@ -54,13 +54,23 @@ def fit_vocab_bias(
     model: NPLM, examples: Examples, config: PersonalizationConfig | None = None
 ) -> np.ndarray:
     """The user's bias u (V,) fitted on ``examples`` with the model frozen; zeros if there are none."""
-    config = config or PersonalizationConfig()
-    vocab_size = model.config.vocab_size
     if len(examples) == 0:
-        return np.zeros(vocab_size, dtype=np.float32)
-    base = _global_logits(model, examples)  # (n, V), computed once
-    target = torch.from_numpy(examples.y)
-    u = torch.zeros(vocab_size, requires_grad=True)
+        return np.zeros(model.config.vocab_size, dtype=np.float32)
+    return fit_bias_to_logits(_global_logits(model, examples).numpy(), examples.y, config)
+
+
+def fit_bias_to_logits(
+    logits: np.ndarray, targets: np.ndarray, config: PersonalizationConfig | None = None
+) -> np.ndarray:
+    """u (V,) minimising cross-entropy(logits + u, targets) + lambda ||u||^2, |u_i| <= max_abs.
+
+    ``logits`` (n, V) are the frozen global model's, however they were obtained: computed on the
+    device, or (a thin client without the head) decrypted from the server's encrypted answers.
+    """
+    config = config or PersonalizationConfig()
+    base = torch.as_tensor(np.asarray(logits), dtype=torch.float32)  # (n, V)
+    target = torch.as_tensor(np.asarray(targets), dtype=torch.int64)
+    u = torch.zeros(base.shape[1], requires_grad=True)
     opt = torch.optim.Adam([u], lr=config.lr)
     for _ in range(config.steps):
         loss = torch.nn.functional.cross_entropy(base + u, target) + config.l2 * u.pow(2).sum()

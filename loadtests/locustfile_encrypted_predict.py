@@ -18,12 +18,13 @@ counted, and ``--counts-file`` receives the counts as JSON when locust quits.
 A predict response passes when it is 200, starts with the ciphertext magic ``b"HTCT"``, is a logits
 ciphertext (kind 3) under the identity's key id, and has a size a 2-component ciphertext at these
 parameters can have. The first predict of every user and every ``--verify-every``-th after it is also
-decrypted: it must hold V finite logits within ``--verify-atol`` of the plaintext model's.
+decrypted: it must hold V finite logits within ``--verify-atol`` of the plaintext model's, computed from
+the release directory given by ``--release`` (the operator's copy: the thin client never holds the head).
 
 Run (server: ``hushtype serve --release runs/central--quick --db /tmp/s.db --port 8000 --workers 2``)::
 
     locust -f loadtests/locustfile_encrypted_predict.py --headless -u 4 -r 4 -t 30s \\
-        --host http://127.0.0.1:8000 --csv /tmp/hushtype-load --only-summary
+        --host http://127.0.0.1:8000 --release runs/central--quick --csv /tmp/hushtype-load --only-summary
 
 With the ramp of ``loadtests/shape_ramp.py`` (``-u``/``-r`` are then ignored; ``-t`` still caps)::
 
@@ -54,7 +55,9 @@ from locust.runners import MasterRunner
 
 from hushtype.stack import REPLICA_HEADER  # set by deploy/haproxy.cfg
 from keyboard_sim.api_client import PredictionClient
-from models.nplm import client_features, plaintext_logits, server_logits
+from models.factory import encode, plaintext_logits
+from models.head import head_logits
+from models.release import load_release
 
 OCTETS = {"Content-Type": "application/octet-stream"}
 PREDICT_NAME = "/v1/sessions/{id}/predict"
@@ -111,6 +114,13 @@ def _add_options(parser) -> None:
         help="write the cross-replica prediction counts here (JSON) when locust quits",
     )
     group.add_argument(
+        "--release",
+        default="",
+        env_var="HUSHTYPE_LOAD_RELEASE",
+        help="the served release directory: the verifier reads the head from it to compute reference "
+        "logits (the thin client never holds the head); empty: check ciphertext formats only",
+    )
+    group.add_argument(
         "--verify-atol",
         type=float,
         default=0.01,
@@ -125,9 +135,9 @@ class DeviceIdentity:
 
     client: PredictionClient  # holds the session secret; used here only for its keys and encryption
     queries: list[bytes]
-    expected: list[np.ndarray]  # plaintext reference logits per query (bias included if uploaded)
-    features: list[bytes]  # the same contexts' features x in the clear (float32), for the baseline user
-    plain_expected: list[np.ndarray]  # the model's logits for ``features``, no bias
+    expected: list[np.ndarray] | None  # plaintext reference logits per query (bias included), from --release
+    features: list[bytes]  # the same contexts' h in the clear (float32), for the baseline user
+    plain_expected: list[np.ndarray] | None  # the head's logits for ``features``, no bias, from --release
     bias: bytes | None
     vocab_size: int
     size_bounds: tuple[int, int]  # (min, max) bytes a logits ciphertext can have at these parameters
@@ -190,9 +200,12 @@ def _build_identity(host: str, options, seed: int) -> DeviceIdentity:
         bias = client.secret.encrypt_bias(bias_plain, client.he["output_scale"])
     contexts = [rng.integers(2, V, size=client.context) for _ in range(max(1, options.queries_per_device))]
     queries = [client.encrypt_context(ids) for ids in contexts]
-    expected = [plaintext_logits(client.weights, ids, bias_plain) for ids in contexts]
-    clear = [client_features(client.weights, ids).astype("<f4") for ids in contexts]
-    plain_expected = [server_logits(client.weights, x.astype(np.float64)) for x in clear]
+    clear = [encode(client.model_config, client.encoder, ids).astype("<f4") for ids in contexts]
+    expected = plain_expected = None
+    if options.release:  # the operator's copy of the release, not the client's: a thin client has no head
+        release = load_release(options.release)
+        expected = [plaintext_logits(release.weights, release.config, ids, bias_plain) for ids in contexts]
+        plain_expected = [head_logits(release.head, h.astype(np.float64)) for h in clear]
     n, primes = client.params.poly_modulus_degree, len(client.params.coeff_bit_sizes)
     # a 2-component ciphertext: at least ~one compressed prime, at most every prime uncompressed
     size_bounds = (_CT_HEAD.size + n, _CT_HEAD.size + 2 * n * primes * 8 + 1024)
@@ -281,7 +294,7 @@ class EncryptedKeyboardUser(HttpUser):
             return f"implausible logits size {len(body)} bytes, expected {low}..{high}"
         every = max(1, self.environment.parsed_options.verify_every)
         self.predicts += 1
-        if (self.predicts - 1) % every == 0:
+        if self.device.expected is not None and (self.predicts - 1) % every == 0:
             z = self.device.client.secret.decrypt_logits(body, self.device.vocab_size)
             if z.shape != (self.device.vocab_size,) or not np.all(np.isfinite(z)):
                 return f"decrypted logits have shape {z.shape} or non-finite values"

@@ -129,6 +129,8 @@ def run(args: argparse.Namespace) -> dict:
                 str(args.think_seconds),
                 "--personalize",
                 str(int(not args.no_personalization)),
+                "--release",
+                str(release),
             ]
             env = dict(os.environ)
             if args.shape:

@@ -23,11 +23,12 @@ so the HE evaluator can be tested against them.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-
 import numpy as np
 import torch
 from torch import nn
+
+from models.config import ModelConfig
+from models.head import QuadraticActivation, head_logits
 
 __all__ = [
     "ModelConfig",
@@ -39,45 +40,6 @@ __all__ = [
     "server_logits",
     "plaintext_logits",
 ]
-
-
-@dataclass
-class ModelConfig:
-    """Shape and activation of the next-word model."""
-
-    vocab_size: int = 4096  # = slots of one CKKS ciphertext at N=8192: logits fit one ciphertext
-    context: int = 4  # k previous words the model sees
-    embed_dim: int = 64  # d; the server-side input width is context * embed_dim = 256
-    hidden: int = 256  # H; every server-side dense layer is an encrypted matvec: keep it a power of two
-    beta: float = 1.0  # activation a = h * (h + beta); fixed, not learned, so the HE circuit is static
-    dropout: float = 0.1  # on the hidden layer during training only
-
-    def __post_init__(self) -> None:
-        for name in ("vocab_size", "context", "embed_dim", "hidden"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"ModelConfig.{name} must be positive, got {getattr(self, name)}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"ModelConfig.dropout must be in [0, 1), got {self.dropout}")
-
-    @property
-    def input_dim(self) -> int:
-        """Width of the concatenated context embedding, the server-side input."""
-        return self.context * self.embed_dim
-
-    def to_dict(self) -> dict:
-        """Plain-dict form for model cards and checkpoints."""
-        return asdict(self)
-
-
-class QuadraticActivation(nn.Module):
-    """a = h * (h + beta): one ciphertext-ciphertext multiply under CKKS."""
-
-    def __init__(self, beta: float) -> None:
-        super().__init__()
-        self.beta = beta
-
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
-        return h * (h + self.beta)
 
 
 class NPLM(nn.Module):
@@ -167,14 +129,7 @@ def server_logits(
     ``x`` is (k*d,) or (B, k*d); returns (V,) or (B, V) float64 logits.
     """
     w1, b1 = weights["w1"].astype(np.float64), weights["b1"].astype(np.float64)
-    w2, b2 = weights["w2"].astype(np.float64), weights["b2"].astype(np.float64)
-    beta = float(weights["beta"])
-    h = x @ w1.T + b1  # (..., H)
-    a = h * (h + beta)  # (..., H)
-    z = a @ w2.T + b2  # (..., V)
-    if personal_bias is not None:
-        z = z + np.asarray(personal_bias, dtype=np.float64)
-    return z
+    return head_logits(weights, np.asarray(x, dtype=np.float64) @ w1.T + b1, personal_bias)
 
 
 def plaintext_logits(

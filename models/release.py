@@ -1,7 +1,15 @@
 """A released model on disk: what the serving API loads and what federated runs start from.
 
-A release directory holds ``weights.safetensors`` (the arrays of ``export_weights``),
-``vocab.json`` and ``model_card.json`` (model config, provenance, privacy figures, metrics).
+A release directory holds the model split at the encryption boundary (``models.factory``):
+
+- ``encoder.safetensors``: the device-side encoder (embeddings and every array before ``h``).
+  Public: it is what a thin inference client downloads (``GET /v1/model/weights``) and runs.
+- ``head.safetensors``: the server head (``w2``, ``b2``, ``beta``), run by the server under HE.
+  A thin client never downloads it; federated devices receive the whole model through Flower.
+- ``vocab.json`` and ``model_card.json`` (model config, provenance, privacy figures, metrics,
+  and ``parts``: which file holds which arrays).
+
+Releases written before the split (one ``weights.safetensors``) still load.
 """
 
 from __future__ import annotations
@@ -14,12 +22,22 @@ from pathlib import Path
 import numpy as np
 from safetensors.numpy import load_file, save_file
 
-from models.nplm import ModelConfig
+from models.config import ModelConfig
+from models.factory import expected_shapes, split_weights
 from models.vocab import Vocabulary
 
-__all__ = ["Release", "save_release", "load_release", "weights_digest", "expected_shapes"]
+__all__ = [
+    "ENCODER_FILE",
+    "HEAD_FILE",
+    "Release",
+    "expected_shapes",
+    "load_release",
+    "save_release",
+    "weights_digest",
+]
 
-_WEIGHTS, _VOCAB, _CARD = "weights.safetensors", "vocab.json", "model_card.json"
+ENCODER_FILE, HEAD_FILE = "encoder.safetensors", "head.safetensors"
+_LEGACY_WEIGHTS, _VOCAB, _CARD = "weights.safetensors", "vocab.json", "model_card.json"
 
 
 @dataclass
@@ -36,6 +54,16 @@ class Release:
         return ModelConfig(**self.card["model"])
 
     @property
+    def encoder(self) -> dict[str, np.ndarray]:
+        """The device-side encoder's arrays (public)."""
+        return split_weights(self.weights, self.config)[0]
+
+    @property
+    def head(self) -> dict[str, np.ndarray]:
+        """The server head's arrays (``w2``, ``b2``, ``beta``)."""
+        return split_weights(self.weights, self.config)[1]
+
+    @property
     def version(self) -> str:
         """Content hash of the weights: changes whenever any weight does."""
         return self.card["version"]
@@ -50,19 +78,6 @@ def weights_digest(weights: dict[str, np.ndarray]) -> str:
         h.update(str(arr.shape).encode())
         h.update(arr.tobytes())
     return h.hexdigest()[:16]
-
-
-def expected_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
-    """The shape of every exported array for ``config`` (``models.nplm.export_weights``' contract)."""
-    v, d, h = config.vocab_size, config.embed_dim, config.hidden
-    return {
-        "embedding": (v, d),
-        "w1": (h, config.input_dim),
-        "b1": (h,),
-        "w2": (v, h),
-        "b2": (v,),
-        "beta": (),
-    }
 
 
 def _checked_arrays(weights: dict[str, np.ndarray], config: ModelConfig) -> dict[str, np.ndarray]:
@@ -92,9 +107,13 @@ def save_release(
     arrays = _checked_arrays(weights, config)
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
-    save_file(arrays, str(out / _WEIGHTS))
+    encoder, head = split_weights(arrays, config)
+    save_file(encoder, str(out / ENCODER_FILE))
+    save_file(head, str(out / HEAD_FILE))
+    (out / _LEGACY_WEIGHTS).unlink(missing_ok=True)  # an older release overwritten in place
     vocab.save(out / _VOCAB)
-    full_card = {**card, "model": config.to_dict(), "version": weights_digest(arrays)}
+    parts = {"encoder": sorted(encoder), "head": sorted(head)}
+    full_card = {**card, "model": config.to_dict(), "version": weights_digest(arrays), "parts": parts}
     (out / _CARD).write_text(json.dumps(full_card, indent=2, sort_keys=True), encoding="utf-8")
     return Release(arrays, vocab, full_card)
 
@@ -102,9 +121,14 @@ def save_release(
 def load_release(directory: str | Path) -> Release:
     """Read a release written by ``save_release``; a missing file raises ``FileNotFoundError``."""
     src = Path(directory)
-    for name in (_WEIGHTS, _VOCAB, _CARD):
+    legacy = (src / _LEGACY_WEIGHTS).is_file()
+    for name in (_VOCAB, _CARD) if legacy else (ENCODER_FILE, HEAD_FILE, _VOCAB, _CARD):
         if not (src / name).is_file():
             raise FileNotFoundError(f"{src} is not a hushtype release: {name} is missing")
     card = json.loads((src / _CARD).read_text(encoding="utf-8"))
-    weights = _checked_arrays(load_file(str(src / _WEIGHTS)), ModelConfig(**card["model"]))
+    if legacy:
+        raw = load_file(str(src / _LEGACY_WEIGHTS))
+    else:
+        raw = {**load_file(str(src / ENCODER_FILE)), **load_file(str(src / HEAD_FILE))}
+    weights = _checked_arrays(raw, ModelConfig(**card["model"]))
     return Release(weights, Vocabulary.load(src / _VOCAB), card)

@@ -31,9 +31,10 @@ class Settings(BaseSettings):
     # HUSHTYPE_STORE: where sessions live. "" (default): SQLite at db_path. redis://host:port/db (also
     # rediss://, unix://): one Redis shared by several API replicas behind a proxy (deploy/).
     store: str = ""
-    # "h" (default): the device computes h = W1 x + b1 with the public released weights and sends it
-    # encrypted (server depth 2: 39 ms, 123 KB queries, 1.8 MB keys); "x": the device sends encrypted
-    # embeddings and the server also computes W1 (depth 3: 68 ms, 160 KB queries, 6.4 MB keys).
+    # "h" (default): the device computes h with the public released encoder (any model kind) and sends
+    # it encrypted (server depth 2: 39 ms, 123 KB queries, 1.8 MB keys); "x" (NPLM releases only): the
+    # device sends encrypted embeddings and the server also computes W1 (depth 3: 68 ms, 160 KB queries,
+    # 6.4 MB keys).
     he_mode: Literal["h", "x"] = "h"
     workers: int = Field(2, ge=1)  # HE worker processes (TenSEAL holds the GIL: processes, not threads)
     # A worker still busy after this long is killed and replaced (its request gets 503 + Retry-After).

@@ -1,9 +1,11 @@
 """HE work for the API, in supervised worker processes (TenSEAL never releases the GIL).
 
-Each worker is its own one-process pool that loads the release once and pre-encodes the circuit
-(``ckks.nplm_circuit``). Workers are pure compute: the main process reads the session store and hands
-them bytes (a query, the session's encrypted personalization, and the session's evaluation keys the
-first time a worker meets the session; each worker keeps parsed keys in an LRU cache).
+Each worker is its own one-process pool that pre-encodes the circuit (``ckks.nplm_circuit``) once, from
+the arrays the main process hands it: the main process loads and checks the release (any model kind,
+split or single-file) and passes only what the circuit runs (mode "h": the head ``w2``, ``b2``, ``beta``).
+Workers are pure compute: the main process reads the session store and hands them bytes (a query, the
+session's encrypted personalization, and the session's evaluation keys the first time a worker meets
+the session; each worker keeps parsed keys in an LRU cache).
 
 Supervision: a request waits in the main process for an idle worker, so a worker holds at most one
 request. A worker that dies (``kill -9``, a crash in SEAL) or misses the per-request deadline (it is
@@ -229,7 +231,7 @@ class HEService:
 
     Parameters
     ----------
-    release_dir : release to load in every worker.
+    release_dir : the release; the workers get only its circuit's arrays (``circuit_weights``).
     workers : number of worker processes (default: 2).
     mode : circuit mode, "h" or "x" (see ``ckks.nplm_circuit``).
     request_timeout : seconds one request may run in a worker before the worker is killed and replaced.
@@ -249,10 +251,13 @@ class HEService:
     ) -> None:
         if workers < 1:
             raise ValueError(f"workers must be >= 1, got {workers}")
+        from ckks.nplm_circuit import circuit_weights
         from models.release import load_release
 
-        release = load_release(release_dir)
-        self.model_version, self._weights = release.version, release.weights
+        release = load_release(release_dir)  # checked against the card's model config (any model kind)
+        # the workers get only what the circuit runs: the head (w2, b2, beta) in mode "h"
+        self.model_version = release.version
+        self._weights = circuit_weights(release.weights, mode)
         self.release_dir, self.mode, self.workers = release_dir, mode, workers
         self.request_timeout, self.queue_timeout = request_timeout, queue_timeout
         self.restarts = 0

@@ -26,10 +26,11 @@ _REQUEST_ID = {
 }
 _DESCRIPTION = """Next-word suggestions computed on CKKS ciphertexts; the server never sees the text.
 
-A device: `GET /v1/model` (HE parameters, vocabulary) and its weights, generates a secret key, uploads
-its public evaluation keys with `POST /v1/sessions` (gets a session id and bearer token), optionally an
-encrypted adapter, then posts encrypted queries and decrypts the logits. The byte layouts of the keys,
-queries and logits are specified in `docs/wire-format.md` of the hushtype repository.
+A device: `GET /v1/model` (HE parameters, vocabulary) and its encoder (`GET /v1/model/weights`; the
+head stays on the server), generates a secret key, uploads its public evaluation keys with
+`POST /v1/sessions` (gets a session id and bearer token), optionally an encrypted adapter, then posts
+encrypted queries and decrypts the logits. The byte layouts of the keys, queries and logits are
+specified in `docs/wire-format.md` of the hushtype repository.
 
 Errors are JSON `{"detail", "request_id"}`; 429 and 503 carry `Retry-After`. An unknown session and a
 wrong token both answer 401. The binary bodies are schema-valid as any bytes, but bytes that do not

@@ -1,9 +1,9 @@
 """Which releases the API may serve: only one with a user-level DP guarantee, unless told otherwise.
 
-The released weights are served in the clear (``GET /v1/model/weights``); that is safe only because
-federated DP-SGD bounds what they reveal about any one user (DESIGN.md). A release trained centrally
-on users' text without DP (``bench quality --release-dir``) is refused unless the operator says so
-(``--allow-non-private`` / ``HUSHTYPE_ALLOW_NON_PRIVATE=1``).
+The released encoder is served in the clear (``GET /v1/model/weights``) and the head runs on the
+server; that is safe only because federated DP-SGD bounds what they reveal about any one user
+(DESIGN.md). A release trained centrally on users' text without DP (``bench quality --release-dir``)
+is refused unless the operator says so (``--allow-non-private`` / ``HUSHTYPE_ALLOW_NON_PRIVATE=1``).
 """
 
 from __future__ import annotations

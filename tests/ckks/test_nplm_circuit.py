@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from ckks.nplm_circuit import INFERENCE, INFERENCE_H, EncryptedNPLM
+from ckks.nplm_circuit import INFERENCE, INFERENCE_H, EncryptedNPLM, circuit_weights
 from ckks.session_keys import (
     KIND_BIAS,
     KIND_LOGITS,
@@ -138,3 +138,41 @@ def test_default_size_model_top3() -> None:
     rng = np.random.default_rng(3)
     got, want = _run(circuit, weights, rng.integers(0, 4096, size=4))
     np.testing.assert_allclose(got, want, atol=TOL)
+
+
+@pytest.mark.parametrize("kind", ["lstm", "mlp"])
+def test_head_only_circuit_serves_an_encoder_model(kind: str) -> None:
+    # Mode h needs the head alone (w2, b2, beta): the server never gets the encoder; the device's h comes
+    # from the public encoder arrays, and the decrypted logits equal the numpy head on the same h.
+    from models.config import ModelConfig as Config
+    from models.factory import build_model, encode, export_weights, split_weights
+    from models.head import head_logits
+
+    torch.manual_seed(0)
+    cfg = Config(vocab_size=512, context=6, embed_dim=16, hidden=64, kind=kind, width=32, layers=1)
+    weights = export_weights(build_model(cfg))
+    weights["w2"] = weights["w2"] * 3.0  # ~ a trained model's logit spread
+    encoder, head = split_weights(weights, cfg)
+    assert set(circuit_weights(weights, "h")) == set(head)  # what the server hands its HE workers
+    with pytest.raises(ValueError, match="lack w1, b1.*NPLM release"):
+        circuit_weights(weights, "x")
+    circuit = EncryptedNPLM(head, mode="h")
+    with pytest.raises(KeyError, match="w1"):
+        EncryptedNPLM(head, mode="x")
+    session = SessionSecret.generate(circuit.params, circuit.rotation_steps, circuit.rotation_level)
+    keys = SessionEvalKeys.from_bytes(
+        session.eval_keys_bytes(), circuit.params, circuit.context, rotation_level=circuit.rotation_level
+    )
+    h = encode(cfg, encoder, np.array([1, 1, 5, 9, 42, 7]))
+    query = load_ct(
+        session.encrypt_query(circuit.query_slots(h)),
+        circuit.context,
+        circuit.params,
+        KIND_QUERY,
+        key_id=keys.key_id,
+    )
+    z = circuit.evaluate(query, galois_keys=keys.galois_keys, relin_keys=keys.relin_keys)
+    got = session.decrypt_logits(dump_ciphertext(z, circuit.params, keys.key_id, KIND_LOGITS), 512)
+    want = head_logits(head, h)
+    np.testing.assert_allclose(got, want, atol=TOL)
+    assert np.ptp(want) > 1.0  # the comparison is not between two flat vectors

@@ -91,7 +91,7 @@ def test_small_federation_with_a_failing_device(tmp_path: Path) -> None:
     assert [r["round"] for r in rows] == [0, 1, 2]
     assert (run / "progress.png").stat().st_size > 1000
     assert (run / "checkpoints" / "round_002.safetensors").is_file()
-    assert (run / "release" / "weights.safetensors").is_file()
+    assert (run / "release" / "encoder.safetensors").is_file()
     assert json.loads((run / "model_card.json").read_text())["config_hash"] == cfg.config_hash()
     # privacy: both epsilons finite and positive, and never the same quantity
     assert 0 < card["user_epsilon"] < math.inf

@@ -1,4 +1,8 @@
-"""The plaintext baseline: the same released model on PLAINTEXT features, for load-test comparisons.
+"""The plaintext baseline: the same released head on PLAINTEXT input, for load-test comparisons.
+
+The body is what an encrypted query of mode "h" carries, in the clear: the device's ``h`` (the
+encoder's output, H float32; any model kind); the server runs the same head (``w2``, ``b2``, ``beta``)
+it runs under HE, so one run compares the encrypted and the plaintext server work for the same split.
 
 Mounted only when ``plaintext_baseline`` is set (``HUSHTYPE_PLAINTEXT_BASELINE=1``): a client using it
 hands its context to the server in the clear, which is exactly what the encrypted path exists to
@@ -12,7 +16,7 @@ import numpy as np
 from fastapi import APIRouter, HTTPException, Request, Response, status
 from starlette.concurrency import run_in_threadpool
 
-from models.nplm import server_logits
+from models.head import head_logits
 from server.api.dependencies import OCTET_STREAM, read_octets
 from server.api.errors import error_responses
 
@@ -33,22 +37,22 @@ _BINARY = {"type": "string", "format": "binary"}
             400,
             413,
             415,
-            e400="not k*d float32 values, or a non-finite one",
-            e413="more than k*d float32 values",
+            e400="not H float32 values, or a non-finite one",
+            e413="more than H float32 values",
         ),
     },
     openapi_extra={
         "requestBody": {
             "required": True,
-            "description": "context features x: k*d float32, little-endian, IN THE CLEAR",
+            "description": "the encoder's output h: H float32, little-endian, IN THE CLEAR",
             "content": {OCTET_STREAM: {"schema": _BINARY}},
         }
     },
 )
 async def predict_plaintext(request: Request) -> Response:
-    """Context features x (k*d float32, little-endian, in the clear) -> V float32 logits."""
-    weights = request.app.state.release.weights
-    dim = weights["w1"].shape[1]
+    """The device's h (H float32, little-endian, in the clear) -> V float32 logits of the head."""
+    head = request.app.state.release.head
+    dim = head["w2"].shape[1]
     blob = await read_octets(request, 4 * dim, "plaintext features")
     if len(blob) != 4 * dim:
         raise HTTPException(
@@ -58,5 +62,5 @@ async def predict_plaintext(request: Request) -> Response:
     x = np.frombuffer(blob, dtype="<f4").astype(np.float64)
     if not np.all(np.isfinite(x)):
         raise HTTPException(status.HTTP_400_BAD_REQUEST, "plaintext features: non-finite values")
-    logits = await run_in_threadpool(server_logits, weights, x)  # numpy releases the GIL
+    logits = await run_in_threadpool(head_logits, head, x)  # numpy releases the GIL
     return Response(content=logits.astype("<f4").tobytes(), media_type=OCTET_STREAM)

@@ -6,9 +6,11 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, Response
 from pydantic import BaseModel, Field
+from safetensors.numpy import save as save_safetensors
 
+from models.release import ENCODER_FILE
 from server.api.dependencies import OCTET_STREAM, get_he
 from server.api.errors import error_responses
 from server.api.he_service import HEService
@@ -50,9 +52,9 @@ class PrivacyInfo(BaseModel):
 
 
 class Artifacts(BaseModel):
-    """Links to the public files of the release."""
+    """Links to the public files of the release (never the head: the server runs it under HE)."""
 
-    weights: str = Field(description="safetensors file with the device-side weights")
+    encoder: str = Field(description="safetensors file with the device-side encoder (what computes h)")
 
 
 class ModelInfo(BaseModel):
@@ -76,12 +78,21 @@ async def read_model(request: Request, he: Annotated[HEService, Depends(get_he)]
         privacy=request.app.state.privacy,
         he=he.public_parameters(),
         vocabulary=release.vocab.words,
-        artifacts=Artifacts(weights="/v1/model/weights"),
+        artifacts=Artifacts(encoder="/v1/model/weights"),
     )
 
 
 @router.get("/weights", response_class=FileResponse, responses={200: {"content": {OCTET_STREAM: {}}}})
-async def read_weights(request: Request) -> FileResponse:
-    """The released weights (safetensors): public, DP-trained; devices need the embedding table."""
-    path = Path(request.app.state.settings.release_dir) / "weights.safetensors"
-    return FileResponse(path, media_type=OCTET_STREAM, filename="weights.safetensors")
+async def read_weights(request: Request) -> Response:
+    """The released **encoder** (safetensors): public, DP-trained, what a device runs to compute h.
+
+    Never the head (w2, b2, beta): the server runs it under HE, a thin client does not hold it.
+    """
+    path = Path(request.app.state.settings.release_dir) / ENCODER_FILE
+    if path.is_file():
+        return FileResponse(path, media_type=OCTET_STREAM, filename=ENCODER_FILE)
+    # a release written before the encoder/head split: serve its encoder arrays only
+    blob = save_safetensors(request.app.state.release.encoder)
+    return Response(
+        blob, media_type=OCTET_STREAM, headers={"Content-Disposition": f"attachment; filename={ENCODER_FILE}"}
+    )

@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 
 from hushtype.cli import build_parser, serve_settings
 from keyboard_sim.api_client import PredictionClient
-from models.nplm import server_logits
+from models.head import head_logits
 from models.release import load_release, save_release
 from server.api.admission import RateLimiter
 from server.api.main import create_app
@@ -220,13 +220,13 @@ def test_plaintext_baseline_is_off_by_default_and_its_errors_are_json(
     assert r.status_code == 404 and r.json()["request_id"] == r.headers["x-request-id"]
     assert not any(p.startswith("/v1/baseline") for p in api.get("/openapi.json").json()["paths"])
     weights = load_release(small_release).weights
-    dim = weights["w1"].shape[1]
+    dim = weights["w2"].shape[1]  # the head's input: h
     settings = make_settings(small_release, tmp_path / "b.db", plaintext_baseline=True)
     with TestClient(create_app(settings)) as on:
         x = np.linspace(-1, 1, dim).astype("<f4")
         r = on.post("/v1/baseline/predict", content=x.tobytes(), headers=OCTETS)
         assert r.status_code == 200
-        expected = server_logits(weights, x.astype(np.float64))
+        expected = head_logits(weights, x.astype(np.float64))
         np.testing.assert_allclose(np.frombuffer(r.content, "<f4"), expected, rtol=1e-5, atol=1e-5)
         nan = np.full(dim, np.nan, dtype="<f4").tobytes()
         bad = [

@@ -239,3 +239,39 @@ def test_x_mode_server_computes_the_first_layer_too(small_release: Path, tmp_pat
         assert device.he["mode"] == "x" and device.he["params"]["coeff_bit_sizes"] == [40, 30, 30, 30, 60]
         ids = np.array([3, 9, 27, 60])
         np.testing.assert_allclose(device.logits(ids), plaintext_logits(release.weights, ids), atol=5e-3)
+
+
+def test_thin_client_never_loads_the_head(tmp_path: Path) -> None:
+    # Prepare: a small LSTM-encoder release served in mode h (the server runs the head only)
+    import torch
+    from safetensors.numpy import load as load_safetensors
+
+    from models.config import ModelConfig
+    from models.factory import HEAD_KEYS, build_model, encoder_keys, export_weights
+    from models.factory import plaintext_logits as full_logits
+    from models.release import save_release
+    from tests.conftest import WORDS
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(vocab_size=64, context=6, embed_dim=8, hidden=32, kind="lstm", width=16, layers=1)
+    weights = export_weights(build_model(cfg))
+    weights["w2"] = weights["w2"] * 4.0  # logits spread like a trained model's
+    save_release(tmp_path / "lstm", weights, cfg, Vocabulary(WORDS), {"trained": "test fixture"})
+    with TestClient(create_app(make_settings(tmp_path / "lstm", tmp_path / "thin.db"))) as app:
+        assert set(app.app.state.he._weights) == set(HEAD_KEYS)  # the workers get the head only
+        seen: list = []
+        app.event_hooks["response"].append(lambda r: seen.append((r.url.path, r.read())))
+        # Execute
+        device = PredictionClient("http://testserver", http=app).open()
+        ids = np.array([2, 9, 4, 33, 7, 12])
+        z = device.logits(ids)
+        device.close()
+    # Assert: the only weights downloaded are the encoder's; no response carries a head array's bytes
+    downloads = [load_safetensors(body) for path, body in seen if path == "/v1/model/weights"]
+    assert len(downloads) == 1 and set(downloads[0]) == set(encoder_keys(cfg))
+    assert set(device.encoder) == set(encoder_keys(cfg)) and not set(device.encoder) & set(HEAD_KEYS)
+    for key in ("w2", "b2"):
+        probe = weights[key].tobytes()[:256]
+        assert all(probe not in body for _, body in seen), f"the client received {key}"
+    # ... and it still predicts: the server's encrypted head on the device's h == the full plaintext model
+    np.testing.assert_allclose(z, full_logits(weights, cfg, ids), atol=5e-3)

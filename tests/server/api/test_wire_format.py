@@ -23,6 +23,7 @@ from fastapi.testclient import TestClient
 from safetensors.numpy import load as load_safetensors
 
 from models.nplm import plaintext_logits
+from models.release import load_release
 
 DOC = Path(__file__).resolve().parents[3] / "docs" / "wire-format.md"
 OCTETS = {"Content-Type": "application/octet-stream"}
@@ -143,23 +144,25 @@ class DocClient:
         return np.asarray(sealapi.CKKSEncoder(self.tail).decode_double(pt))[: self.he["vocab_size"]]
 
 
-def test_a_client_written_from_the_document_gets_correct_logits(api: TestClient) -> None:
+def test_a_client_written_from_the_document_gets_correct_logits(api: TestClient, small_release: Path) -> None:
     info = api.get("/v1/model").json()
     assert info["he"]["mode"] == "h"
-    weights = load_safetensors(api.get(info["artifacts"]["weights"]).content)
+    encoder = load_safetensors(api.get(info["artifacts"]["encoder"]).content)
+    assert {"w2", "b2", "beta"}.isdisjoint(encoder)  # the device never gets the head
+    weights = load_release(small_release).weights  # the reference: the whole model, plaintext
     device = DocClient(info["he"])
     created = api.post("/v1/sessions", content=device.eval_keys(), headers=OCTETS)
     assert created.status_code == 201, created.text
     auth = {**OCTETS, "Authorization": f"Bearer {created.json()['token']}"}
     url = f"/v1/sessions/{created.json()['session_id']}"
     ids = np.array([5, 6, 7, 8])
-    r = api.post(f"{url}/predict", content=device.query(weights, ids), headers=auth)
+    r = api.post(f"{url}/predict", content=device.query(encoder, ids), headers=auth)
     assert r.status_code == 200, r.text
     np.testing.assert_allclose(device.logits(r.content), plaintext_logits(weights, ids), atol=5e-3)
     u = np.zeros(info["he"]["vocab_size"])
     u[17] = 20.0
     assert api.put(f"{url}/personalization", content=device.bias(u), headers=auth).status_code == 204
-    r = api.post(f"{url}/predict", content=device.query(weights, ids), headers=auth)
+    r = api.post(f"{url}/predict", content=device.query(encoder, ids), headers=auth)
     z = device.logits(r.content)
     np.testing.assert_allclose(z, plaintext_logits(weights, ids, u), atol=5e-3)
     assert int(np.argmax(z)) == 17
