@@ -92,6 +92,9 @@ class FederationConfig:
     checkpoint_every: int = 1
     round_timeout: float = 900.0  # seconds to wait for devices; late devices count as dropouts
     device_cache: int = 16  # Device objects kept per worker process (LRU)
+    # "" / None: a local Ray started for the run; "HOST:PORT" (or "auto"): attach the simulation to a
+    # running Ray cluster (`ray start --head`), whose nodes must have this project and its venv
+    ray_address: str | None = None
     fail_partitions: tuple[int, ...] = ()  # fault injection: these devices raise when sampled
     drop_probability: float = 0.0  # fault injection: each sampled device vanishes with this probability
     seed: int = 0
@@ -219,8 +222,9 @@ class FederationConfig:
         }
 
     def config_hash(self) -> str:
-        """Short sha256 of the config (run_dir, resume and notes excluded): same hash, same experiment."""
-        body = {k: v for k, v in asdict(self).items() if k not in ("run_dir", "extra", "resume")}
+        """Short sha256 of the config (where it runs and notes excluded): same hash, same experiment."""
+        skip = ("run_dir", "extra", "resume", "ray_address")
+        body = {k: v for k, v in asdict(self).items() if k not in skip}
         return hashlib.sha256(json.dumps(body, sort_keys=True, default=list).encode()).hexdigest()[:12]
 
     # ------------------------------------------------------------- run config

@@ -74,6 +74,15 @@ def validate_config(config: FederationConfig) -> None:
 BACKEND_CONFIG = {"client_resources": {"num_cpus": 1, "num_gpus": 0.0}, "init_args": {"num_cpus": 2}}
 
 
+def backend_config(config: FederationConfig) -> dict:
+    """Flower's Ray backend settings: a local Ray of 2 CPUs, or ``ray.init(address=...)`` on a cluster
+    (Ray refuses ``num_cpus`` when attaching: the cluster's own resources decide)."""
+    backend = json.loads(json.dumps(BACKEND_CONFIG))
+    if config.ray_address:
+        backend["init_args"] = {"address": config.ray_address}
+    return backend
+
+
 # ---------------------------------------------------------------------- run
 def run_federated(config: FederationConfig, *, verbose: bool = False) -> dict:
     """Run the whole federation on the simulation engine; returns the final model card."""
@@ -100,7 +109,7 @@ def run_federated(config: FederationConfig, *, verbose: bool = False) -> dict:
             server_app=make_server_app(load_data, config),
             client_app=make_client_app(config),
             num_supernodes=config.devices,
-            backend_config=json.loads(json.dumps(BACKEND_CONFIG)),
+            backend_config=backend_config(config),
             verbose_logging=verbose,
         )
     except FederationAborted as err:
