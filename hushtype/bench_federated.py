@@ -29,7 +29,7 @@ import torch
 
 from hushtype.pretrain import pretrain_public
 from keyboard_sim.dataset import DataConfig, build_federated_data
-from keyboard_sim.federation import FederationConfig, select_devices
+from keyboard_sim.federation import FederationConfig, federation_fields, select_devices
 from models.data import Examples
 from models.nplm import NPLM, load_weights
 from models.release import load_release
@@ -60,12 +60,7 @@ class BenchConfig:
             warm_start=str(warm_start),
             run_dir=str(run_dir),
             seed=self.seed,
-            data_source=data_config.source,
-            jsonl_path=data_config.jsonl_path,
-            cache_dir=data_config.cache_dir,
-            vocab_size=data_config.vocab_size,
-            vocab_source=data_config.vocab_source,
-            split_seed=data_config.split.seed,
+            **federation_fields(data_config),
         )
 
 

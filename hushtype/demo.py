@@ -105,6 +105,7 @@ def run_demo(
     _say("2/5", f"public-only model: held-out top-1 {warm['metrics']['heldout']['top1']:.3f}")
 
     from hushtype.simulation import FederationConfig, run_federated
+    from keyboard_sim.federation import federation_fields
 
     _say(
         "3/5",
@@ -119,12 +120,7 @@ def run_demo(
         warm_start=str(out / "pretrained"),
         run_dir=str(out / "federated"),
         seed=seed,
-        data_source=data_config.source,
-        jsonl_path=data_config.jsonl_path,
-        cache_dir=data_config.cache_dir,
-        vocab_size=data_config.vocab_size,
-        vocab_source=data_config.vocab_source,
-        split_seed=data_config.split.seed,
+        **federation_fields(data_config),
         extra={  # drawn on progress.png, so a reader sees how far federated training got
             "references": {
                 f"central {quality['model']} (no DP)": quality["top1"],

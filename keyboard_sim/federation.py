@@ -39,6 +39,18 @@ def data_config(config: FederationConfig) -> DataConfig:
     )
 
 
+def federation_fields(data: DataConfig) -> dict:
+    """The ``FederationConfig`` fields that name this dataset (the inverse of ``data_config``)."""
+    return dict(
+        data_source=data.source,
+        jsonl_path=data.jsonl_path,
+        cache_dir=data.cache_dir,
+        vocab_size=data.vocab_size,
+        vocab_source=data.vocab_source,
+        split_seed=data.split.seed,
+    )
+
+
 @lru_cache(maxsize=2)
 def _load_data_cached(data_config_json: str) -> FederatedData:
     fields = json.loads(data_config_json)

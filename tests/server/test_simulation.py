@@ -11,7 +11,7 @@ import pytest
 
 from hushtype.simulation import FederationConfig, FederationFailed, run_federated
 from keyboard_sim.dataset import save_jsonl
-from keyboard_sim.federation import data_config
+from keyboard_sim.federation import data_config, federation_fields
 from tests.conftest import make_users
 
 
@@ -40,6 +40,9 @@ def test_data_config_carries_vocabulary_source_and_split_seed() -> None:
     data = data_config(FederationConfig(vocab_source="symspell", split_seed=7, vocab_size=512))
     assert (data.vocab_source, data.split.seed, data.vocab_size) == ("symspell", 7, 512)
     assert data_config(FederationConfig()).split.seed == 0
+    # and back: the fields a benchmark or the demo copies from a DataConfig name the same dataset
+    data = data_config(FederationConfig(vocab_source="symspell", split_seed=7, vocab_size=512))
+    assert data_config(FederationConfig(**federation_fields(data))) == data
 
 
 def test_one_config_class_on_every_side() -> None:
