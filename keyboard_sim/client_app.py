@@ -32,8 +32,9 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricR
 from flwr.clientapp import ClientApp
 
 from keyboard_sim.device import Device, LocalDPConfig, seed_for
-from keyboard_sim.federation import FederationConfig, device_examples, select_devices
-from models.nplm import NPLM, ModelConfig, load_weights
+from keyboard_sim.federation import FederationConfig, device_examples, select_devices, trainable_arrays
+from models.config import ModelConfig
+from models.factory import build_model, config_from_weights, load_weights
 from models.train import evaluate
 
 logging.getLogger("flwr").propagate = False  # opacus calls basicConfig: Flower lines would print twice
@@ -137,19 +138,6 @@ def add_noise_share(
 
 
 # ----------------------------------------------------------------------- the fleet
-def _model_config(weights: dict[str, np.ndarray]) -> ModelConfig:
-    """The model shape, read off the weights the server sent (so a warm start's shape wins)."""
-    vocab, embed = weights["embedding"].shape
-    hidden, input_dim = weights["w1"].shape
-    return ModelConfig(
-        vocab_size=vocab,
-        context=input_dim // embed,
-        embed_dim=embed,
-        hidden=hidden,
-        beta=float(np.ravel(weights["beta"])[0]) if "beta" in weights else 1.0,
-    )
-
-
 class _Fleet:
     """Per worker process: the device list and an LRU of live ``Device`` objects."""
 
@@ -171,7 +159,7 @@ class _Fleet:
             max_local_steps=config.max_local_steps,
             delta=config.example_delta,
             accountant=config.example_accountant,
-            trainable=tuple(k for k in config.trainable.split(",") if k),
+            trainable=trainable_arrays(config, model_config),
             optimizer=config.local_optimizer,
         )
         device = Device(user.user_id, user.train, model_config, dp)
@@ -253,7 +241,8 @@ def make_client_app(config: FederationConfig | None = None) -> ClientApp:
         _inject_faults(round_config, partition, server_round, cfg.seed)
 
         global_weights = {k: a.numpy() for k, a in msg.content["arrays"].items()}
-        device = _FLEET.get(cfg, partition, _model_config(global_weights))
+        model_config = config_from_weights(global_weights, context=cfg.context)  # a warm start's shape wins
+        device = _FLEET.get(cfg, partition, model_config)
         run_id = str(round_config.get("run-id", ""))  # the federated run (kept across a server restart)
         for saved in _saved_states(context, cfg, run_id, partition):  # the ledger may have advanced elsewhere
             if len(saved["ledger"]) > device.rounds_trained:
@@ -306,7 +295,7 @@ def make_client_app(config: FederationConfig | None = None) -> ClientApp:
         partition = _partition(context, cfg)
         later = device_examples(cfg, partition).later
         weights = {k: a.numpy() for k, a in msg.content["arrays"].items()}
-        model = load_weights(NPLM(_model_config(weights)), weights)
+        model = load_weights(build_model(config_from_weights(weights, context=cfg.context)), weights)
         scores = evaluate(model, later) if len(later) else {"top1": 0.0, "top3": 0.0, "loss": 0.0}
         metrics = MetricRecord(
             {

@@ -33,19 +33,11 @@ from opacus import PrivacyEngine
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from models.config import ModelConfig
 from models.data import Examples
-from models.nplm import NPLM, ModelConfig, export_weights, load_weights
+from models.factory import build_model, export_weights, load_weights, param_names, trainable_keys
 
-__all__ = ["TRAINABLE", "LocalDPConfig", "LocalResult", "Device", "seed_for"]
-
-TRAINABLE = ("embedding", "w1", "b1", "w2", "b2")  # keys of export_weights that training can change
-_PARAM_OF = {
-    "embedding": "embedding.weight",
-    "w1": "fc1.weight",
-    "b1": "fc1.bias",
-    "w2": "fc2.weight",
-    "b2": "fc2.bias",
-}
+__all__ = ["LocalDPConfig", "LocalResult", "Device", "seed_for"]
 
 
 @dataclass
@@ -60,7 +52,8 @@ class LocalDPConfig:
     max_local_steps: int | None = 50  # ... capped, so a talkative user does not stall the round
     delta: float = 1e-5  # example-level delta; < 1 / examples on any device
     accountant: str = "rdp"  # "rdp" | "prv" | "gdp" (opacus accountants)
-    trainable: tuple[str, ...] = TRAINABLE  # what the device fine-tunes and sends; e.g. ("b1", "b2") is
+    trainable: tuple[str, ...] | None = None  # what the device fine-tunes and sends (None: every array of
+    # ``models.factory.trainable_keys``); e.g. ("b1", "b2") on the NPLM is
     # bias-only DP fine-tuning (DP-BiTFiT, Bu et al. 2022, arXiv:2210.00036): 4.4k instead of 1.4M numbers,
     # so the same user-level noise std per coordinate costs ~18x less in norm
     optimizer: str = "sgd"  # "sgd" | "adam": the torch optimizer Opacus wraps (DP noise goes in before it)
@@ -81,12 +74,10 @@ class LocalDPConfig:
             )
         if not 0.0 < self.delta < 1.0:
             raise ValueError(f"LocalDPConfig.delta must be in (0, 1), got {self.delta}")
-        self.trainable = tuple(self.trainable)
-        unknown = [k for k in self.trainable if k not in TRAINABLE]
-        if unknown or not self.trainable:
-            raise ValueError(
-                f"LocalDPConfig.trainable must be a non-empty subset of {TRAINABLE}, got {self.trainable}"
-            )
+        if self.trainable is not None:
+            self.trainable = tuple(self.trainable)
+            if not self.trainable:
+                raise ValueError("LocalDPConfig.trainable must name at least one array (or be None: all)")
         if self.optimizer not in ("sgd", "adam"):
             raise ValueError(f"LocalDPConfig.optimizer must be 'sgd' or 'adam', got {self.optimizer!r}")
         if self.grad_sample_mode not in ("ghost", "hooks"):
@@ -103,7 +94,7 @@ class LocalDPConfig:
 class LocalResult:
     """What one round of local training produced (plain arrays; encoding happens later)."""
 
-    delta: dict[str, np.ndarray]  # w_local - w_global, float32, keys LocalDPConfig.trainable
+    delta: dict[str, np.ndarray]  # w_local - w_global, float32, keys Device.trainable
     num_examples: int  # n, the device's training examples
     steps: int  # DP-SGD steps taken this round
     train_loss: float  # mean minibatch loss over this round's steps
@@ -144,11 +135,19 @@ class Device:
         self.examples = examples
         self.model_config = model_config
         self.dp = dp
+        keys = trainable_keys(model_config)
+        self.trainable: tuple[str, ...] = keys if dp.trainable is None else dp.trainable
+        unknown = [k for k in self.trainable if k not in keys]
+        if unknown:
+            raise ValueError(
+                f"LocalDPConfig.trainable: {unknown} are not arrays of the {model_config.kind!r} model; "
+                f"choose from {list(keys)}"
+            )
         with warnings.catch_warnings():  # "Secure RNG turned off": known and documented above
             warnings.filterwarnings("ignore", message="Secure RNG turned off")
             self.privacy_engine = PrivacyEngine(accountant=dp.accountant)
         self.ledger: list[dict] = []  # one entry per round this device took part in
-        self._model: NPLM | None = None  # the plain module, shared with the GradSampleModule
+        self._model: nn.Module | None = None  # the plain module, shared with the GradSampleModule
         self._gsm: nn.Module | None = None
         self._optimizer = None
         self._loader: DataLoader | None = None
@@ -157,12 +156,9 @@ class Device:
     # ----------------------------------------------------------------- lifetime
     def _make_private_once(self) -> None:
         """Wrap model/optimizer/loader with Opacus; called exactly once per device."""
-        self._model = NPLM(self.model_config)
-        for (
-            key,
-            name,
-        ) in _PARAM_OF.items():  # frozen before make_private, so Opacus clips and noises only these
-            self._model.get_parameter(name).requires_grad_(key in self.dp.trainable)
+        self._model = build_model(self.model_config)
+        for key, name in param_names(self._model).items():  # frozen before make_private: Opacus clips
+            self._model.get_parameter(name).requires_grad_(key in self.trainable)  # and noises only these
         dataset = TensorDataset(torch.from_numpy(self.examples.x), torch.from_numpy(self.examples.y))
         loader = DataLoader(dataset, batch_size=min(self.dp.batch_size, len(dataset)))
         params = [p for p in self._model.parameters() if p.requires_grad]
@@ -242,7 +238,7 @@ class Device:
         local = export_weights(self._model)
         delta = {
             k: (local[k] - np.asarray(global_weights[k], np.float32)).astype(np.float32)
-            for k in self.dp.trainable
+            for k in self.trainable
         }
         epsilon = self.example_epsilon()
         self.ledger.append(

@@ -18,7 +18,9 @@ import numpy as np
 from federation.config import FederationConfig
 from keyboard_sim.dataset import DataConfig, FederatedData, UserExamples, build_federated_data
 from keyboard_sim.split import SplitConfig
+from models.config import ModelConfig
 from models.data import Examples
+from models.factory import default_trainable, trainable_keys
 
 __all__ = [
     "FederationConfig",
@@ -27,7 +29,25 @@ __all__ = [
     "select_devices",
     "write_device_shards",
     "device_examples",
+    "trainable_arrays",
 ]
+
+
+# ---------------------------------------------------------------------- model
+def trainable_arrays(config: FederationConfig, model_config: ModelConfig) -> tuple[str, ...]:
+    """The arrays devices fine-tune: ``config.trainable`` ("default": the model's bias-like arrays,
+    ``models.factory.default_trainable``), checked against the model's arrays (ValueError names the field)."""
+    if config.trainable == "default":
+        return default_trainable(model_config)
+    names = tuple(k.strip() for k in config.trainable.split(",") if k.strip())
+    keys = trainable_keys(model_config)
+    unknown = [k for k in names if k not in keys]
+    if unknown or not names:
+        raise ValueError(
+            f"FederationConfig.trainable={config.trainable!r}: {unknown or 'nothing'} is not an array of the "
+            f"{model_config.kind!r} model; use 'default' or a comma list of {','.join(keys)}"
+        )
+    return names
 
 
 # ---------------------------------------------------------------------- data

@@ -26,6 +26,7 @@ __all__ = [
     "HEAD_KEYS",
     "build_model",
     "config_from_weights",
+    "default_trainable",
     "encode",
     "encoder_keys",
     "expected_shapes",
@@ -124,6 +125,18 @@ def config_from_weights(weights: dict[str, np.ndarray], context: int) -> ModelCo
 def trainable_keys(config: ModelConfig) -> tuple[str, ...]:
     """The arrays training can change (all but ``beta``), in export order."""
     return tuple(param_names(build_model(config)))
+
+
+def default_trainable(config: ModelConfig) -> tuple[str, ...]:
+    """What federated devices fine-tune unless told otherwise: bias-like arrays (DP-BiTFiT, Bu et al. 2022).
+
+    NPLM: ``b1``, ``b2`` (4.4k numbers at V=4096, H=256). mlp/lstm: the encoder's output projection
+    bias and LayerNorm and the head bias (4.9k): the same few thousand numbers a noised update carries,
+    and nothing before the last projection trains, so DP-SGD never back-propagates through the encoder.
+    """
+    if config.kind == "nplm":
+        return ("b1", "b2")
+    return ("enc.norm.weight", "enc.norm.bias", "enc.fc_out.bias", "b2")
 
 
 def expected_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:

@@ -20,6 +20,7 @@ optimizer over plain or CKKS-summed deltas), ``RoundAccounting``, ``RunRecorder`
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -41,8 +42,9 @@ from safetensors.numpy import save_file
 from tqdm import tqdm
 
 from federation import FederationConfig
+from models.config import ModelConfig, shipped_model_config
 from models.data import Examples
-from models.nplm import NPLM, ModelConfig, export_weights, load_weights
+from models.factory import build_model, export_weights, load_weights
 from models.release import load_release, save_release
 from models.train import evaluate
 from server.accounting import UserLevelAccountant, user_noise_for_epsilon
@@ -68,6 +70,18 @@ INFO = logging.INFO
 WARNING = logging.WARNING
 
 
+def fresh_model_config(config: FederationConfig, vocab_size: int) -> ModelConfig:
+    """The shape of a fresh ``config.model``: the shipped one, with ``embed_dim``/``hidden`` from ``config``;
+    its window must be the data's (ValueError names ``FederationConfig.context``)."""
+    shipped = shipped_model_config(vocab_size, config.model)
+    if config.context != shipped.context:
+        raise ValueError(
+            f"FederationConfig.context={config.context} but model {config.model!r} reads {shipped.context} "
+            f"words (models.config.shipped_model_config); set context={shipped.context}"
+        )
+    return dataclasses.replace(shipped, embed_dim=config.embed_dim, hidden=config.hidden)
+
+
 def initial_weights(
     config: FederationConfig, vocab_words: list[str]
 ) -> tuple[dict[str, np.ndarray], ModelConfig, str]:
@@ -79,13 +93,16 @@ def initial_weights(
                 f"warm start {config.warm_start} was trained with a different vocabulary than this "
                 "run's data; rebuild it from the same DataConfig (hushtype pretrain)"
             )
+        if release.config.kind != config.model:
+            raise ValueError(
+                f"FederationConfig.model={config.model!r} but the warm start {config.warm_start} is a "
+                f"{release.config.kind!r} model"
+            )
         weights = {k: np.asarray(v, dtype=np.float32) for k, v in release.weights.items()}
         return weights, release.config, f"warm start {config.warm_start} (version {release.version})"
-    model_config = ModelConfig(
-        vocab_size=len(vocab_words), context=config.context, embed_dim=config.embed_dim, hidden=config.hidden
-    )
+    model_config = fresh_model_config(config, len(vocab_words))
     torch.manual_seed(config.seed)
-    return export_weights(NPLM(model_config)), model_config, f"random init (seed {config.seed})"
+    return export_weights(build_model(model_config)), model_config, f"random init (seed {config.seed})"
 
 
 def heldout_sample(heldout: Examples, max_examples: int | None, seed: int) -> Examples:
@@ -505,7 +522,7 @@ def run_federation(grid: Grid, config: FederationConfig, data: RunData) -> dict:
     start = time.perf_counter()
     w0, model_config, provenance = initial_weights(config, data.vocab.words)
     eval_set = heldout_sample(data.heldout, config.eval_max_examples, config.seed)
-    model = NPLM(model_config)
+    model = build_model(model_config)
     noise = calibrate_noise(config)
     accountant = UserLevelAccountant(delta=config.user_delta, accountant=config.accountant)
     accounting = RoundAccounting(config, noise, accountant)

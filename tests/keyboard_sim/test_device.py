@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from keyboard_sim.client_app import add_noise_share, clip_update, encode_update
-from keyboard_sim.device import TRAINABLE, Device, LocalDPConfig, seed_for
+from keyboard_sim.device import Device, LocalDPConfig, seed_for
 from models.data import Examples
+from models.factory import trainable_keys
 from models.nplm import NPLM, ModelConfig, export_weights
 
 TINY = ModelConfig(vocab_size=64, context=4, embed_dim=8, hidden=16, dropout=0.0)
@@ -59,7 +60,8 @@ def test_same_seed_same_update_and_hooks_mode_works() -> None:
     b = Device("u", _examples(30), TINY, LocalDPConfig(batch_size=10, max_local_steps=2)).train(
         w, server_round=1, seed=5
     )
-    for key in TRAINABLE:
+    assert set(a.delta) == set(trainable_keys(TINY))  # trainable=None: every array but beta
+    for key in trainable_keys(TINY):
         np.testing.assert_array_equal(a.delta[key], b.delta[key])
     hooks = Device(
         "u", _examples(30), TINY, LocalDPConfig(batch_size=10, max_local_steps=2, grad_sample_mode="hooks")
@@ -85,8 +87,10 @@ def test_tiny_device_uses_full_batch() -> None:
 
 
 def test_invalid_configs() -> None:
-    with pytest.raises(ValueError, match="trainable"):
-        LocalDPConfig(trainable=("w3",))
+    with pytest.raises(ValueError, match="LocalDPConfig.trainable"):
+        Device("u", _examples(4), TINY, LocalDPConfig(trainable=("w3",)))
+    with pytest.raises(ValueError, match="LocalDPConfig.trainable"):
+        LocalDPConfig(trainable=())
     with pytest.raises(ValueError, match="grad_sample_mode"):
         LocalDPConfig(grad_sample_mode="functorch-ish")
     with pytest.raises(ValueError, match="no training examples"):
@@ -131,3 +135,23 @@ def test_he_codec_is_registered_lazily_by_the_device_side() -> None:
     delta = {"b2": np.arange(4, dtype=np.float32)}
     with pytest.raises(ValueError, match="round config"):
         encode_update(delta, codec="he")  # HECodec reached: it asks for the public context
+
+
+def test_an_lstm_device_trains_its_default_arrays_only() -> None:
+    # Prepare: a tiny LSTM model (models.factory), its bias-like default arrays
+    from models.factory import build_model, default_trainable
+    from models.factory import export_weights as export_any
+
+    lstm = ModelConfig(vocab_size=64, context=4, embed_dim=8, hidden=16, kind="lstm", width=16, layers=1)
+    torch.manual_seed(0)
+    w = export_any(build_model(lstm))
+    keys = default_trainable(lstm)
+    device = Device("u", _examples(30), lstm, LocalDPConfig(batch_size=10, max_local_steps=2, trainable=keys))
+    # Execute
+    result = device.train(w, server_round=1, seed=0)
+    # Assert: only those arrays move, all of them do; the recurrence stays frozen
+    assert set(result.delta) == set(keys) and all(np.abs(d).sum() > 0 for d in result.delta.values())
+    frozen = "enc.lstm.weight_hh_l0"
+    np.testing.assert_array_equal(export_any(device._model)[frozen], w[frozen])
+    with pytest.raises(ValueError, match="not arrays of the 'lstm' model"):
+        Device("u", _examples(4), lstm, LocalDPConfig(trainable=("b1", "b2")))

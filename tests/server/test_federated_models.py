@@ -1,0 +1,61 @@
+"""Any model kind through the federated pipeline: real Flower + Opacus + CKKS aggregation, a split release."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from hushtype.simulation import FederationConfig, run_federated
+from models.factory import default_trainable
+from models.release import load_release
+from tests.server.test_simulation import _tiny_federation
+
+
+def _tiny_lstm(tmp_path: Path, **overrides) -> dict:
+    """The tiny federation with an LSTM (context 8, embed 8, h 16; the shipped width 256)."""
+    return _tiny_federation(tmp_path, model="lstm", context=8, trainable="default", **overrides)
+
+
+def test_a_tiny_lstm_federation_writes_a_split_release(tmp_path: Path) -> None:
+    # Prepare: 6 devices, 3 a round, 2 rounds, HE aggregation, the LSTM's default (bias-like) arrays
+    cfg = FederationConfig(**_tiny_lstm(tmp_path), noise_multiplier=0.5, run_dir=str(tmp_path / "run"))
+    # Execute
+    card = run_federated(cfg)
+    # Assert: two rounds with devices, and a release of the LSTM with its encoder and head parts
+    rows = [json.loads(x) for x in (tmp_path / "run" / "rounds.jsonl").read_text().splitlines()]
+    assert [r["round"] for r in rows] == [0, 1, 2] and all(r["participants"] >= 2 for r in rows[1:])
+    release = load_release(tmp_path / "run" / "release")
+    assert release.config.kind == "lstm" and release.config.context == 8
+    assert (release.config.embed_dim, release.config.hidden) == (8, 16)
+    assert "enc.lstm.weight_hh_l0" in release.encoder and set(release.head) == {"w2", "b2", "beta"}
+    assert release.card["parts"]["head"] == ["b2", "beta", "w2"]
+    assert 0 < card["user_epsilon"] < float("inf")
+    # the devices trained: the aggregated update moved the default arrays and nothing else
+    from safetensors.numpy import load_file
+
+    start = load_file(str(tmp_path / "run" / "checkpoints" / "round_000.safetensors"))
+    moved = {k for k, v in release.weights.items() if k in start and abs(v - start[k]).max() > 0}
+    assert moved == set(default_trainable(release.config))
+
+
+def test_a_bad_model_setting_fails_before_ray_starts(tmp_path: Path, monkeypatch) -> None:
+    # Prepare: Ray must never start
+    import flwr.simulation
+
+    def no_ray(**_: object) -> None:
+        raise AssertionError("the simulation started")
+
+    monkeypatch.setattr(flwr.simulation, "run_simulation", no_ray)
+    run = str(tmp_path / "run")
+    # Execute / Assert: an NPLM array name on the LSTM, an unknown name, the wrong window, a bad kind
+    with pytest.raises(ValueError, match=r"FederationConfig\.trainable='b1,b2'.*'lstm'"):
+        run_federated(FederationConfig(**{**_tiny_lstm(tmp_path), "trainable": "b1,b2"}, run_dir=run))
+    with pytest.raises(ValueError, match=r"FederationConfig\.trainable='enc\.nope'"):
+        run_federated(FederationConfig(**{**_tiny_lstm(tmp_path), "trainable": "enc.nope"}, run_dir=run))
+    with pytest.raises(ValueError, match=r"FederationConfig\.context=4 .*'lstm' reads 8"):
+        run_federated(FederationConfig(**{**_tiny_lstm(tmp_path), "context": 4}, run_dir=run))
+    with pytest.raises(ValueError, match=r"FederationConfig\.model"):
+        FederationConfig(model="gru")
+    assert not (tmp_path / "run" / "rounds.jsonl").exists()
