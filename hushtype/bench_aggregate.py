@@ -20,7 +20,7 @@ import argparse
 import json
 import tempfile
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from hushtype.bench_aggregate_micro import measure_aggregation
@@ -126,10 +126,16 @@ def measure_aggregate_bench(
 
 
 def _update_params(trainable: str, cfg: FederationConfig) -> int:
-    """Number of values one device update carries for ``trainable``."""
-    v, e, h, k = cfg.vocab_size, cfg.embed_dim, cfg.hidden, cfg.context
-    sizes = {"embedding": v * e, "w1": h * k * e, "b1": h, "w2": v * h, "b2": v}
-    return sum(sizes[name] for name in trainable.split(",") if name)
+    """Number of values one device update carries for ``trainable`` ("default" resolved per model)."""
+    import math
+
+    from keyboard_sim.federation import trainable_arrays
+    from models.factory import expected_shapes
+    from server.server_app import fresh_model_config
+
+    model = fresh_model_config(cfg, cfg.vocab_size)
+    shapes = expected_shapes(model)
+    return sum(math.prod(shapes[k]) for k in trainable_arrays(replace(cfg, trainable=trainable), model))
 
 
 def main() -> None:
@@ -140,7 +146,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--devices", type=int, default=20)
     parser.add_argument("--devices-per-round", type=int, default=10)
-    parser.add_argument("--trainable", default=None, help="default: FederationConfig's (b1,b2)")
+    parser.add_argument("--trainable", default=None, help="default: 'default' (b1,b2 on the NPLM)")
     parser.add_argument("--eval-max-examples", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
