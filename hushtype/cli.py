@@ -405,7 +405,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--model",
         choices=("nplm", "mlp", "lstm"),
         default="nplm",
-        help="model kind (default: nplm, what the federation trains until its model field is wired)",
+        help="model kind (default: nplm, the federation's default; a warm start needs simulate model=KIND)",
     )
     pre.add_argument("--out", default="runs/pretrained", help="release directory to write")
     pre.add_argument("--epochs", type=float, default=3.0)
