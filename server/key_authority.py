@@ -125,7 +125,11 @@ class KeyAuthority:
             decrypted: DecryptedSum = update.decrypt(self._secret)
             record["decoded_count"] = round(decrypted.count, 4)
             record["decoded_total_weight"] = round(decrypted.total_weight, 6)
-            if abs(decrypted.count - declared_contributions) > self.count_tolerance:
+            # not finite: a ciphertext made under another key can decode to inf/NaN, which no
+            # comparison would catch
+            if not np.isfinite(decrypted.count) or abs(decrypted.count - declared_contributions) > (
+                self.count_tolerance
+            ):
                 raise AggregateRefused(
                     f"The count slot decodes to {decrypted.count:.3f} but {declared_contributions} "
                     "contributions were declared; sum exactly the declared updates "

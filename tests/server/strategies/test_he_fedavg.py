@@ -150,7 +150,7 @@ def test_below_min_clients_keeps_the_model(authority: KeyAuthorityService) -> No
 
 
 def test_ciphertext_under_another_key_spoils_only_that_round(authority: KeyAuthorityService) -> None:
-    # Prepare: same parameters, different key pair: it parses, so only the count slot can catch it
+    # Prepare: same parameters, different key pair: it parses, so only the decrypted slots can catch it
     he = HEFedAvg(key_authority=authority, devices_per_round=3)
     sent = _round(he, 1, _w0(), [1, 2, 3])
     rng = np.random.default_rng(4)
@@ -163,7 +163,9 @@ def test_ciphertext_under_another_key_spoils_only_that_round(authority: KeyAutho
     arrays, metrics = he.aggregate_train(1, replies)
     # Assert: refused (count slot), model kept, no crash; the next round works again
     assert arrays is None and metrics["participants"] == 0
-    assert any("count slot" in r for r in he.rounds[1]["failures"])
+    # a foreign-key ciphertext decrypts to garbage of modest size: the count slot catches it, and in
+    # the ~1% of keys where that garbage lands near the declared count, the weight slot does
+    assert any("count slot" in r or "weight slot" in r for r in he.rounds[1]["failures"])
     sent = _round(he, 2, _w0(), [1, 2, 3])
     arrays, metrics = he.aggregate_train(2, [_he(m, _delta(rng)) for m in sent])
     assert arrays is not None and metrics["participants"] == 3
