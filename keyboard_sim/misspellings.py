@@ -15,14 +15,12 @@ evaluation part, so every misspelling of one word lands on the same side.
 from __future__ import annotations
 
 import hashlib
-import subprocess
-import sys
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from keyboard_sim.corpus import CorpusError, default_cache_dir
+from keyboard_sim.corpus import CorpusError, fetch_wheel
 
 __all__ = [
     "CODESPELL_VERSION",
@@ -49,21 +47,8 @@ class Misspelling:
 
 
 def fetch_codespell_wheel(cache_dir: str | Path | None = None) -> Path:
-    """Path to the cached codespell wheel, running ``pip download --no-deps`` once if it is missing."""
-    cache = Path(cache_dir) if cache_dir else default_cache_dir()
-    cache.mkdir(parents=True, exist_ok=True)
-    pattern = f"codespell-{CODESPELL_VERSION}-*.whl"
-    found = sorted(cache.glob(pattern))
-    if not found:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", str(cache)]
-        result = subprocess.run([*cmd, f"codespell=={CODESPELL_VERSION}"], capture_output=True, text=True)
-        found = sorted(cache.glob(pattern))
-        if result.returncode != 0 or not found:
-            raise CorpusError(
-                f"could not download codespell=={CODESPELL_VERSION} into {cache}: "
-                f"{result.stderr.strip()[-500:]}"
-            )
-    return found[-1]
+    """Path to the cached codespell wheel (downloaded once)."""
+    return fetch_wheel("codespell", CODESPELL_VERSION, cache_dir)
 
 
 def parse_codespell(text: str) -> list[Misspelling]:
