@@ -87,16 +87,21 @@ def export_weights(model: nn.Module) -> dict[str, np.ndarray]:
 
 def load_weights(model: nn.Module, weights: dict[str, np.ndarray]) -> nn.Module:
     """Copy exported arrays into ``model`` (every trainable array required, shapes checked); returns it."""
+    _copy_arrays(model, param_names(model), weights, "weights")
+    return model
+
+
+def _copy_arrays(module: nn.Module, names: dict[str, str], arrays: dict[str, np.ndarray], what: str) -> None:
+    """Copy ``arrays[key]`` into ``module``'s parameter ``names[key]`` for every key (shapes checked)."""
     with torch.no_grad():
-        for key, name in param_names(model).items():
-            if key not in weights:
-                raise KeyError(f"weights lack {key!r}")
-            param = model.get_parameter(name)
-            value = torch.as_tensor(np.asarray(weights[key]), dtype=param.dtype)
+        for key, name in names.items():
+            if key not in arrays:
+                raise KeyError(f"{what} lack {key!r}")
+            param = module.get_parameter(name)
+            value = torch.as_tensor(np.asarray(arrays[key]), dtype=param.dtype)
             if value.shape != param.shape:
                 raise ValueError(f"{key}: expected shape {tuple(param.shape)}, got {tuple(value.shape)}")
             param.copy_(value)
-    return model
 
 
 def config_from_weights(weights: dict[str, np.ndarray], context: int) -> ModelConfig:
@@ -164,16 +169,7 @@ def split_weights(
 
 def _encoder_module(config: ModelConfig, encoder_weights: dict[str, np.ndarray]) -> nn.Module:
     module = build_encoder(config)
-    names = _encoder_param_names(module, "")
-    with torch.no_grad():
-        for key, name in names.items():
-            if key not in encoder_weights:
-                raise KeyError(f"encoder weights lack {key!r}")
-            param = module.get_parameter(name)
-            value = torch.as_tensor(np.asarray(encoder_weights[key]), dtype=param.dtype)
-            if value.shape != param.shape:
-                raise ValueError(f"{key}: expected shape {tuple(param.shape)}, got {tuple(value.shape)}")
-            param.copy_(value)
+    _copy_arrays(module, _encoder_param_names(module, ""), encoder_weights, "encoder weights")
     return module.eval()
 
 
