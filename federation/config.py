@@ -114,15 +114,6 @@ class FederationConfig:
             "checkpoint_every",
             "device_cache",
             "min_clients",
-        ):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"FederationConfig.{name} must be positive, got {getattr(self, name)}")
-        if self.devices_per_round > self.devices:
-            raise ValueError(
-                f"FederationConfig.devices_per_round ({self.devices_per_round}) exceeds devices "
-                f"({self.devices})"
-            )
-        for name in (
             "lr",
             "server_lr",
             "max_grad_norm",
@@ -132,6 +123,11 @@ class FederationConfig:
         ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"FederationConfig.{name} must be positive, got {getattr(self, name)}")
+        if self.devices_per_round > self.devices:
+            raise ValueError(
+                f"FederationConfig.devices_per_round ({self.devices_per_round}) exceeds devices "
+                f"({self.devices})"
+            )
         if self.clip < 0 or (self.clip == 0 and (self.noise_multiplier != 0 or self.adaptive_clip)):
             raise ValueError(
                 f"FederationConfig.clip must be positive (0 = no clip only with noise_multiplier=0 and no "
