@@ -57,46 +57,33 @@ class DeltaFedAvgM(RunRounds, FedAvgM, DeltaAggregation):
         self.setup_rounds(setup)
 
 
-class DeltaFedAdam(RunRounds, FedAdam, DeltaAggregation):
+class _AdaptiveInit:
+    """The constructor FedAdam and FedYogi share (Flower gives both the same arguments)."""
+
+    def __init__(
+        self,
+        setup: RoundSetup,
+        *,
+        server_lr: float = 1e-2,
+        beta_1: float = 0.9,
+        beta_2: float = 0.99,
+        tau: float = 1e-3,
+        min_available_nodes: int = 2,
+    ) -> None:
+        if server_lr <= 0:
+            raise ValueError(f"The server learning rate should be positive, got {server_lr}.")
+        super().__init__(
+            **_flower_kwargs(setup, min_available_nodes), eta=server_lr, beta_1=beta_1, beta_2=beta_2, tau=tau
+        )
+        self.setup_rounds(setup)
+
+
+class DeltaFedAdam(_AdaptiveInit, RunRounds, FedAdam, DeltaAggregation):
     """FedAdam over device deltas (Reddi et al. 2021, Algorithm 2)."""
 
-    def __init__(
-        self,
-        setup: RoundSetup,
-        *,
-        server_lr: float = 1e-2,
-        beta_1: float = 0.9,
-        beta_2: float = 0.99,
-        tau: float = 1e-3,
-        min_available_nodes: int = 2,
-    ) -> None:
-        if server_lr <= 0:
-            raise ValueError(f"The server learning rate should be positive, got {server_lr}.")
-        super().__init__(
-            **_flower_kwargs(setup, min_available_nodes), eta=server_lr, beta_1=beta_1, beta_2=beta_2, tau=tau
-        )
-        self.setup_rounds(setup)
 
-
-class DeltaFedYogi(RunRounds, FedYogi, DeltaAggregation):
+class DeltaFedYogi(_AdaptiveInit, RunRounds, FedYogi, DeltaAggregation):
     """FedYogi over device deltas (Reddi et al. 2021, Algorithm 2, Yogi second moment)."""
-
-    def __init__(
-        self,
-        setup: RoundSetup,
-        *,
-        server_lr: float = 1e-2,
-        beta_1: float = 0.9,
-        beta_2: float = 0.99,
-        tau: float = 1e-3,
-        min_available_nodes: int = 2,
-    ) -> None:
-        if server_lr <= 0:
-            raise ValueError(f"The server learning rate should be positive, got {server_lr}.")
-        super().__init__(
-            **_flower_kwargs(setup, min_available_nodes), eta=server_lr, beta_1=beta_1, beta_2=beta_2, tau=tau
-        )
-        self.setup_rounds(setup)
 
 
 SERVER_OPTIMIZERS = ("fedavg", "fedavgm", "fedadam", "fedyogi")
