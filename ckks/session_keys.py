@@ -17,7 +17,8 @@ Wire formats (little-endian)::
 ``rotation_level`` is how many data primes the circuit has dropped before its first rotation: the Galois
 keys (and the logits and personal bias) belong to the tail context without them
 (``ckks.keys.make_tail_context``), which makes them smaller; the relinearization key is for the full chain.
-    ciphertext: b"HTCT" | u8 version | u8 kind (1 query, 2 personal bias, 3 logits) | 8-byte params_id
+    ciphertext: b"HTCT" | u8 version | u8 kind (1 query, 2 personal bias, 3 logits, 4 adapter statistics)
+                | 8-byte params_id
                 | 16-byte key_id | SEAL ciphertext
 
 ``key_id`` is random per session: the server refuses a query made under another session's key, and the
@@ -41,6 +42,7 @@ __all__ = [
     "KIND_QUERY",
     "KIND_BIAS",
     "KIND_LOGITS",
+    "KIND_STATISTICS",
     "SessionFormatError",
     "SessionSecret",
     "SessionEvalKeys",
@@ -48,8 +50,13 @@ __all__ = [
     "load_ciphertext",
 ]
 
-KIND_QUERY, KIND_BIAS, KIND_LOGITS = 1, 2, 3
-_KIND_NAMES = {KIND_QUERY: "query", KIND_BIAS: "personal bias", KIND_LOGITS: "logits"}
+KIND_QUERY, KIND_BIAS, KIND_LOGITS, KIND_STATISTICS = 1, 2, 3, 4
+_KIND_NAMES = {
+    KIND_QUERY: "query",
+    KIND_BIAS: "personal bias",
+    KIND_LOGITS: "logits",
+    KIND_STATISTICS: "adapter statistics",
+}
 _VERSION = 2
 _KEYS_HEAD = struct.Struct("<4sB8s16sHB")
 _CT_HEAD = struct.Struct("<4sBB8s16s")
@@ -123,7 +130,9 @@ class SessionSecret:
         rotation_steps: list[int],
         seed_key_id: bytes | None = None,
         rotation_level: int = 0,
+        secret_key: sealapi.SecretKey | None = None,
     ):
+        """``secret_key`` (default: a fresh one) is a user's shared key (``ckks.user_keys.UserKey``)."""
         if not isinstance(params, HEParams):
             raise TypeError("params must be a ckks.params.HEParams.")
         steps = sorted({int(s) for s in rotation_steps})
@@ -136,7 +145,11 @@ class SessionSecret:
         self.rotation_steps = steps
         self.key_id = seed_key_id if seed_key_id is not None else os.urandom(16)
         self.context = make_seal_context(params)
-        self._keygen = sealapi.KeyGenerator(self.context)
+        self._keygen = (
+            sealapi.KeyGenerator(self.context)
+            if secret_key is None
+            else sealapi.KeyGenerator(self.context, secret_key)
+        )
         self._secret_key = self._keygen.secret_key()
         self.encoder = sealapi.CKKSEncoder(self.context)
         self._encryptor = sealapi.Encryptor(self.context, self._secret_key)
@@ -181,18 +194,31 @@ class SessionSecret:
         """Seeded symmetric encryption of a slot vector at the top level and scale Δ."""
         return self._encrypt(slots, self.context.first_parms_id(), self.params.scale, KIND_QUERY)
 
-    def encrypt_bias(self, slots: np.ndarray, scale: float, parms_id: list[int] | None = None) -> bytes:
-        """Encrypt the personal vocabulary bias at the circuit's output scale and level (default: the tail
-        context's last level, where the logits are)."""
+    def encrypt_bias(
+        self, slots: np.ndarray, scale: float, parms_id: list[int] | None = None, kind: int = KIND_BIAS
+    ) -> bytes:
+        """Encrypt the personal vocabulary bias (or, ``kind=KIND_STATISTICS``, an increment of a user's
+        adapter) at the circuit's output scale and level (default: the tail context's last level, where
+        the logits are)."""
+        if kind not in (KIND_BIAS, KIND_STATISTICS):
+            raise ValueError(f"kind must be KIND_BIAS or KIND_STATISTICS, got {kind}.")
         parms_id = parms_id if parms_id is not None else self.tail_context.last_parms_id()
-        return self._encrypt(slots, parms_id, scale, KIND_BIAS, tail=True)
+        return self._encrypt(slots, parms_id, scale, kind, tail=True)
+
+    def decrypt_bias(
+        self, data: bytes, vocab_size: int, kind: int = KIND_BIAS, complex_values: bool = False
+    ) -> np.ndarray:
+        """Decrypt a tail-context ciphertext of ``kind`` (a user's adapter as the server holds it, or
+        logits): the first ``vocab_size`` slots, real parts (float64) or, with ``complex_values``, complex."""
+        ct = load_ciphertext(data, self.tail_context, self.params, kind, key_id=self.key_id)
+        pt = sealapi.Plaintext()
+        self._tail_decryptor.decrypt(ct, pt)
+        decode = self.tail_encoder.decode_complex if complex_values else self.tail_encoder.decode_double
+        return np.asarray(decode(pt))[:vocab_size]
 
     def decrypt_logits(self, data: bytes, vocab_size: int) -> np.ndarray:
         """Decrypt a logits response: the first ``vocab_size`` slots (real parts), float64."""
-        ct = load_ciphertext(data, self.tail_context, self.params, KIND_LOGITS, key_id=self.key_id)
-        pt = sealapi.Plaintext()
-        self._tail_decryptor.decrypt(ct, pt)
-        return np.asarray(self.tail_encoder.decode_double(pt))[:vocab_size]
+        return self.decrypt_bias(data, vocab_size, kind=KIND_LOGITS)
 
     def _encrypt(
         self, slots: np.ndarray, parms_id: list[int], scale: float, kind: int, tail: bool = False

@@ -7,10 +7,19 @@ the circuit's rotation steps, uploads the public evaluation keys (``POST /v1/ses
 optionally, the user's vocabulary bias encrypted under the same key (``PUT .../personalization``).
 ``suggest(text)`` runs the encoder on the last k words on the device (h), encrypts h, posts the
 ciphertext and decrypts the logits: the server never sees the context or the suggestions.
+
+Users (``server.api.routers.users``): ``create_user()`` makes a user key on this device and registers
+its public evaluation keys; ``export_user()`` gives the bytes another of the user's devices passes to
+``import_user()`` (the user key and the user's id and token: keep them on the user's devices, never
+upload them). ``open()`` then opens a session bound to the user, whose predictions include the user's
+encrypted adapter; ``contribute(history)`` uploads the encrypted statistics of new text as an increment
+and re-derives the adapter (``sync_adapter``).
 """
 
 from __future__ import annotations
 
+import json
+import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -20,7 +29,8 @@ from safetensors.numpy import load as load_safetensors
 
 from ckks.nplm_circuit import query_slots
 from ckks.params import HEParams
-from ckks.session_keys import SessionSecret
+from ckks.session_keys import KIND_STATISTICS, SessionSecret
+from ckks.user_keys import UserKey
 from keyboard_sim.touch import TouchModel
 from models.config import ModelConfig
 from models.factory import encode
@@ -31,6 +41,8 @@ from models.vocab import Vocabulary
 __all__ = ["Suggestion", "PredictionClient", "APIError", "context_ids"]
 
 _OCTETS = {"Content-Type": "application/octet-stream"}
+_USER_FILE = struct.Struct("<4sI")  # b"HTUF" | u32 length of the JSON {"user_id", "token"} | JSON | HTUK
+_ADAPTER_ATTEMPTS = 10  # re-derivations when other devices add increments meanwhile (412)
 
 
 class APIError(RuntimeError):
@@ -85,18 +97,128 @@ class PredictionClient:
         self.secret = SessionSecret.generate(
             self.params, self.he["rotation_steps"], rotation_level=int(self.he.get("rotation_level", 0))
         )
-        self.eval_keys = self.secret.eval_keys_bytes()
+        self._eval_keys: bytes | None = None
+        self.user_key: UserKey | None = None
+        self.user_id: str | None = None
+        self.user_token: str | None = None
         self.session_id: str | None = None
         self.token: str | None = None
         self.bytes_sent = self.bytes_received = 0
         self._vocab_index: tuple | None = None  # ((sigma, lm weight), the Autocorrector built for them)
 
+    @property
+    def eval_keys(self) -> bytes:
+        """The public evaluation keys of this client's key (generated on first use, ~1 s)."""
+        if self._eval_keys is None:
+            self._eval_keys = self.secret.eval_keys_bytes()
+        return self._eval_keys
+
+    # -- users --------------------------------------------------------------------------------
+    def _use_key(self, key: UserKey) -> None:
+        self.user_key = key
+        self.secret = key.session(self.he["rotation_steps"], int(self.he.get("rotation_level", 0)))
+        self._eval_keys = None
+
+    def _user_auth(self) -> dict:
+        if self.user_id is None:
+            raise RuntimeError("no user: call create_user() or import_user() first")
+        return {**_OCTETS, "Authorization": f"Bearer {self.user_token}"}
+
+    def create_user(self) -> PredictionClient:
+        """Make a new user key on this device and register its public evaluation keys (``POST /v1/users``)."""
+        self._use_key(UserKey.generate(self.params))
+        created = _check(self.http.post("/v1/users", content=self.eval_keys, headers=_OCTETS)).json()
+        self.user_id, self.user_token = created["user_id"], created["token"]
+        self.bytes_sent += len(self.eval_keys)
+        return self
+
+    def export_user(self) -> bytes:
+        """The user key with the user's id and token, for the user's other devices (secret: never upload)."""
+        if self.user_key is None or self.user_id is None:
+            raise RuntimeError("no user: call create_user() or import_user() first")
+        ids = json.dumps({"user_id": self.user_id, "token": self.user_token}).encode()
+        return _USER_FILE.pack(b"HTUF", len(ids)) + ids + self.user_key.to_bytes()
+
+    def import_user(self, blob: bytes) -> PredictionClient:
+        """Use the user exported by another of the user's devices (``export_user``): nothing is uploaded."""
+        if len(blob) < _USER_FILE.size or blob[:4] != b"HTUF":
+            raise ValueError("not a hushtype user file (bad magic)")
+        (length,) = _USER_FILE.unpack_from(blob)[1:]
+        try:
+            ids = json.loads(blob[_USER_FILE.size : _USER_FILE.size + length])
+            user_id, token = str(ids["user_id"]), str(ids["token"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ValueError(f"user file: unreadable user id and token ({exc})") from None
+        self._use_key(UserKey.from_bytes(blob[_USER_FILE.size + length :], self.params))
+        self.user_id, self.user_token = user_id, token
+        return self
+
+    def delete_user(self) -> None:
+        """Delete the user on the server: keys, statistics, adapter and its sessions."""
+        _check(self.http.delete(f"/v1/users/{self.user_id}", headers=self._user_auth()))
+        self.user_id = self.user_token = self.session_id = self.token = None
+
+    def statistics_increment(self, history: Iterable[str], max_contexts: int = 128) -> bytes:
+        """The encrypted statistics of ``history`` (counts + the global model's expected counts, packed
+        as c + i e in one ciphertext under the user key): what ``contribute`` uploads."""
+        counts, expected = self._history_statistics(history, max_contexts)
+        return self.secret.encrypt_bias(
+            counts + 1j * expected, self.he["statistics_scale"], kind=KIND_STATISTICS
+        )
+
+    def contribute(self, history: Iterable[str], max_contexts: int = 128) -> dict:
+        """Add this device's new text to the user's encrypted statistics (an increment the server adds
+        under HE) and re-derive the user's adapter from the sum. ``history`` never leaves the device."""
+        blob = self.statistics_increment(history, max_contexts)
+        added = _check(
+            self.http.post(f"/v1/users/{self.user_id}/increments", content=blob, headers=self._user_auth())
+        ).json()
+        self.bytes_sent += len(blob)
+        return {"increment_bytes": len(blob), "revision": added["revision"], **self.sync_adapter()}
+
+    def user_statistics(self) -> tuple[np.ndarray, np.ndarray, int]:
+        """The user's decrypted statistics (counts, expected counts) and their revision."""
+        r = _check(self.http.get(f"/v1/users/{self.user_id}/statistics", headers=self._user_auth()))
+        self.bytes_received += len(r.content)
+        z = self.secret.decrypt_bias(r.content, len(self.vocab), kind=KIND_STATISTICS, complex_values=True)
+        return z.real, z.imag, int(r.headers["X-Revision"])
+
+    def user_adapter(self) -> np.ndarray | None:
+        """The user's decrypted adapter as the server holds it (None before the first)."""
+        r = self.http.get(f"/v1/users/{self.user_id}/adapter", headers=self._user_auth())
+        if r.status_code == 404:
+            return None
+        return self.secret.decrypt_bias(_check(r).content, len(self.vocab))
+
+    def sync_adapter(self) -> dict:
+        """Derive the adapter from the user's current statistics and store it (``If-Match`` on their
+        revision; repeated when another device added an increment meanwhile)."""
+        from keyboard_sim.personalize import adapter_from_statistics
+
+        for _ in range(_ADAPTER_ATTEMPTS):
+            counts, expected, revision = self.user_statistics()
+            blob = self.secret.encrypt_bias(
+                adapter_from_statistics(counts, expected), self.he["output_scale"]
+            )
+            headers = {**self._user_auth(), "If-Match": str(revision)}
+            r = self.http.put(f"/v1/users/{self.user_id}/adapter", content=blob, headers=headers)
+            if r.status_code != 412:
+                _check(r)
+                self.bytes_sent += len(blob)
+                return {"adapter_revision": revision, "adapter_bytes": len(blob)}
+        raise APIError(412, f"the user's statistics kept changing over {_ADAPTER_ATTEMPTS} attempts")
+
     # -- session ------------------------------------------------------------------
     def open(self) -> PredictionClient:
-        """Create the session by uploading the public evaluation keys."""
-        created = _check(self.http.post("/v1/sessions", content=self.eval_keys, headers=_OCTETS)).json()
+        """Create the session: bound to the user if there is one (``POST /v1/users/{id}/sessions``,
+        nothing to upload), else by uploading this client's public evaluation keys."""
+        if self.user_id is not None:
+            r = self.http.post(f"/v1/users/{self.user_id}/sessions", headers=self._user_auth())
+        else:
+            r = self.http.post("/v1/sessions", content=self.eval_keys, headers=_OCTETS)
+            self.bytes_sent += len(self.eval_keys)
+        created = _check(r).json()
         self.session_id, self.token = created["session_id"], created["token"]
-        self.bytes_sent += len(self.eval_keys)
         return self
 
     def _auth(self) -> dict:
@@ -118,16 +240,14 @@ class PredictionClient:
         self.bytes_sent += len(blob)
         return len(blob)
 
-    def personalize(self, history: Iterable[str], max_contexts: int = 128) -> dict:
-        """Fit the user's vocabulary bias on their own earlier text, on the device, and upload it encrypted.
+    def _history_statistics(self, history: Iterable[str], max_contexts: int) -> tuple[np.ndarray, np.ndarray]:
+        """(counts, expected counts) of the user's text (``keyboard_sim.personalize.user_statistics``).
 
-        ``history`` is what the user typed before (lines of text); it never leaves the device. The
-        client holds no head, so the global logits the bias is fitted against come from the server,
-        computed on encrypted contexts (one query per distinct context of the ``max_contexts`` most
-        recent; the bias is fitted on the examples with those contexts). Call on an open session
-        without personalization. Returns how many examples the bias was fitted on and its size.
+        The client holds no head, so the global logits come from the server, computed on encrypted
+        contexts (one query per distinct context of the ``max_contexts`` most recent; the statistics
+        cover the examples with those contexts); a user's own adapter is taken off them first.
         """
-        from keyboard_sim.personalize import fit_bias_to_logits
+        from keyboard_sim.personalize import user_statistics
         from models.data import make_examples
 
         sentences = [s for line in history for s in self.vocab.encode_text(line)]
@@ -136,16 +256,31 @@ class PredictionClient:
         for row in reversed(examples.x.tolist()):
             if len(recent) < max_contexts:
                 recent.setdefault(tuple(row), len(recent))
-        keep = np.array([tuple(row) in recent for row in examples.x.tolist()], dtype=bool)
+        if not recent:
+            zeros = np.zeros(len(self.vocab))
+            return zeros, zeros.copy()
         contexts = sorted(recent, key=recent.__getitem__)
-        base = np.stack([self.logits(np.asarray(c)) for c in contexts]) if contexts else None
-        if base is None:
-            bias = np.zeros(len(self.vocab), dtype=np.float32)
-        else:
-            rows = [recent[tuple(row)] for row in examples.x[keep].tolist()]
-            bias = fit_bias_to_logits(base[rows], examples.y[keep])
-        size = self.upload_personalization(bias)
-        return {"examples": int(keep.sum()), "contexts": len(contexts), "adapter_bytes": size}
+        own = self.user_adapter() if self.user_id is not None else None
+        base = np.stack([self.logits(np.asarray(c)) for c in contexts]) - (0.0 if own is None else own)
+        keep = np.array([tuple(row) in recent for row in examples.x.tolist()], dtype=bool)
+        rows = [recent[tuple(row)] for row in examples.x[keep].tolist()]
+        return user_statistics(base[rows], examples.y[keep])
+
+    def personalize(self, history: Iterable[str], max_contexts: int = 128) -> dict:
+        """Personalize this session from the user's earlier text, computed on the device.
+
+        With a user (``create_user``/``import_user``): ``contribute`` (an encrypted increment the server
+        adds to the user's statistics). Without: the cache adapter of the history's statistics
+        (``keyboard_sim.personalize``), uploaded encrypted as the session's personalization; call it on
+        an open session without personalization. Returns the sizes sent.
+        """
+        from keyboard_sim.personalize import adapter_from_statistics
+
+        if self.user_id is not None:
+            return self.contribute(history, max_contexts)
+        counts, expected = self._history_statistics(history, max_contexts)
+        size = self.upload_personalization(adapter_from_statistics(counts, expected))
+        return {"examples": int(counts.sum()), "adapter_bytes": size}
 
     def close(self) -> None:
         """Delete the session on the server (keys and adapter are forgotten)."""

@@ -1,12 +1,25 @@
-"""On-device personalization: a per-user vocabulary bias u added to the global model's logits.
+"""Personalization: a per-user vocabulary bias u added to the global model's logits.
 
     z_user(context) = z_global(context) + u,      u in R^V
 
-u is fitted on the device from the user's *earlier* lines (the global model frozen), by
-minimising cross-entropy + lambda * ||u||^2 (the penalty keeps rare words from being inflated
-by a single use). It is then encrypted under the user's own key and added homomorphically at
-inference (one ciphertext addition, no extra depth). It is measured on the user's *later*
-lines, which it never saw.
+Two ways to get u, both from the user's *earlier* lines (the global model frozen), both measured on
+the user's *later* lines, which they never saw (``hushtype bench personalization``):
+
+- **cache adapter** (adopted): a unigram cache corrected by what the model already predicts. From the
+  user's statistics, ``c_w`` (how often the user typed w) and ``e_w`` (how often the global model
+  expected w on the same contexts, the sum of its softmax),
+
+      u_w = s * log((c_w + a) / (e_w + a))
+
+  which is one Newton step of the bias fit below in log form: words the user types more than the model
+  expects go up, words it expects and the user never types go down, and the pseudo-count a shrinks
+  short histories. (c, e) are sums over the user's text, so devices add their increments under HE on
+  the server and the adapter of the sum is exactly the adapter of all the text on one device.
+- **fitted bias** (before): minimise cross-entropy + lambda * ||u||^2 by gradient (``fit_bias_to_logits``);
+  not a function of additive statistics.
+
+Either u is encrypted under the user's key and added homomorphically by the server at inference (one
+ciphertext addition, no extra depth).
 """
 
 from __future__ import annotations
@@ -19,9 +32,20 @@ import torch
 from models.data import Examples
 from models.nplm import NPLM
 
-__all__ = ["PersonalizationConfig", "fit_bias_to_logits", "fit_vocab_bias", "topk_accuracy_with_bias"]
+__all__ = [
+    "CacheAdapterConfig",
+    "PersonalizationConfig",
+    "adapter_from_statistics",
+    "fit_bias_to_logits",
+    "fit_vocab_bias",
+    "topk_accuracy_with_bias",
+    "user_statistics",
+]
 
 _NEVER_SUGGESTED = (0, 1)  # <unk>, <s>
+# Cache adapter defaults, chosen on train users (see CacheAdapterConfig and the README's measurements).
+SCALE_DEFAULT = 0.5
+PRIOR_DEFAULT = 1.0
 
 
 @dataclass
@@ -39,6 +63,53 @@ class PersonalizationConfig:
                 raise ValueError(f"PersonalizationConfig.{name} must be positive")
         if self.l2 < 0:
             raise ValueError("PersonalizationConfig.l2 must be >= 0")
+
+
+@dataclass
+class CacheAdapterConfig:
+    """The cache adapter u_w = scale * log((c_w + prior) / (e_w + prior)); chosen on train users only."""
+
+    scale: float = SCALE_DEFAULT
+    prior: float = PRIOR_DEFAULT
+    max_abs: float = 4.0  # |u_w| is clipped, as the fitted bias's
+
+    def __post_init__(self) -> None:
+        for name in ("scale", "prior", "max_abs"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"CacheAdapterConfig.{name} must be positive")
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    z = np.asarray(logits, dtype=np.float64)
+    z = z - z.max(axis=1, keepdims=True)
+    p = np.exp(z)
+    return p / p.sum(axis=1, keepdims=True)
+
+
+def user_statistics(logits: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The additive statistics of a user's text: counts c (V,) of the typed words and the global model's
+    expected counts e (V,) (its softmax summed over the same contexts). ``<unk>`` and ``<s>`` get 0.
+
+    ``logits`` (n, V) are the frozen global model's (on the device, or decrypted from the server's
+    answers; without the personal adapter), ``targets`` (n,) the words typed.
+    """
+    logits = np.asarray(logits)
+    vocab_size = logits.shape[1]
+    counts = np.bincount(np.asarray(targets, dtype=np.int64), minlength=vocab_size).astype(np.float64)
+    expected = _softmax(logits).sum(axis=0) if len(logits) else np.zeros(vocab_size)
+    counts[list(_NEVER_SUGGESTED)] = expected[list(_NEVER_SUGGESTED)] = 0.0
+    return counts, expected
+
+
+def adapter_from_statistics(
+    counts: np.ndarray, expected: np.ndarray, config: CacheAdapterConfig | None = None
+) -> np.ndarray:
+    """The cache adapter u (V,) of a user's summed statistics (see the module docstring)."""
+    config = config or CacheAdapterConfig()
+    c = np.clip(np.asarray(counts, dtype=np.float64), 0.0, None)  # CKKS noise can make a 0 slightly < 0
+    e = np.clip(np.asarray(expected, dtype=np.float64), 0.0, None)
+    u = config.scale * np.log((c + config.prior) / (e + config.prior))
+    return np.clip(u, -config.max_abs, config.max_abs).astype(np.float32)
 
 
 @torch.no_grad()

@@ -13,7 +13,7 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from server.api.admission import RateLimiter, app_key_matches, retry_after_header
 from server.api.config import Settings
 from server.api.he_service import HEService
-from server.api.store import SessionRecord, SessionStore, hash_token
+from server.api.store import SessionRecord, SessionStore, UserRecord, hash_token
 
 __all__ = [
     "default_settings",
@@ -21,6 +21,7 @@ __all__ = [
     "get_store",
     "get_he",
     "get_session",
+    "get_user",
     "admit_session_creation",
     "read_octets",
     "OCTET_STREAM",
@@ -39,7 +40,13 @@ _app_key = APIKeyHeader(
     scheme_name="appKey",
     description="app credential for creating sessions; required only if the server sets HUSHTYPE_APP_KEY",
 )
+_user_token = HTTPBearer(
+    auto_error=False,
+    scheme_name="userToken",
+    description="the token POST /v1/users returned with the user id (shown once; kept by the user's devices)",
+)
 _UNAUTHORIZED = "unknown session or wrong token (expired, deleted, or never created)"
+_USER_UNAUTHORIZED = "unknown user or wrong token (deleted, or never created)"
 
 
 @lru_cache
@@ -93,6 +100,33 @@ def _unauthorized(detail: str = _UNAUTHORIZED) -> HTTPException:
     return HTTPException(status.HTTP_401_UNAUTHORIZED, detail, headers={"WWW-Authenticate": "Bearer"})
 
 
+def _check_token(
+    record: SessionRecord | UserRecord | None,
+    record_id: str,
+    credentials: HTTPAuthorizationCredentials | None,
+    unknown: str,
+) -> None:
+    """401 unless ``record`` exists and the bearer token is its own (same time and answer either way)."""
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise _unauthorized("missing 'Authorization: Bearer <token>' header")
+    expected = record.token_hash if record is not None else "0" * 64
+    if not hmac.compare_digest(expected, hash_token(credentials.credentials, record_id)) or record is None:
+        raise _unauthorized(unknown)
+
+
+def get_user(
+    store: Annotated[SessionStore, Depends(get_store)],
+    user_id: Annotated[str, Path(description="the id POST /v1/users returned")],
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_user_token)],
+) -> UserRecord:
+    """The user named in the path, if the bearer token is the user's (an unknown user answers 401 too).
+    Loaded without the evaluation keys (the HE worker asks for them when it has none cached)."""
+    record = store.get_user(user_id, load_eval_keys=False)
+    _check_token(record, user_id, credentials, _USER_UNAUTHORIZED)
+    assert record is not None
+    return record
+
+
 def get_session(
     store: Annotated[SessionStore, Depends(get_store)],
     settings: Annotated[Settings, Depends(get_settings)],
@@ -107,12 +141,8 @@ def get_session(
     this check gets a 404 that says so, shown only to its token's holder.
     A sync dependency: FastAPI runs it in its thread pool, so the SQLite read never blocks the loop.
     """
-    if credentials is None or credentials.scheme.lower() != "bearer":
-        raise _unauthorized("missing 'Authorization: Bearer <token>' header")
     record = store.get(session_id, load_eval_keys=False)  # auth needs no keys: skip the MB-sized blob
-    expected = record.token_hash if record is not None else "0" * 64
-    if not hmac.compare_digest(expected, hash_token(credentials.credentials, session_id)) or record is None:
-        raise _unauthorized()
+    _check_token(record, session_id, credentials, _UNAUTHORIZED)
     if time.time() - record.last_used > settings.session_idle_ttl_seconds:
         store.delete(record.id)
         raise HTTPException(

@@ -47,14 +47,17 @@ _RETRY_AFTER = {
     "Retry-After": {"description": "seconds to wait before retrying", "schema": {"type": "integer"}}
 }
 _DESCRIPTIONS = {
-    400: "malformed bytes or a ciphertext/key with the wrong parameters",
+    400: "malformed bytes, or a ciphertext/key with the wrong parameters, scale, level or key id "
+    "(a ciphertext made under another user's or session's key)",
     401: "missing or wrong credential (an unknown session and a wrong token answer alike)",
     404: "session expired after session_idle_ttl_seconds unused as it was used (shown only to its "
     "token's holder; once the store has dropped it: 401)",
-    409: "session made for another model version: create a new one",
+    409: "session (or user) made for another model version, or an operation its kind does not allow",
+    412: "a precondition failed: the revision in If-Match is no longer current",
     413: "body over the size limit",
     415: "body is not application/octet-stream",
     422: "request not valid for this operation",
+    428: "this operation needs an If-Match header",
     429: "too many sessions created from this client address: see Retry-After",
     500: "internal error; the request id is in the server log",
     503: "no HE worker available right now, or the session store is full: see Retry-After",

@@ -38,6 +38,9 @@ log = logging.getLogger("hushtype.api.he")
 
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h
 _EVAL_KEY_CACHE = 32  # sessions whose parsed eval keys a worker keeps (~6 MB each)
+# Scale of a user's adapter statistics (counts): at the logits' level (one 40-bit prime) values up to
+# 2^19 fit, to ~1e-4. Not the output scale: the statistics are never added to logits.
+STATISTICS_SCALE = 2.0**20
 
 
 class InvalidPayload(ValueError):
@@ -108,11 +111,12 @@ def _sleep(seconds: float) -> None:  # tests: a worker that hangs past the deadl
     time.sleep(seconds)
 
 
-def _check_eval_keys(blob: bytes) -> None:
+def _check_eval_keys(blob: bytes) -> bytes:
+    """Validate evaluation keys for the circuit; returns their key id (the key's fingerprint)."""
     from ckks.session_keys import SessionFormatError
 
     try:
-        _state().circuit.load_eval_keys(blob)
+        return _state().circuit.load_eval_keys(blob).key_id
     except (SessionFormatError, TypeError) as exc:
         raise InvalidPayload(str(exc)) from None
 
@@ -137,19 +141,43 @@ def _eval_keys_for(session_id: str, blob: bytes | None):
     return keys
 
 
-def _load_bias(blob: bytes, key_id: bytes):
-    from ckks.session_keys import KIND_BIAS, SessionFormatError, load_ciphertext
+def _load_tail(blob: bytes, kind: int, key_id: bytes, scale: float):
+    """A ciphertext of ``kind`` at the logits' level (tail context, last level) and exactly ``scale``."""
+    from ckks.session_keys import SessionFormatError, load_ciphertext
 
     circuit = _state().circuit
     try:
         ct = load_ciphertext(
-            blob, circuit.tail_context, circuit.params, KIND_BIAS, key_id, circuit.output_parms_id
+            blob, circuit.tail_context, circuit.params, kind, key_id, circuit.output_parms_id
         )
     except (SessionFormatError, TypeError) as exc:
         raise InvalidPayload(str(exc)) from None
-    if abs(ct.scale / circuit.output_scale - 1) > 1e-6:
-        raise InvalidPayload("personal bias: encrypted at the wrong scale; use the model's output_scale")
+    if abs(ct.scale / scale - 1) > 1e-6:
+        raise InvalidPayload(f"encrypted at scale {ct.scale:.6g}, expected {scale:.6g} (see GET /v1/model)")
     return ct
+
+
+def _load_bias(blob: bytes, key_id: bytes):
+    from ckks.session_keys import KIND_BIAS
+
+    return _load_tail(blob, KIND_BIAS, key_id, _state().circuit.output_scale)
+
+
+def _check_adapter(blob: bytes, key_id: bytes) -> None:
+    _load_bias(blob, key_id)
+
+
+def _add_statistics(statistics: bytes | None, increment: bytes, key_id: bytes) -> bytes:
+    """The user's encrypted statistics plus a device's encrypted increment: one ciphertext addition."""
+    from ckks.session_keys import KIND_STATISTICS, dump_ciphertext
+
+    circuit = _state().circuit
+    total = _load_tail(increment, KIND_STATISTICS, key_id, STATISTICS_SCALE)
+    if statistics is not None:
+        circuit.tail_tools.evaluator.add_inplace(
+            total, _load_tail(statistics, KIND_STATISTICS, key_id, STATISTICS_SCALE)
+        )
+    return dump_ciphertext(total, circuit.params, key_id, KIND_STATISTICS)
 
 
 def _check_personalization(session_id: str, eval_keys: bytes | None, blob: bytes) -> None:
@@ -189,6 +217,7 @@ def public_parameters(circuit) -> dict:
         "rotation_steps": circuit.rotation_steps,
         "rotation_level": circuit.rotation_level,  # Galois keys, logits, bias: chain minus this many primes
         "output_scale": circuit.output_scale,
+        "statistics_scale": STATISTICS_SCALE,  # a user's adapter statistics (increments), same level
         "vocab_size": circuit.vocab_size,
         "hidden": circuit.hidden,
         "input_dim": circuit.input_dim,
@@ -410,9 +439,18 @@ class HEService:
             "pids": [w.pid for w in alive],
         }
 
-    async def check_eval_keys(self, blob: bytes) -> None:
-        """Raise ``InvalidPayload`` unless ``blob`` holds valid evaluation keys for the circuit."""
-        await self._run(_check_eval_keys, blob)
+    async def check_eval_keys(self, blob: bytes) -> bytes:
+        """Raise ``InvalidPayload`` unless ``blob`` holds valid evaluation keys for the circuit; returns
+        their key id."""
+        return await self._run(_check_eval_keys, blob)
+
+    async def check_adapter(self, blob: bytes, key_id: bytes) -> None:
+        """Raise ``InvalidPayload`` unless ``blob`` is a bias ciphertext under ``key_id``, level and scale."""
+        await self._run(_check_adapter, blob, key_id)
+
+    async def add_statistics(self, statistics: bytes | None, increment: bytes, key_id: bytes) -> bytes:
+        """``statistics + increment`` under HE (both under ``key_id``); ``InvalidPayload`` if refused."""
+        return await self._run(_add_statistics, statistics, increment, key_id)
 
     async def check_personalization(
         self, session_id: str, blob: bytes, load_keys: Callable[[], Awaitable[bytes | None]]

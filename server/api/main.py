@@ -18,7 +18,7 @@ from server.api.he_service import HEService
 from server.api.metrics import APIMetrics
 from server.api.openapi import install_openapi
 from server.api.release_policy import check_servable
-from server.api.routers import baseline, health, model, sessions
+from server.api.routers import baseline, health, model, sessions, users
 from server.api.store import open_store
 
 __all__ = ["create_app"]
@@ -67,6 +67,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     install_openapi(app, settings)
     app.include_router(sessions.router)
+    app.include_router(users.router)
     app.include_router(model.router)
     app.include_router(health.router)
     if settings.plaintext_baseline:

@@ -4,6 +4,14 @@ A session holds only public material: the device's evaluation keys (public), its
 personalization (ciphertext under the device's own key), a salted hash of its bearer token, and
 bookkeeping. Nothing stored here lets the server read a query, a suggestion or an adapter.
 
+A **user** (``UserRecord``) is durable (no idle expiry, outside the session cap): the public evaluation
+keys of the user's key (uploaded once), the key's fingerprint, and the user's encrypted state: the
+adapter statistics the devices' increments are added to, ``revision`` (how many increments were
+added), and the adapter a device derived from the statistics of revision ``adapter_revision``.
+Sessions may be bound to a user (``SessionRecord.user_id``); deleting the user deletes them too.
+Both user writes are compare-and-set on ``revision`` (``replace_statistics``, ``set_adapter``), so
+two devices adding increments at once lose nothing: the loser re-reads and adds again.
+
 The contract (``tests/server/api/test_store_contract.py`` runs one suite against every store):
 
 - **idle expiry**: a session not used (created or touched) for ``idle_ttl_seconds`` is gone: ``get``
@@ -29,12 +37,15 @@ import threading
 import time
 import uuid
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 __all__ = [
     "SessionRecord",
     "SessionStore",
+    "UserRecord",
     "SQLiteSessionStore",
     "StoreFull",
     "hash_token",
@@ -54,6 +65,24 @@ CREATE TABLE IF NOT EXISTS sessions (
     personalization BLOB
 )
 """
+
+_USER_SCHEMA = """
+CREATE TABLE IF NOT EXISTS users (
+    id TEXT PRIMARY KEY,
+    token_hash TEXT NOT NULL,
+    created REAL NOT NULL,
+    model_version TEXT NOT NULL,
+    key_id BLOB NOT NULL,
+    eval_keys BLOB NOT NULL,
+    statistics BLOB,
+    revision INTEGER NOT NULL DEFAULT 0,
+    adapter BLOB,
+    adapter_revision INTEGER NOT NULL DEFAULT 0
+)
+"""
+_USER_COLUMNS = (
+    "id, token_hash, created, model_version, key_id, {keys}, statistics, revision, adapter, adapter_revision"
+)
 
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 SQLITE_SCHEME = "sqlite:///"
@@ -84,10 +113,27 @@ class SessionRecord:
     model_version: str
     eval_keys: bytes | None  # None when loaded without keys (``get(load_eval_keys=False)``)
     personalization: bytes | None
+    user_id: str | None = None  # the user the session is bound to (its adapter and keys are the user's)
 
     def token_matches(self, token: str) -> bool:
         """Constant-time check of a bearer token against the stored hash."""
         return hmac.compare_digest(self.token_hash, hash_token(token, self.id))
+
+
+@dataclass
+class UserRecord:
+    """One user's public material and encrypted state (see the module docstring)."""
+
+    id: str
+    token_hash: str
+    created: float
+    model_version: str
+    key_id: bytes
+    eval_keys: bytes | None  # None when loaded without keys
+    statistics: bytes | None  # encrypted sum of the increments (None before the first)
+    revision: int  # increments added so far
+    adapter: bytes | None  # encrypted adapter a device derived from the statistics
+    adapter_revision: int  # the statistics revision the adapter was derived from
 
 
 class SessionStore(ABC):
@@ -114,8 +160,9 @@ class SessionStore(ABC):
         return now - self.idle_ttl_seconds if self.idle_ttl_seconds else -math.inf
 
     @abstractmethod
-    def create(self, eval_keys: bytes, model_version: str) -> tuple[str, str]:
-        """Store a new session; returns (session id, bearer token), the token shown only once.
+    def create(self, eval_keys: bytes, model_version: str, user_id: str | None = None) -> tuple[str, str]:
+        """Store a new session (bound to ``user_id`` if given: then ``eval_keys`` may be empty, the
+        user's are used); returns (session id, bearer token), the token shown only once.
         Raises ``StoreFull`` at the cap."""
 
     @abstractmethod
@@ -157,6 +204,29 @@ class SessionStore(ABC):
     def count(self) -> int:
         """Number of live sessions."""
 
+    # -- users -----------------------------------------------------------------------------------
+    @abstractmethod
+    def create_user(self, eval_keys: bytes, key_id: bytes, model_version: str) -> tuple[str, str]:
+        """Store a new user; returns (user id, bearer token), the token shown only once."""
+
+    @abstractmethod
+    def get_user(self, user_id: str, *, load_eval_keys: bool = True) -> UserRecord | None:
+        """The user, or None."""
+
+    @abstractmethod
+    def replace_statistics(self, user_id: str, blob: bytes, expected_revision: int) -> bool:
+        """Store ``blob`` as the statistics and bump ``revision``, only if it is still
+        ``expected_revision`` (compare-and-set); False otherwise (or if the user is gone)."""
+
+    @abstractmethod
+    def set_adapter(self, user_id: str, blob: bytes, revision: int) -> bool:
+        """Store the adapter derived from statistics ``revision``, only if that is still the current
+        revision; False otherwise."""
+
+    @abstractmethod
+    def delete_user(self, user_id: str) -> bool:
+        """Remove the user, its encrypted state and every session bound to it; False if it did not exist."""
+
     @abstractmethod
     def close(self) -> None:
         """Release the connection."""
@@ -176,33 +246,44 @@ class SQLiteSessionStore(SessionStore):
         self._conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute(_SCHEMA)
+        self._conn.execute(_USER_SCHEMA)
+        columns = [row[1] for row in self._conn.execute("PRAGMA table_info(sessions)")]
+        if "user_id" not in columns:  # a store written before users existed
+            self._conn.execute("ALTER TABLE sessions ADD COLUMN user_id TEXT")
 
-    def create(self, eval_keys: bytes, model_version: str) -> tuple[str, str]:
+    def create(self, eval_keys: bytes, model_version: str, user_id: str | None = None) -> tuple[str, str]:
         session_id, token = new_credentials()
         now = time.time()
+        with self._transaction():  # cap check + insert: one write transaction
+            self._conn.execute("DELETE FROM sessions WHERE last_used < ?", (self._cutoff(now),))
+            live = self._conn.execute("SELECT COUNT(*) FROM sessions").fetchone()[0]
+            if self.max_sessions is not None and live >= self.max_sessions:
+                raise StoreFull(f"the store holds its maximum of {self.max_sessions} sessions")
+            self._conn.execute(
+                "INSERT INTO sessions (id, token_hash, created, last_used, model_version, eval_keys, "
+                "personalization, user_id) VALUES (?, ?, ?, ?, ?, ?, NULL, ?)",
+                (session_id, hash_token(token, session_id), now, now, model_version, eval_keys, user_id),
+            )
+        return session_id, token
+
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """One write transaction under the lock: committed if the block returns, rolled back if it raises."""
         with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")  # cap check + insert: one write transaction
+            self._conn.execute("BEGIN IMMEDIATE")
             try:
-                self._conn.execute("DELETE FROM sessions WHERE last_used < ?", (self._cutoff(now),))
-                live = self._conn.execute("SELECT COUNT(*) FROM sessions").fetchone()[0]
-                if self.max_sessions is not None and live >= self.max_sessions:
-                    raise StoreFull(f"the store holds its maximum of {self.max_sessions} sessions")
-                self._conn.execute(
-                    "INSERT INTO sessions VALUES (?, ?, ?, ?, ?, ?, NULL)",
-                    (session_id, hash_token(token, session_id), now, now, model_version, eval_keys),
-                )
+                yield
             except BaseException:
                 self._conn.execute("ROLLBACK")
                 raise
             self._conn.execute("COMMIT")
-        return session_id, token
 
     def get(self, session_id: str, *, load_eval_keys: bool = True) -> SessionRecord | None:
         keys_column = "eval_keys" if load_eval_keys else "NULL"
         with self._lock:
             row = self._conn.execute(
-                f"SELECT id, token_hash, created, last_used, model_version, {keys_column}, personalization "
-                "FROM sessions WHERE id = ? AND last_used >= ?",
+                f"SELECT id, token_hash, created, last_used, model_version, {keys_column}, personalization, "
+                "user_id FROM sessions WHERE id = ? AND last_used >= ?",
                 (session_id, self._cutoff(time.time())),
             ).fetchone()
         return SessionRecord(*row) if row else None
@@ -266,6 +347,44 @@ class SQLiteSessionStore(SessionStore):
             return self._conn.execute(
                 "SELECT COUNT(*) FROM sessions WHERE last_used >= ?", (self._cutoff(time.time()),)
             ).fetchone()[0]
+
+    def create_user(self, eval_keys: bytes, key_id: bytes, model_version: str) -> tuple[str, str]:
+        user_id, token = new_credentials()
+        with self._lock:
+            self._conn.execute(
+                "INSERT INTO users (id, token_hash, created, model_version, key_id, eval_keys) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (user_id, hash_token(token, user_id), time.time(), model_version, key_id, eval_keys),
+            )
+        return user_id, token
+
+    def get_user(self, user_id: str, *, load_eval_keys: bool = True) -> UserRecord | None:
+        columns = _USER_COLUMNS.format(keys="eval_keys" if load_eval_keys else "NULL")
+        with self._lock:
+            row = self._conn.execute(f"SELECT {columns} FROM users WHERE id = ?", (user_id,)).fetchone()
+        return UserRecord(*row) if row else None
+
+    def replace_statistics(self, user_id: str, blob: bytes, expected_revision: int) -> bool:
+        with self._lock:
+            cur = self._conn.execute(
+                "UPDATE users SET statistics = ?, revision = revision + 1 WHERE id = ? AND revision = ?",
+                (blob, user_id, expected_revision),
+            )
+        return cur.rowcount == 1
+
+    def set_adapter(self, user_id: str, blob: bytes, revision: int) -> bool:
+        with self._lock:
+            cur = self._conn.execute(
+                "UPDATE users SET adapter = ?, adapter_revision = ? WHERE id = ? AND revision = ?",
+                (blob, revision, user_id, revision),
+            )
+        return cur.rowcount == 1
+
+    def delete_user(self, user_id: str) -> bool:
+        with self._transaction():
+            self._conn.execute("DELETE FROM sessions WHERE user_id = ?", (user_id,))
+            cur = self._conn.execute("DELETE FROM users WHERE id = ?", (user_id,))
+        return cur.rowcount > 0
 
     def close(self) -> None:
         with self._lock:

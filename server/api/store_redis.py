@@ -12,6 +12,12 @@ Layout, under a key prefix (default ``hushtype``):
   (``create`` adds, the first ``touch`` removes): ``purge_never_used`` and the never-used-first order
   of ``evict_least_recently_used`` read it without scanning every session.
 
+Users (durable, no TTL): ``{prefix}:user:{id}`` is a hash with ``token_hash``, ``created``,
+``model_version``, ``key_id``, ``eval_keys``, ``statistics``, ``revision``, ``adapter`` and
+``adapter_revision``; ``{prefix}:user:{id}:sessions`` is the set of the sessions bound to it (a bound
+session's hash has ``user_id``). The compare-and-set writes and the user's deletion (with its sessions)
+are scripts.
+
 Writes that must not revive an expired or deleted session (``touch``, ``set_personalization``) are
 scripts too: they check the hash exists in the same atomic step. Run Redis with
 ``maxmemory-policy noeviction`` (``deploy/redis.conf``): Redis' own eviction would drop sessions the
@@ -29,6 +35,7 @@ from server.api.store import (
     SessionRecord,
     SessionStore,
     StoreFull,
+    UserRecord,
     describe_store,
     hash_token,
     new_credentials,
@@ -57,14 +64,18 @@ end
 # Returns how many sessions were purged.
 _PURGE = _PURGE_EXPIRED + "return removed\n"
 
-# KEYS[3] session; ARGV[3..9]: max (0 = none), ttl_ms (0 = none), now, id, token_hash, model_version,
-# eval_keys. Returns 0 at the cap, 1 once stored.
+# KEYS[3] session, KEYS[4] the bound user's session set; ARGV[3..10]: max (0 = none), ttl_ms (0 = none),
+# now, id, token_hash, model_version, eval_keys, user id ("" = none). Returns 0 at the cap, 1 once stored.
 _CREATE = (
     _PURGE_EXPIRED
     + """
 if tonumber(ARGV[3]) > 0 and redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[3]) then return 0 end
 redis.call('HSET', KEYS[3], 'token_hash', ARGV[7], 'created', ARGV[5], 'last_used', ARGV[5],
            'model_version', ARGV[8], 'eval_keys', ARGV[9])
+if ARGV[10] ~= '' then
+  redis.call('HSET', KEYS[3], 'user_id', ARGV[10])
+  redis.call('SADD', KEYS[4], ARGV[6])
+end
 if tonumber(ARGV[4]) > 0 then redis.call('PEXPIRE', KEYS[3], ARGV[4]) end
 redis.call('ZADD', KEYS[1], ARGV[5], ARGV[6])
 redis.call('ZADD', KEYS[2], ARGV[5], ARGV[6])
@@ -116,7 +127,36 @@ redis.call('HSET', KEYS[1], 'personalization', ARGV[1])
 return 1
 """
 
+# KEYS[1] user; ARGV[1] blob, ARGV[2] expected revision. Compare-and-set; returns 1 if stored.
+_REPLACE_STATISTICS = """
+local rev = redis.call('HGET', KEYS[1], 'revision')
+if not rev or rev ~= ARGV[2] then return 0 end
+redis.call('HSET', KEYS[1], 'statistics', ARGV[1])
+redis.call('HINCRBY', KEYS[1], 'revision', 1)
+return 1
+"""
+
+# KEYS[1] user; ARGV[1] blob, ARGV[2] the statistics revision it was derived from (must be current).
+_SET_ADAPTER = """
+local rev = redis.call('HGET', KEYS[1], 'revision')
+if not rev or rev ~= ARGV[2] then return 0 end
+redis.call('HSET', KEYS[1], 'adapter', ARGV[1], 'adapter_revision', ARGV[2])
+return 1
+"""
+
+# KEYS[1] index, KEYS[2] never-used set, KEYS[3] user, KEYS[4] its session set; ARGV[1] prefix.
+_DELETE_USER = """
+for _, id in ipairs(redis.call('SMEMBERS', KEYS[4])) do
+  redis.call('DEL', ARGV[1] .. ':session:' .. id)
+  redis.call('ZREM', KEYS[1], id)
+  redis.call('ZREM', KEYS[2], id)
+end
+redis.call('DEL', KEYS[4])
+return redis.call('DEL', KEYS[3])
+"""
+
 _FIELDS = ("token_hash", "created", "last_used", "model_version")
+_USER_FIELDS = ("token_hash", "created", "model_version", "key_id", "statistics", "revision", "adapter")
 
 
 class RedisSessionStore(SessionStore):
@@ -155,9 +195,15 @@ class RedisSessionStore(SessionStore):
         self._evict = self._r.register_script(_EVICT)
         self._touch = self._r.register_script(_TOUCH)
         self._set_personalization = self._r.register_script(_SET_PERSONALIZATION)
+        self._replace_statistics = self._r.register_script(_REPLACE_STATISTICS)
+        self._set_adapter = self._r.register_script(_SET_ADAPTER)
+        self._delete_user = self._r.register_script(_DELETE_USER)
 
     def _key(self, session_id: str) -> str:
         return f"{self.prefix}:session:{session_id}"
+
+    def _user_key(self, user_id: str) -> str:
+        return f"{self.prefix}:user:{user_id}"
 
     def _ttl_ms(self) -> int:
         return int(self.idle_ttl_seconds * 1000) if self.idle_ttl_seconds else 0
@@ -166,29 +212,31 @@ class RedisSessionStore(SessionStore):
         """ARGV[1..2] of every script that purges expired sessions first."""
         return [repr(self._cutoff(now)) if self.idle_ttl_seconds else "", self.prefix]
 
-    def create(self, eval_keys: bytes, model_version: str) -> tuple[str, str]:
+    def create(self, eval_keys: bytes, model_version: str, user_id: str | None = None) -> tuple[str, str]:
         session_id, token = new_credentials()
         now = time.time()
         args = [*self._head(now), self.max_sessions or 0, self._ttl_ms(), repr(now)]
-        args += [session_id, hash_token(token, session_id), model_version, eval_keys]
-        if not self._create(keys=[*self._sets, self._key(session_id)], args=args):
+        args += [session_id, hash_token(token, session_id), model_version, eval_keys, user_id or ""]
+        bound = f"{self._user_key(user_id or '-')}:sessions"
+        if not self._create(keys=[*self._sets, self._key(session_id), bound], args=args):
             raise StoreFull(f"the store holds its maximum of {self.max_sessions} sessions")
         return session_id, token
 
     def get(self, session_id: str, *, load_eval_keys: bool = True) -> SessionRecord | None:
-        fields = [*_FIELDS, "personalization"] + (["eval_keys"] if load_eval_keys else [])
+        fields = [*_FIELDS, "personalization", "user_id"] + (["eval_keys"] if load_eval_keys else [])
         values = self._r.hmget(self._key(session_id), fields)
         if values[0] is None:
             return None
-        token_hash, created, last_used, model_version, personalization = values[:5]
+        token_hash, created, last_used, model_version, personalization, user_id = values[:6]
         return SessionRecord(
             id=session_id,
             token_hash=token_hash.decode(),
             created=float(created),
             last_used=float(last_used),
             model_version=model_version.decode(),
-            eval_keys=values[5] if load_eval_keys else None,
+            eval_keys=values[6] if load_eval_keys else None,
             personalization=personalization,
+            user_id=user_id.decode() if user_id else None,
         )
 
     def get_personalization(self, session_id: str) -> bytes | None:
@@ -231,6 +279,52 @@ class RedisSessionStore(SessionStore):
             pipe.zcard(self._sets[0])
             _, live = pipe.execute()
         return int(live)
+
+    def create_user(self, eval_keys: bytes, key_id: bytes, model_version: str) -> tuple[str, str]:
+        user_id, token = new_credentials()
+        mapping = {
+            "token_hash": hash_token(token, user_id),
+            "created": repr(time.time()),
+            "model_version": model_version,
+            "key_id": key_id,
+            "eval_keys": eval_keys,
+            "revision": 0,
+            "adapter_revision": 0,
+        }
+        self._r.hset(self._user_key(user_id), mapping=mapping)
+        return user_id, token
+
+    def get_user(self, user_id: str, *, load_eval_keys: bool = True) -> UserRecord | None:
+        fields = [*_USER_FIELDS, "adapter_revision"] + (["eval_keys"] if load_eval_keys else [])
+        values = self._r.hmget(self._user_key(user_id), fields)
+        if values[0] is None:
+            return None
+        token_hash, created, model_version, key_id, statistics, revision, adapter, adapter_revision = values[
+            :8
+        ]
+        return UserRecord(
+            id=user_id,
+            token_hash=token_hash.decode(),
+            created=float(created),
+            model_version=model_version.decode(),
+            key_id=bytes(key_id),
+            eval_keys=values[8] if load_eval_keys else None,
+            statistics=statistics,
+            revision=int(revision),
+            adapter=adapter,
+            adapter_revision=int(adapter_revision),
+        )
+
+    def replace_statistics(self, user_id: str, blob: bytes, expected_revision: int) -> bool:
+        return bool(self._replace_statistics(keys=[self._user_key(user_id)], args=[blob, expected_revision]))
+
+    def set_adapter(self, user_id: str, blob: bytes, revision: int) -> bool:
+        return bool(self._set_adapter(keys=[self._user_key(user_id)], args=[blob, revision]))
+
+    def delete_user(self, user_id: str) -> bool:
+        user = self._user_key(user_id)
+        deleted = self._delete_user(keys=[*self._sets, user, f"{user}:sessions"], args=[self.prefix])
+        return bool(deleted)
 
     def close(self) -> None:
         self._r.close()

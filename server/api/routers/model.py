@@ -35,6 +35,9 @@ class HEInfo(BaseModel):
     rotation_steps: list[int] = Field(description="Galois keys to generate (0 = complex conjugation)")
     rotation_level: int = Field(description="data primes the tail context drops (Galois keys, logits, bias)")
     output_scale: float = Field(description="scale of the logits; encrypt the personal bias at this scale")
+    statistics_scale: float = Field(
+        description="scale of a user's adapter statistics (increments), at the logits' level"
+    )
     vocab_size: int
     hidden: int
     input_dim: int

@@ -26,7 +26,7 @@ from server.api.dependencies import (
 )
 from server.api.errors import error_responses
 from server.api.he_service import HEService, InvalidPayload
-from server.api.store import SessionRecord, SessionStore, StoreFull
+from server.api.store import SessionRecord, SessionStore, StoreFull, UserRecord
 
 router = APIRouter(prefix="/v1/sessions", tags=["sessions"], responses=error_responses(500))
 
@@ -54,12 +54,14 @@ class SessionCreated(BaseModel):
     model_version: str = Field(description="the model version the session was made for")
 
 
-def _stale(record: SessionRecord, he: HEService) -> None:
+def stale(record: SessionRecord | UserRecord, he: HEService, what: str = "session") -> None:
+    """409 if the session (or user) was made for another model version than the one served."""
     if record.model_version != he.model_version:
+        fix = "create a new session" if what == "session" else "delete the user and create it again"
         raise HTTPException(
             status.HTTP_409_CONFLICT,
-            f"session was made for model {record.model_version}, the server now serves "
-            f"{he.model_version}: create a new session",
+            f"{what} was made for model {record.model_version}, the server now serves "
+            f"{he.model_version}: {fix}",
         )
 
 
@@ -71,6 +73,25 @@ def _keys_loader(store: SessionStore, session_id: str):
     return load
 
 
+def _user_keys_loader(store: SessionStore, user_id: str):
+    async def load() -> bytes | None:
+        user = await asyncio.to_thread(store.get_user, user_id)
+        return user.eval_keys if user is not None else None
+
+    return load
+
+
+async def _prediction_inputs(record: SessionRecord, store: SessionStore):
+    """(worker cache key, encrypted adapter, eval-key loader) of a session: a bound session uses its
+    user's keys and adapter (one cache entry per user), an anonymous one its own."""
+    if record.user_id is None:
+        return record.id, record.personalization, _keys_loader(store, record.id)
+    user = await asyncio.to_thread(store.get_user, record.user_id, load_eval_keys=False)
+    if user is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"the session's user {record.user_id!r} was deleted")
+    return f"user:{user.id}", user.adapter, _user_keys_loader(store, user.id)
+
+
 def _store_full(settings: Settings) -> HTTPException:
     return HTTPException(
         status.HTTP_503_SERVICE_UNAVAILABLE,
@@ -80,14 +101,14 @@ def _store_full(settings: Settings) -> HTTPException:
     )
 
 
-async def _create_within_cap(
-    store: SessionStore, settings: Settings, blob: bytes, model_version: str
+async def create_within_cap(
+    store: SessionStore, settings: Settings, blob: bytes, model_version: str, user_id: str | None = None
 ) -> tuple[str, str]:
     """``store.create``, which checks the cap again atomically: another request or replica may have taken
     the room ``make_room`` made. Then the policy runs once more before the 503."""
     for attempt in range(2):
         try:
-            return await asyncio.to_thread(store.create, blob, model_version)
+            return await asyncio.to_thread(store.create, blob, model_version, user_id)
         except StoreFull:
             if attempt or not await asyncio.to_thread(make_room, store, settings):
                 raise _store_full(settings) from None
@@ -118,7 +139,7 @@ async def create_session(
         await he.check_eval_keys(blob)
     except InvalidPayload as exc:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, f"evaluation keys rejected: {exc}") from exc
-    session_id, token = await _create_within_cap(store, settings, blob, he.model_version)
+    session_id, token = await create_within_cap(store, settings, blob, he.model_version)
     request.app.state.metrics.sessions_created.inc()
     return SessionCreated(session_id=session_id, token=token, model_version=he.model_version)
 
@@ -138,8 +159,14 @@ async def update_personalization(
     store: Annotated[SessionStore, Depends(get_store)],
     he: Annotated[HEService, Depends(get_he)],
 ) -> Response:
-    """Upload the user's encrypted adapter (under the device's own key); replaces any earlier one."""
-    _stale(record, he)
+    """Upload the user's encrypted adapter (under the device's own key); replaces any earlier one.
+    A session bound to a user uses the user's adapter: 409 (send increments to the user instead)."""
+    stale(record, he)
+    if record.user_id is not None:
+        raise HTTPException(
+            status.HTTP_409_CONFLICT,
+            f"this session uses its user's adapter: POST increments to /v1/users/{record.user_id}/increments",
+        )
     blob = await read_octets(request, settings.max_personalization_bytes, "personalization")
     try:
         await he.check_personalization(record.id, blob, _keys_loader(store, record.id))
@@ -169,12 +196,13 @@ async def predict(
     he: Annotated[HEService, Depends(get_he)],
 ) -> Response:
     """Encrypted context features -> encrypted next-word logits (+ the user's encrypted adapter)."""
-    _stale(record, he)
+    stale(record, he)
     blob = await read_octets(request, settings.max_query_bytes, "query")
     metrics = request.app.state.metrics
+    cache_key, adapter, load_keys = await _prediction_inputs(record, store)
     try:
         with metrics.predict_seconds.time():
-            result = await he.predict(record.id, blob, record.personalization, _keys_loader(store, record.id))
+            result = await he.predict(cache_key, blob, adapter, load_keys)
     except InvalidPayload as exc:
         metrics.predict_rejected.inc()
         raise HTTPException(status.HTTP_400_BAD_REQUEST, f"query rejected: {exc}") from exc

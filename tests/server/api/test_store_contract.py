@@ -282,3 +282,63 @@ def test_an_unreachable_redis_is_a_clear_error_without_the_password() -> None:
         RuntimeError, match=r"cannot reach the Redis session store at redis://\*\*\*@127.0.0.1:1/0"
     ):
         open_store("redis://:s3cret@127.0.0.1:1/0")
+
+
+# -- users -------------------------------------------------------------------------------------------
+
+
+def test_a_user_round_trips_and_keeps_no_secret(make_store) -> None:
+    store = make_store()
+    user_id, token = store.create_user(KEYS, b"k" * 16, "v1")
+    user = store.get_user(user_id)
+    assert user is not None and user.eval_keys == KEYS and user.key_id == b"k" * 16
+    assert (user.statistics, user.revision, user.adapter, user.adapter_revision) == (None, 0, None, 0)
+    assert user.token_hash == hash_token(token, user_id) and token not in user.token_hash
+    assert store.get_user(user_id, load_eval_keys=False).eval_keys is None
+    assert store.get_user("nobody") is None
+    assert make_store().get_user(user_id).revision == 0  # another handle (a replica, a restart) sees it
+
+
+def test_user_writes_are_compare_and_set_on_the_revision(make_store) -> None:
+    store = make_store()
+    user_id, _ = store.create_user(KEYS, b"k" * 16, "v1")
+    assert store.replace_statistics(user_id, b"S1", 0)
+    assert not store.replace_statistics(user_id, b"lost", 0)  # another device got there first
+    assert not store.set_adapter(user_id, b"U0", 0)  # derived from revision 0: stale
+    assert store.set_adapter(user_id, b"U1", 1)
+    user = store.get_user(user_id)
+    assert (user.statistics, user.revision, user.adapter, user.adapter_revision) == (b"S1", 1, b"U1", 1)
+    assert not store.replace_statistics("nobody", b"x", 0) and not store.set_adapter("nobody", b"x", 0)
+
+
+def test_concurrent_increments_lose_nothing(make_store) -> None:
+    # Four "replicas" each add 10 increments with the server's compare-and-set loop: all 40 land.
+    make_store()
+    user_id, _ = make_store().create_user(KEYS, b"k" * 16, "v1")
+
+    def device() -> None:
+        store = make_store()
+        for _ in range(10):
+            while True:
+                user = store.get_user(user_id, load_eval_keys=False)
+                total = int(user.statistics or b"0") + 1
+                if store.replace_statistics(user_id, str(total).encode(), user.revision):
+                    break
+
+    threads = [threading.Thread(target=device) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    user = make_store().get_user(user_id)
+    assert user.revision == 40 and user.statistics == b"40"
+
+
+def test_deleting_a_user_deletes_its_sessions(make_store) -> None:
+    store = make_store()
+    user_id, _ = store.create_user(KEYS, b"k" * 16, "v1")
+    bound, _ = store.create(b"", "v1", user_id)
+    other, _ = store.create(KEYS, "v1")
+    assert store.get(bound).user_id == user_id and store.get(other).user_id is None
+    assert store.delete_user(user_id) and not store.delete_user(user_id)
+    assert store.get_user(user_id) is None and store.get(bound) is None and store.get(other) is not None
