@@ -159,7 +159,7 @@ def personalization_quality(
 # ---------------------------------------------------------------------------------------------------------
 
 
-def _history(release_dir: str, data_config: DataConfig, lines: int = 40) -> list[str]:
+def _history(release_dir: str, data_config: DataConfig, lines: int = 12) -> list[str]:
     """The earlier lines of the first held-out user with at least ``lines`` of them (the device's text)."""
     split = split_users(load_users(data_config.source, data_config.jsonl_path, data_config.cache_dir))
     for user in split.heldout:
