@@ -17,7 +17,7 @@ def _predict(url: str, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
 
 
-@pytest.mark.slow  # ~40 s: a server and four CLI processes; the API paths are in tests/server/api/test_users.py
+@pytest.mark.slow  # ~40 s: a server and four CLI processes (the API paths: tests/server/api/test_users.py)
 def test_cli_exports_the_user_and_a_second_client_uses_it(http_release: Path, tmp_path: Path) -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
