@@ -44,6 +44,9 @@ __all__ = ["run_personalization_bench", "personalization_quality", "server_check
 
 SCALES = (0.25, 0.5, 0.75, 1.0)  # the adapter grid, searched on train users only
 PRIORS = (1.0, 2.0, 4.0, 8.0)
+# Every context of the check's history is queried, so one device and two devices cover the same text
+# (the client's default, the 128 most recent contexts, would cut the single device's longer history).
+_ALL_CONTEXTS = 10_000
 
 
 @dataclasses.dataclass
@@ -159,8 +162,8 @@ def personalization_quality(
 # ---------------------------------------------------------------------------------------------------------
 
 
-def _history(release_dir: str, data_config: DataConfig, lines: int = 12) -> list[str]:
-    """The earlier lines of the first held-out user with at least ``lines`` of them (the device's text)."""
+def _history(release_dir: str, data_config: DataConfig, lines: int = 6) -> list[str]:
+    """The last ``lines`` earlier lines of the first held-out user with that many (the device's text)."""
     split = split_users(load_users(data_config.source, data_config.jsonl_path, data_config.cache_dir))
     for user in split.heldout:
         earlier, _ = local_split(user.lines, data_config.split.later_fraction)
@@ -262,13 +265,13 @@ def server_checks(release_dir: str, data_config: DataConfig | None = None, *, qu
         try:
             wait_healthy(url, proc)
             phone = PredictionClient(url).create_user().open()
-            added = phone.contribute(history[:half])
+            added = phone.contribute(history[:half], _ALL_CONTEXTS)
             laptop = PredictionClient(url).import_user(phone.export_user()).open()
             start = time.perf_counter()
-            laptop.contribute(history[half:])
+            laptop.contribute(history[half:], _ALL_CONTEXTS)
             contribute_s = time.perf_counter() - start
             single = PredictionClient(url).create_user().open()
-            single.contribute(history)
+            single.contribute(history, _ALL_CONTEXTS)
             two, one = laptop.user_adapter(), single.user_adapter()
             texts = [" ".join(line.split()[:n]) for line in history[:10] for n in (1, 3)]
             fresh = PredictionClient(url).import_user(phone.export_user()).open()
@@ -314,11 +317,13 @@ def run_personalization_bench(
     queries: int = 20,
     server: bool = True,
     baseline: bool = True,
+    quality: bool = True,
 ) -> dict:
     """The personalization benchmark: one JSON-ready dict (see the module docstring)."""
     start = time.perf_counter()
     result = {"release": release_dir, "model_version": load_release(release_dir).version}
-    result.update(personalization_quality(release_dir, data_config, baseline=baseline))
+    if quality:
+        result.update(personalization_quality(release_dir, data_config, baseline=baseline))
     if server:
         result.update(server_checks(release_dir, data_config, queries=queries))
     result["seconds"] = time.perf_counter() - start

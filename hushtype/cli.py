@@ -139,6 +139,7 @@ def _cmd_bench_personalization(args: argparse.Namespace) -> int:
             queries=args.queries,
             server=not args.no_server,
             baseline=not args.no_baseline,
+            quality=not args.no_quality,
         )
     )
     return 0
@@ -573,6 +574,7 @@ def build_parser() -> argparse.ArgumentParser:
     pers.add_argument("--queries", type=int, default=20, help="queries per side of the overhead ratios")
     pers.add_argument("--no-server", action="store_true", help="quality only: no server, no HE")
     pers.add_argument("--no-baseline", action="store_true", help="skip the gradient-fitted bias beside it")
+    pers.add_argument("--no-quality", action="store_true", help="server checks only (no held-out lift)")
     pers.add_argument("--json", action="store_true", help="print one JSON object (always on)")
     pers.set_defaults(func=_cmd_bench_personalization)
 
