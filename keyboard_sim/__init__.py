@@ -8,10 +8,17 @@ cheap: ``keyboard_sim.device`` (DP-SGD), ``keyboard_sim.client_app`` (Flower Cli
 
 from keyboard_sim.corpus import CorpusError, UserText, load_jsonl, load_users
 from keyboard_sim.dataset import DataConfig, FederatedData, UserExamples, build_federated_data
-from keyboard_sim.personalize import PersonalizationConfig, fit_vocab_bias
+from keyboard_sim.personalize import (
+    CacheAdapterConfig,
+    PersonalizationConfig,
+    adapter_from_statistics,
+    fit_vocab_bias,
+    user_statistics,
+)
 from keyboard_sim.split import SplitConfig, local_split, split_users
 
 __all__ = [
+    "CacheAdapterConfig",
     "CorpusError",
     "DataConfig",
     "FederatedData",
@@ -19,10 +26,12 @@ __all__ = [
     "SplitConfig",
     "UserExamples",
     "UserText",
+    "adapter_from_statistics",
     "build_federated_data",
     "fit_vocab_bias",
     "load_jsonl",
     "load_users",
     "local_split",
     "split_users",
+    "user_statistics",
 ]
