@@ -181,7 +181,14 @@ def test_the_documents_constants_are_the_codes() -> None:
     assert f"version        u8        {session_keys._VERSION}" in text
     assert f"at most {session_keys._MAX_STEPS}" in text
     kinds = (session_keys.KIND_QUERY, session_keys.KIND_BIAS, session_keys.KIND_LOGITS)
-    assert f"{kinds[0]} = query, {kinds[1]} = personal bias, {kinds[2]} = logits" in text
+    assert (
+        f"{kinds[0]} = query, {kinds[1]} = personal bias (or a user's adapter), {kinds[2]} = logits" in text
+    )
+    assert f"{session_keys.KIND_STATISTICS} = adapter statistics" in text
+    from ckks import user_keys
+
+    assert f'user key:   struct "{user_keys._HEAD.format}"' in text
+    assert f'b"HTUK" | u8 version {user_keys._VERSION}' in text
     assert f'struct "{_SEAL_PT_META.format}"' in text
     params_json = json.dumps(INFERENCE_H.to_dict(), sort_keys=True)
     assert f"params JSON: {params_json}" in text
