@@ -18,6 +18,7 @@ at once, without the history. ``DELETE`` forgets the user, its state and its ses
 from __future__ import annotations
 
 import asyncio
+import re
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Request, Response, status
@@ -42,6 +43,7 @@ router = APIRouter(prefix="/v1/users", tags=["users"], responses=error_responses
 
 MAX_INCREMENT_ATTEMPTS = 20  # compare-and-set retries when other devices add increments at once
 REVISION_HEADER = "X-Revision"
+_REVISION = re.compile(r'^"?([0-9]{1,18})"?$')  # ASCII digits only, within SQLite's integer range
 
 
 class UserCreated(BaseModel):
@@ -206,12 +208,13 @@ async def update_adapter(
 ) -> Response:
     """Store the adapter a device derived from the statistics of revision ``If-Match``, if still current."""
     stale(user, he, "user")
-    if if_match is None or not if_match.strip('"').isdigit():
+    match = _REVISION.match(if_match or "")
+    if match is None:
         raise HTTPException(
             status.HTTP_428_PRECONDITION_REQUIRED,
             "send 'If-Match: <revision>', the X-Revision of the statistics the adapter was derived from",
         )
-    revision = int(if_match.strip('"'))
+    revision = int(match.group(1))
     blob = await read_octets(request, settings.max_personalization_bytes, "adapter")
     try:
         await he.check_adapter(blob, user.key_id)

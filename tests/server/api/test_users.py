@@ -96,6 +96,9 @@ def test_refused_increments_say_why(api: TestClient) -> None:
     assert api.get(f"/v1/users/{phone.user_id}/statistics", headers=auth).status_code == 404
     r = api.put(f"/v1/users/{phone.user_id}/adapter", content=bias, headers=auth)
     assert r.status_code == 428 and "If-Match" in r.json()["detail"]
+    for odd in ("9" * 40, "abc", "-1"):  # beyond SQLite's integers, no digits, negative
+        r = api.put(f"/v1/users/{phone.user_id}/adapter", content=bias, headers={**auth, "If-Match": odd})
+        assert r.status_code == 428
     with pytest.raises(APIError, match="another session's key"):  # a stranger's statistics
         stranger.user_id, stranger.user_token = phone.user_id, phone.user_token
         stranger.contribute(PHONE)
