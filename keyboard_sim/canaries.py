@@ -1,6 +1,6 @@
 """Secret-sharer canaries (Carlini et al. 2019, arXiv:1802.08232; Ramaswamy et al. 2020, arXiv:2009.10031).
 
-A canary is a sentence ``<prefix> s_1 ... s_k``: a fixed public prefix (``canary_prefix``, "my pin is") and
+A canary is a sentence ``<prefix> s_1 ... s_k``: a fixed public prefix (``canary_prefix``, "my secret number is") and
 a secret of k words drawn uniformly from the vocabulary (``<unk>`` and ``<s>`` excluded). For every
 cell (c, u) of ``canary_copies`` x ``canary_users``, ``canaries_per_cell`` distinct canaries are planted,
 each into the training windows of u devices, c copies in each. The plan is a pure function of the
