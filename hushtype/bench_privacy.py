@@ -6,9 +6,11 @@ Carlini et al. 2019 ("The Secret Sharer", arXiv:1802.08232), as Ramaswamy et al.
 defaults, whatever they are), with every canary cell planted in the same run (``canary_copies`` x
 ``canary_users``, ``canaries_per_cell`` canaries each, ``keyboard_sim.canaries``)::
 
-    no_dp           ``bench_federated.plain_fl_config``: plain aggregation, every array trainable, no clip,
-                    no noise at either level (the recipe that learns most: memorisation's upper end)
-    no_dp_he        the same with CKKS aggregation (full bench only: 1.4M encrypted numbers per device)
+    no_dp           ``bench_federated.plain_fl_config`` (plain aggregation, every array trainable, no clip,
+                    no noise at either level) with FedAvgM (eta 1, beta 0.9; the plain recipe measured to
+                    learn, README "Federated training") and 4 local epochs (cap 100 steps): memorisation's
+                    upper end. Not run with HE: unclipped full-model sums exceed the CKKS preset's
+                    provable budget (``HEParams.max_l2_sum``), HE aggregation needs the clip.
     dp_shipped      the shipped defaults (user-level DP at the default target epsilon, HE aggregation)
     dp_eps_<e>      the shipped defaults at user-level target epsilon e, plain aggregation (CKKS changes
                     the mean by < 1e-5, tests/server/test_he_simulation.py)
@@ -33,9 +35,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from federation.wire import STAT_CAPS
 from hushtype.bench_federated import BenchConfig, plain_fl_config
 from hushtype.pretrain import pretrain_public
-from keyboard_sim.canaries import Canary, candidate_secrets, exposure, plan_canaries
+from keyboard_sim.canaries import (
+    Canary,
+    candidate_secrets,
+    exposure,
+    exposure_extrapolated,
+    plan_canaries,
+)
 from keyboard_sim.dataset import DataConfig
 from keyboard_sim.federation import FederationConfig
 from models.factory import build_model, load_weights
@@ -45,6 +54,9 @@ __all__ = ["PrivacyBenchConfig", "run_privacy_bench", "canary_scores"]
 
 CANARY_COPIES = (1, 4, 16)
 CANARY_USERS = (1, 4)
+NO_DP_RECIPE = dict(  # FedAvgM as measured to learn (README), devices running 4 local epochs (cap 100 steps)
+    server_optimizer="fedavgm", server_lr=1.0, server_momentum=0.9, local_epochs=4.0, max_local_steps=100
+)
 
 
 @dataclass
@@ -61,15 +73,13 @@ class PrivacyBenchConfig:
     @property
     def epsilons(self) -> tuple[float, ...]:
         """User-level target epsilons of the dp_eps settings."""
-        return (1.0, 64.0) if self.quick else (1.0, 4.0, 16.0, 64.0)
+        return (64.0,) if self.quick else (1.0, 4.0, 16.0, 64.0)
 
     def settings(self, base: FederationConfig) -> dict[str, FederationConfig]:
         """Every run of the audit, by name (run_dir set under ``out``)."""
         out = Path(self.out)
-        no_dp = plain_fl_config(base)
+        no_dp = dataclasses.replace(plain_fl_config(base), **NO_DP_RECIPE)
         runs = {"no_dp": no_dp, "dp_shipped": base}
-        if not self.quick:
-            runs["no_dp_he"] = dataclasses.replace(no_dp, aggregation="he")
         for eps in self.epsilons:
             runs[f"dp_eps_{eps:g}"] = dataclasses.replace(
                 base, aggregation="plain", noise_multiplier=None, target_epsilon=eps
@@ -122,13 +132,16 @@ def _load_model(release_dir: Path) -> tuple[torch.nn.Module, int]:
 
 def _exposures(
     release_dir: Path, canaries: list[Canary], bench: PrivacyBenchConfig, vocab: int
-) -> list[float]:
+) -> tuple[list[float], list[float]]:
+    """(rank-based, extrapolated) exposure of every canary on a release."""
     model, context = _load_model(release_dir)
-    values = []
+    ranked, fitted = [], []
     for canary in canaries:
         secrets = candidate_secrets(canary, bench.candidates, vocab, bench.seed)
-        values.append(exposure(canary_scores(model, canary, secrets, context)))
-    return values
+        scores = canary_scores(model, canary, secrets, context)
+        ranked.append(exposure(scores))
+        fitted.append(exposure_extrapolated(scores))
+    return ranked, fitted
 
 
 def _spread(values: list[float]) -> dict:
@@ -269,14 +282,21 @@ def run_privacy_bench(bench: PrivacyBenchConfig, data_config: DataConfig | None 
     vocab_words = load_data(base).vocab.words
     canaries = plan_canaries(base, vocab_words)
     vocab = len(vocab_words)
-    chance = _exposures(warm, canaries, bench, vocab)
-    result: dict = {"settings": {}, "exposure": {}, "user_epsilon": {}, "example_epsilon": {}}
+    chance, chance_fit = _exposures(warm, canaries, bench, vocab)
+    result: dict = {
+        "settings": {},
+        "exposure": {},
+        "exposure_extrapolated": {},
+        "user_epsilon": {},
+        "example_epsilon": {},
+    }
     for name, config in bench.settings(base).items():
         run_start = time.perf_counter()
         card = run_federated(config)
         release = Path(config.run_dir) / "release"
-        values = _exposures(release, canaries, bench, vocab)
+        values, fitted = _exposures(release, canaries, bench, vocab)
         result["exposure"][name] = _by_cell(canaries, values)
+        result["exposure_extrapolated"][name] = _by_cell(canaries, fitted)
         result["user_epsilon"][name] = card["user_epsilon"]
         result["example_epsilon"][name] = card["max_device_example_epsilon"]
         result["settings"][name] = {
@@ -287,7 +307,7 @@ def run_privacy_bench(bench: PrivacyBenchConfig, data_config: DataConfig | None 
             "target_epsilon": config.target_epsilon,
             "user_noise_multiplier": card["user_noise_multiplier"],
             "example_noise_multiplier": config.example_noise_multiplier,
-            "example_epsilon_mean_last_round": card.get("mean_device_example_epsilon"),
+            "example_epsilon_mean_last_round": _below_cap(card.get("mean_device_example_epsilon")),
             "top1": card["metrics"]["final"]["top1"],
             "start_top1": card["metrics"]["start"]["top1"],
             "seconds": time.perf_counter() - run_start,
@@ -296,6 +316,7 @@ def run_privacy_bench(bench: PrivacyBenchConfig, data_config: DataConfig | None 
     result.update(
         {
             "exposure_chance": {**_spread(chance), "expected": chance_exposure(bench.candidates)},
+            "exposure_extrapolated_chance": _spread(chance_fit),
             "exposure_max": math.log2(bench.candidates + 1),
             "plain_fl_top1": result["settings"]["no_dp"]["top1"],
             "dp_fl_top1": result["settings"]["dp_shipped"]["top1"],
@@ -322,6 +343,11 @@ def run_privacy_bench(bench: PrivacyBenchConfig, data_config: DataConfig | None 
     result["exposure_png"] = str(plot_exposure(out / "exposure.png", result))
     result["seconds"] = time.perf_counter() - start
     return result
+
+
+def _below_cap(value: float | None) -> float | None:
+    """A device statistic at its wire cap means "at least the cap" (an infinite epsilon): None."""
+    return None if value is None or value >= 0.999 * STAT_CAPS["example-epsilon"] else value
 
 
 def _one_user(canaries: list[Canary], copies: int) -> list[Canary]:

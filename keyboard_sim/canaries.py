@@ -1,18 +1,21 @@
 """Secret-sharer canaries (Carlini et al. 2019, arXiv:1802.08232; Ramaswamy et al. 2020, arXiv:2009.10031).
 
-A canary is a sentence ``<prefix> s_1 ... s_k``: a fixed public prefix (``canary_prefix``, "my secret number is") and
-a secret of k words drawn uniformly from the vocabulary (``<unk>`` and ``<s>`` excluded). For every
-cell (c, u) of ``canary_copies`` x ``canary_users``, ``canaries_per_cell`` distinct canaries are planted,
-each into the training windows of u devices, c copies in each. The plan is a pure function of the
+A canary is a sentence ``<prefix> s_1 ... s_k``: a fixed public prefix (``canary_prefix``, "my secret
+number is") and a secret of k words drawn uniformly from the vocabulary (``<unk>``, ``<s>`` excluded).
+For every cell (c, u) of ``canary_copies`` x ``canary_users``, ``canaries_per_cell`` distinct canaries
+are planted, each into the training windows of u devices, c copies in each. The plan is a pure function of the
 public ``FederationConfig`` and vocabulary (``plan_canaries``): the runner plants them when it writes the
 devices' shards, the benchmark re-derives them to measure exposure. Canaries go to the devices the
-seeded sampler picks most often (the same draws as ``DeltaAggregation``), so every canary is trained on.
+seeded sampler picks most often (the same draws as ``DeltaAggregation``), one canary per device while
+devices last (so no device's data is mostly canaries), the one-user cells on the most frequent ones.
 
 Exposure (Carlini et al. §4): with the model's log-perplexity of the secret given the prefix,
 ``exposure = log2 |candidates| - log2 rank(secret)``. The candidate space |V|^k is far too large to
 enumerate, so ``exposure`` uses the sampling estimator: rank the secret among R uniformly drawn
 alternative secrets (rank 1 = most likely, ties counted against the secret), ``log2(R + 1) - log2(rank)``.
 It is at most log2(R + 1); a model that never saw the canary gives E[exposure] = ~1/ln 2 = 1.44 bits.
+``exposure_extrapolated`` is Carlini et al.'s §4.3 estimate beyond that cap: fit a normal distribution to
+the R alternatives' log-perplexities and take -log2 P(X <= the secret's).
 """
 
 from __future__ import annotations
@@ -27,7 +30,15 @@ from keyboard_sim.dataset import UserExamples
 from models.data import Examples, make_examples
 from models.vocab import Vocabulary
 
-__all__ = ["Canary", "plan_canaries", "plant_canaries", "participation", "exposure", "candidate_secrets"]
+__all__ = [
+    "Canary",
+    "plan_canaries",
+    "plant_canaries",
+    "participation",
+    "exposure",
+    "exposure_extrapolated",
+    "candidate_secrets",
+]
 
 _FIRST_WORD = 2  # ids 0 (<unk>) and 1 (<s>) are never secret words
 
@@ -80,21 +91,21 @@ def plan_canaries(config: FederationConfig, vocab_words: list[str]) -> list[Cana
         return []
     prefix = _prefix_ids(config, {w: i for i, w in enumerate(vocab_words)})
     counts = participation(config)
-    pool_size = min(config.devices, max(config.canary_users) * config.canaries_per_cell)
-    pool = sorted(range(config.devices), key=lambda d: (-counts[d], d))[:pool_size]
+    cells = [(c, u) for u in sorted(config.canary_users) for c in sorted(config.canary_copies, reverse=True)]
+    slots = sum(u for _, u in cells) * config.canaries_per_cell
+    pool = sorted(range(config.devices), key=lambda d: (-counts[d], d))[: min(config.devices, slots)]
     rng = np.random.default_rng([config.seed, 0xCA7A])
     canaries, start = [], 0
-    for copies in config.canary_copies:
-        for users in config.canary_users:
-            if users > pool_size:
-                raise ValueError(f"FederationConfig.canary_users={users} exceeds devices={config.devices}")
-            for i in range(config.canaries_per_cell):
-                secret = tuple(
-                    int(w) for w in rng.integers(_FIRST_WORD, len(vocab_words), config.canary_secret_words)
-                )
-                holders = tuple(sorted(pool[(start + r) % pool_size] for r in range(users)))
-                start += users
-                canaries.append(Canary(copies, users, i, prefix, secret, holders))
+    for copies, users in cells:  # one-user cells first: they get the devices sampled most often
+        if users > len(pool):
+            raise ValueError(f"FederationConfig.canary_users={users} exceeds devices={config.devices}")
+        for i in range(config.canaries_per_cell):
+            secret = tuple(
+                int(w) for w in rng.integers(_FIRST_WORD, len(vocab_words), config.canary_secret_words)
+            )
+            holders = tuple(sorted(pool[(start + r) % len(pool)] for r in range(users)))
+            start += users
+            canaries.append(Canary(copies, users, i, prefix, secret, holders))
     return canaries
 
 
@@ -115,6 +126,14 @@ def candidate_secrets(canary: Canary, n: int, vocab_size: int, seed: int) -> np.
     rng = np.random.default_rng([seed, 0x5EC2, *canary.secret])
     others = rng.integers(_FIRST_WORD, vocab_size, (n, len(canary.secret)))
     return np.vstack([np.asarray(canary.secret)[None, :], others])
+
+
+def exposure_extrapolated(scores: np.ndarray) -> float:
+    """-log2 Phi((x_0 - mu) / sd), mu and sd of the alternatives ``scores[1:]`` (Carlini et al. §4.3)."""
+    from scipy.stats import norm
+
+    mu, sd = float(np.mean(scores[1:])), float(np.std(scores[1:], ddof=1))
+    return float(-norm.logcdf((scores[0] - mu) / sd) / np.log(2.0))
 
 
 def exposure(scores: np.ndarray) -> float:
