@@ -103,7 +103,7 @@ class FederationConfig:
     canary_copies: tuple[int, ...] = ()  # copies of a canary in each of its users' data, one cell per value
     canary_users: tuple[int, ...] = (1,)  # users that hold a canary, one cell per value (x canary_copies)
     canaries_per_cell: int = 4  # distinct canaries per (copies, users) cell: the spread of exposure
-    canary_prefix: str = "my secret number is"  # the fixed, public part (every word must be in the vocabulary)
+    canary_prefix: str = "my secret number is"  # the fixed, public part (its words: in the vocabulary)
     canary_secret_words: int = 4  # k, the random secret's length
     extra: dict = field(default_factory=dict)  # free-form notes recorded in the model card
 

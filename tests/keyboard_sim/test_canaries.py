@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 
 from federation import FederationConfig
-from keyboard_sim.canaries import candidate_secrets, exposure, participation, plan_canaries, plant_canaries
+from keyboard_sim.canaries import (
+    candidate_secrets,
+    exposure,
+    exposure_extrapolated,
+    participation,
+    plan_canaries,
+    plant_canaries,
+)
 from keyboard_sim.dataset import UserExamples
 from models.data import Examples
 
@@ -73,3 +80,12 @@ def test_canary_fields_round_trip_through_the_run_config() -> None:
     assert again.canary_copies == (1, 4) and again.canary_users == (1, 3) and again == config
     with pytest.raises(ValueError, match="canary_copies"):
         _config(canary_copies=(0,))
+
+
+def test_extrapolated_exposure_follows_the_normal_tail() -> None:
+    rng = np.random.default_rng(0)
+    alternatives = rng.normal(10.0, 1.0, 20000)
+    at_mean = exposure_extrapolated(np.concatenate([[10.0], alternatives]))
+    three_sd = exposure_extrapolated(np.concatenate([[7.0], alternatives]))
+    assert abs(at_mean - 1.0) < 0.05  # P(X <= mu) = 1/2: one bit
+    assert abs(three_sd - (-np.log2(0.0013499))) < 0.1  # P(X <= mu - 3 sd) = 0.00135: 9.5 bits

@@ -12,6 +12,7 @@ from flwr.app import Array, ArrayRecord, Message, MetricRecord, RecordDict
 
 from ckks.codec import HE_STYPE
 from hushtype.simulation import FederationConfig, run_federated
+from keyboard_sim.canaries import participation
 from keyboard_sim.dataset import save_jsonl
 from server.strategies.delta_aggregation import DeltaAggregation
 from tests.conftest import make_users
@@ -91,3 +92,6 @@ def test_he_round_gives_the_aggregator_only_ciphertexts_and_ids(
         assert 4 <= row["num_examples_mean"] < 1e4 and 0 < row["train_loss"] < 20
         assert 0 < row["example_epsilon_mean"] <= row["max_device_epsilon"] < math.inf
     assert card["mean_device_example_epsilon"] == trained[-1]["example_epsilon_mean"]
+    # the canary planner's replay of the sampler (keyboard_sim.canaries.participation) is what happened
+    sampled = [d for r in trained for d in r["devices"]]
+    assert participation(config) == [sampled.count(d) for d in range(config.devices)]
