@@ -317,6 +317,7 @@ def run_privacy_bench(bench: PrivacyBenchConfig, data_config: DataConfig | None 
         {
             "exposure_chance": {**_spread(chance), "expected": chance_exposure(bench.candidates)},
             "exposure_extrapolated_chance": _spread(chance_fit),
+            "exposure_chance_by_cell": _by_cell(canaries, chance),  # the same canaries, never seen
             "exposure_max": math.log2(bench.candidates + 1),
             "plain_fl_top1": result["settings"]["no_dp"]["top1"],
             "dp_fl_top1": result["settings"]["dp_shipped"]["top1"],
