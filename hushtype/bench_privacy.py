@@ -12,6 +12,8 @@ defaults, whatever they are), with every canary cell planted in the same run (``
                     upper end. Not run with HE: unclipped full-model sums exceed the CKKS preset's
                     provable budget (``HEParams.max_l2_sum``), HE aggregation needs the clip.
     dp_shipped      the shipped defaults (user-level DP at the default target epsilon, HE aggregation)
+    shipped_no_noise  the shipped recipe without clip or noise at either level (full bench only): the
+                    control that tells the recipe's own (non-)memorisation from what the noise does
     dp_eps_<e>      the shipped defaults at user-level target epsilon e, plain aggregation (CKKS changes
                     the mean by < 1e-5, tests/server/test_he_simulation.py)
 
@@ -54,6 +56,10 @@ __all__ = ["PrivacyBenchConfig", "run_privacy_bench", "canary_scores"]
 
 CANARY_COPIES = (1, 4, 16)
 CANARY_USERS = (1, 4)
+NO_NOISE = dict(  # no user-level clip or noise, no example-level noise: the shipped recipe otherwise
+    clip=0.0, adaptive_clip=False, noise_multiplier=0.0, target_epsilon=None,
+    example_noise_multiplier=0.0, max_grad_norm=1e6,
+)  # fmt: skip
 NO_DP_RECIPE = dict(  # FedAvgM as measured to learn (README), devices running 4 local epochs (cap 100 steps)
     server_optimizer="fedavgm", server_lr=1.0, server_momentum=0.9, local_epochs=4.0, max_local_steps=100
 )
@@ -80,6 +86,8 @@ class PrivacyBenchConfig:
         out = Path(self.out)
         no_dp = dataclasses.replace(plain_fl_config(base), **NO_DP_RECIPE)
         runs = {"no_dp": no_dp, "dp_shipped": base}
+        if not self.quick:  # the control: is the shipped recipe at chance because of the noise?
+            runs["shipped_no_noise"] = dataclasses.replace(base, aggregation="plain", **NO_NOISE)
         for eps in self.epsilons:
             runs[f"dp_eps_{eps:g}"] = dataclasses.replace(
                 base, aggregation="plain", noise_multiplier=None, target_epsilon=eps
