@@ -98,10 +98,26 @@ class FederationConfig:
     fail_partitions: tuple[int, ...] = ()  # fault injection: these devices raise when sampled
     drop_probability: float = 0.0  # fault injection: each sampled device vanishes with this probability
     seed: int = 0
+    # privacy audit (keyboard_sim.canaries, hushtype bench privacy): secret-sharer canaries, "<prefix> w1..wk"
+    # with k random vocabulary words, planted into chosen devices' training data; () = none planted
+    canary_copies: tuple[int, ...] = ()  # copies of a canary in each of its users' data, one cell per value
+    canary_users: tuple[int, ...] = (1,)  # users that hold a canary, one cell per value (x canary_copies)
+    canaries_per_cell: int = 4  # distinct canaries per (copies, users) cell: the spread of exposure
+    canary_prefix: str = "my secret number is"  # the fixed, public part (its words: in the vocabulary)
+    canary_secret_words: int = 4  # k, the random secret's length
     extra: dict = field(default_factory=dict)  # free-form notes recorded in the model card
 
     def __post_init__(self) -> None:
         self.fail_partitions = tuple(int(p) for p in self.fail_partitions)
+        self.canary_copies = tuple(int(c) for c in self.canary_copies)
+        self.canary_users = tuple(int(u) for u in self.canary_users)
+        if any(c <= 0 for c in self.canary_copies + self.canary_users) or (
+            self.canary_copies and not self.canary_users
+        ):
+            raise ValueError(
+                "FederationConfig.canary_copies and canary_users must be positive counts, got "
+                f"{self.canary_copies} and {self.canary_users}"
+            )
         for name in (
             "devices",
             "devices_per_round",
@@ -120,6 +136,8 @@ class FederationConfig:
             "local_epochs",
             "round_timeout",
             "abort_after_failed_rounds",
+            "canaries_per_cell",
+            "canary_secret_words",
         ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"FederationConfig.{name} must be positive, got {getattr(self, name)}")
@@ -255,7 +273,7 @@ class FederationConfig:
                 raise ValueError(
                     f"unknown run-config key {key!r}; known: {sorted(k.replace('_', '-') for k in fields)}"
                 )
-            if name == "fail_partitions":
+            if "tuple" in str(fields[name].type):  # "1,2" (TOML has no tuples)
                 value = tuple(int(v) for v in str(value).split(",") if v.strip())
             elif value == "" and "None" in str(fields[name].type):
                 value = None

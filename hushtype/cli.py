@@ -243,6 +243,14 @@ def _cmd_bench_federated(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench_privacy(args: argparse.Namespace) -> int:
+    from hushtype.bench_privacy import PrivacyBenchConfig, run_privacy_bench
+
+    bench = PrivacyBenchConfig(quick=args.quick, out=args.out, seed=args.seed)
+    _print_json(run_privacy_bench(bench, _data_config(args)))
+    return 0
+
+
 def _cmd_bench_aggregate(args: argparse.Namespace) -> int:
     from hushtype.bench_aggregate import measure_aggregate_bench
 
@@ -598,6 +606,15 @@ def build_parser() -> argparse.ArgumentParser:
     fed.add_argument("--out", default="runs/bench_federated", help="runs, warm start and frontier.png")
     fed.add_argument("--json", action="store_true", help="print one JSON object (always on)")
     fed.set_defaults(func=_cmd_bench_federated)
+
+    priv = bench_sub.add_parser(
+        "privacy", help="secret-sharer canaries through the federated pipeline: exposure vs epsilon"
+    )
+    _add_data_flags(priv)
+    priv.add_argument("--quick", action="store_true", help="a smaller federation, <= 10 min, same fields")
+    priv.add_argument("--out", default="runs/bench_privacy", help="runs, warm start and exposure.png")
+    priv.add_argument("--json", action="store_true", help="print one JSON object (always on)")
+    priv.set_defaults(func=_cmd_bench_privacy)
 
     agg = bench_sub.add_parser("aggregate", help="HE vs plaintext aggregation, bytes on the wire, round time")
     agg.add_argument("--clients", type=int, default=20)

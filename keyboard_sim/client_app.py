@@ -8,8 +8,11 @@ On a train message carrying the global weights w_t and the round config, the dev
     3. clips to the user-level bound:  Delta_i <- Delta_i * min(1, C / ||Delta_i||_2)
     4. adds its share of distributed DP noise:  Delta_i <- Delta_i + xi_i,
        xi_i ~ N(0, sigma^2 C^2 / m I), so the sum over the m sampled devices carries N(0, sigma^2 C^2 I)
-    5. encodes the update with the run's codec (``encode_update``: the single seam where the
-       plain float32 ArrayRecord is swapped for CKKS ciphertexts) and replies.
+    5. appends its own statistics (example count, loss, norm, clipped bit, example-level epsilon) as
+       extra one-element arrays of the same update (``federation.wire``), encodes the update with the
+       run's codec (``encode_update``: the single seam where the plain float32 ArrayRecord is swapped
+       for CKKS ciphertexts) and replies with that ArrayRecord *only*: with ``aggregation="he"`` the
+       aggregator receives one ciphertext per device and nothing per device in the clear.
 
 Steps 1-4 never change with the codec. The device's example-level privacy ledger travels in
 ``context.state`` so it survives rounds whichever worker process runs the device, and in the device's
@@ -31,6 +34,7 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
+from federation.wire import CLIP_BIT_KEY, encode_stats
 from keyboard_sim.device import Device, LocalDPConfig, seed_for
 from keyboard_sim.federation import FederationConfig, device_examples, select_devices, trainable_arrays
 from models.config import ModelConfig
@@ -47,6 +51,7 @@ __all__ = [
     "clip_update",
     "add_noise_share",
     "add_clip_bit",
+    "CLIP_BIT_KEY",
     "select_devices",
     "make_client_app",
     "app",
@@ -103,7 +108,6 @@ def encode_update(delta: dict[str, np.ndarray], *, codec: str = "plain", **optio
 
 
 # ----------------------------------------------------------------------- user-level DP
-CLIP_BIT_KEY = "clip-bit"  # the wire name of the adaptive-clipping bit (server.strategies.mean_update)
 
 
 def clip_update(delta: dict[str, np.ndarray], clip: float) -> tuple[dict[str, np.ndarray], float]:
@@ -262,25 +266,21 @@ def make_client_app(config: FederationConfig | None = None) -> ClientApp:
         delta = add_noise_share(delta, noise_std, rng)
         if bool(round_config.get("clip-bit", False)):
             delta = add_clip_bit(delta, norm, clip, float(round_config.get("clip-bit-noise-std", 0.0)), rng)
+        stats = {
+            "num-examples": result.num_examples,
+            "train-loss": result.train_loss,
+            "delta-norm": norm,
+            "clipped": float(clip > 0 and norm > clip),
+            "example-epsilon": result.example_epsilon,
+        }
         record = encode_update(
-            delta,
+            {**delta, **encode_stats(stats)},  # the statistics ride in the same (encrypted) vector
             codec=str(round_config.get("codec", cfg.aggregation)),
             config=round_config,  # the "he" codec reads the federation public context from it
             num_examples=result.num_examples,
         )
         _save_state(context, cfg, run_id, partition, device.state())
-        metrics = MetricRecord(
-            {
-                "num-examples": result.num_examples,
-                "train-loss": result.train_loss,
-                "example-epsilon": result.example_epsilon,
-                "delta-norm": norm,
-                "clipped": float(clip > 0 and norm > clip),
-                "steps": result.steps,
-                "seconds": result.seconds,
-            }
-        )
-        return Message(RecordDict({"arrays": record, "metrics": metrics}), reply_to=msg)
+        return Message(RecordDict({"arrays": record}), reply_to=msg)  # nothing else: no clear metrics
 
     @client_app.query()
     def device_id(msg: Message, context: Context) -> Message:

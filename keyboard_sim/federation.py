@@ -2,7 +2,8 @@
 
 ``FederationConfig`` lives in the neutral ``federation`` package (re-exported here). The runner
 (``hushtype.simulation``) loads the data once, checks the configuration against it and writes one shard
-per device (``write_device_shards``), so a simulated phone reads only its own examples
+per device (``write_device_shards``, with any audit canaries of ``keyboard_sim.canaries`` planted), so a
+simulated phone reads only its own examples
 (``device_examples``); the aggregator gets the held-out users from the runner, never from here.
 """
 
@@ -16,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from federation.config import FederationConfig
+from keyboard_sim.canaries import plant_canaries
 from keyboard_sim.dataset import DataConfig, FederatedData, UserExamples, build_federated_data
 from keyboard_sim.split import SplitConfig
 from models.config import ModelConfig
@@ -110,6 +112,7 @@ def write_device_shards(config: FederationConfig, data: FederatedData) -> Path:
     for partition, user in enumerate(select_devices(data.train_users, config)):
         path = out / f"device_{partition:05d}.npz"
         if not path.is_file():
+            user = plant_canaries(config, partition, user, data.vocab.words)  # privacy audit only
             tmp = out / f"device_{partition:05d}.tmp.npz"
             np.savez(
                 tmp,
@@ -131,4 +134,7 @@ def device_examples(config: FederationConfig, partition: int) -> UserExamples:
     if path.is_file():
         with np.load(path) as z:
             return UserExamples(str(z["user"]), Examples(z["x"], z["y"]), Examples(z["lx"], z["ly"]))
-    return select_devices(load_data(config).train_users, config)[partition]  # deployment without shards
+    data = load_data(config)  # deployment without shards
+    return plant_canaries(
+        config, partition, select_devices(data.train_users, config)[partition], data.vocab.words
+    )

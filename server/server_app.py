@@ -48,6 +48,7 @@ from models.factory import build_model, export_weights, load_weights
 from models.release import load_release, save_release
 from models.train import evaluate
 from server.accounting import UserLevelAccountant, user_noise_for_epsilon
+from server.example_accounting import example_epsilon_bound
 from server.strategies import DeltaAggregation, PlainMean, QuantileClip, RoundSetup, make_strategy
 from server.strategies.adaptive_clipping import update_noise_multiplier
 from server.strategies.delta_aggregation import arrays_to_numpy, numpy_to_arrays
@@ -182,8 +183,11 @@ class RunRecorder:
         ax1.grid(alpha=0.3)
         eps = [r["user_epsilon"] if r["user_epsilon"] is not None else float("nan") for r in self.rows]
         ax2.plot(rounds, eps, "o-", color="C3", label="user-level epsilon")
-        dev = [r["max_device_epsilon"] for r in self.rows]
-        ax2.plot(rounds, dev, "^--", color="C2", label="max example-level epsilon (devices)")
+        dev = [
+            r["max_device_epsilon"] if r["max_device_epsilon"] is not None else float("nan")
+            for r in self.rows
+        ]
+        ax2.plot(rounds, dev, "^--", color="C2", label="example-level epsilon bound (any device)")
         ax2.set_xlabel("round")
         ax2.set_ylabel("epsilon")
         ax2.legend()
@@ -463,7 +467,8 @@ def _model_card(config: FederationConfig, run: dict) -> dict:
         "device_sampling_rate": config.sample_rate,
         "user_accountant": config.accountant,
         "user_accountant_history": accountant.history,
-        "max_device_example_epsilon": last["max_device_epsilon"],
+        "max_device_example_epsilon": last["max_device_epsilon"],  # the public worst case, see below
+        "mean_device_example_epsilon": last.get("example_epsilon_mean"),  # last round's devices, mean
         "example_delta": config.example_delta,
         "example_noise_multiplier": config.example_noise_multiplier,
         "example_max_grad_norm": config.max_grad_norm,
@@ -482,12 +487,16 @@ def _model_card(config: FederationConfig, run: dict) -> dict:
         "caveats": [
             "user-level epsilon treats fixed-size device sampling as Poisson sampling with q = m / N",
             "secure_mode is off (torchcsprng unavailable); noise uses non-cryptographic RNGs",
+            "max_device_example_epsilon is a bound from the public config (any device with >= "
+            "min_device_examples windows taking part in every round), not a device's own value: the "
+            "server only receives the mean over each round's devices (mean_device_example_epsilon)",
         ],
     }
 
 
-def _round_row(server_round: int, scores: dict, stats: dict, user_eps: float, max_device_eps: float) -> dict:
-    """One line of rounds.jsonl."""
+def _round_row(server_round: int, scores: dict, stats: dict, user_eps: float, device_bound: float) -> dict:
+    """One line of rounds.jsonl: held-out scores, epsilons, participation and the devices' statistics as
+    means over the round's devices (decrypted as one aggregate under HE), never one device's value."""
     return {
         "round": server_round,
         "top1": scores["top1"],
@@ -495,13 +504,15 @@ def _round_row(server_round: int, scores: dict, stats: dict, user_eps: float, ma
         "loss": scores["loss"],
         "perplexity": scores["perplexity"],
         "user_epsilon": _finite(user_eps),
-        "max_device_epsilon": max_device_eps,
+        "max_device_epsilon": _finite(device_bound),  # example level, bound over any device (public config)
         "participants": int(stats.get("participants", 0)),
         "dropouts": int(stats.get("dropouts", 0)),
         "devices": stats.get("devices", []),
         "train_loss": _finite(float(stats.get("train-loss", float("nan")))),
         "delta_norm": _finite(float(stats.get("delta-norm", float("nan")))),
         "clipped_fraction": _finite(float(stats.get("clipped", float("nan")))),
+        "example_epsilon_mean": _finite(float(stats.get("example-epsilon", float("nan")))),
+        "num_examples_mean": _finite(float(stats.get("num-examples", float("nan")))),
         "clip": stats.get("clip"),
         "unclipped_fraction": stats.get("unclipped_fraction"),
         "failures": stats.get("failures", [])[:10],
@@ -539,7 +550,6 @@ def run_federation(grid: Grid, config: FederationConfig, data: RunData) -> dict:
     (recorder.run_dir / "abort.json").unlink(missing_ok=True)
     run_record = {"run_id": run_id, "config_hash": config.config_hash(), "config": asdict(config)}
     run_file.write_text(json.dumps(run_record, default=list), encoding="utf-8")
-    max_device_eps = kept_rows[-1]["max_device_epsilon"] if kept_rows else 0.0
 
     with key_authority(config) as authority:
         strategy = build_strategy(config, noise, authority)
@@ -580,7 +590,6 @@ def run_federation(grid: Grid, config: FederationConfig, data: RunData) -> dict:
         progress = tqdm(total=config.rounds, initial=offset, desc="rounds", unit="round", dynamic_ncols=True)
 
         def evaluate_fn(flower_round: int, arrays: ArrayRecord) -> MetricRecord:
-            nonlocal max_device_eps
             weights = arrays_to_numpy(arrays)
             scores = evaluate(load_weights(model, weights), eval_set, unk_id=data.vocab.unk_id)
             metrics = MetricRecord({"top1": scores["top1"], "top3": scores["top3"], "loss": scores["loss"]})
@@ -588,8 +597,8 @@ def run_federation(grid: Grid, config: FederationConfig, data: RunData) -> dict:
                 return metrics
             server_round = offset + flower_round
             stats = accounting.stats.get(server_round, {})
-            max_device_eps = max(max_device_eps, float(stats.get("max-example-epsilon", 0.0)))
-            row = _round_row(server_round, scores, stats, accountant.user_epsilon(), max_device_eps)
+            device_bound = example_epsilon_bound(config, server_round)  # public: no device's own value
+            row = _round_row(server_round, scores, stats, accountant.user_epsilon(), device_bound)
             recorder.record(
                 row, weights, final=server_round == config.rounds, state=strategy.optimizer_state()
             )

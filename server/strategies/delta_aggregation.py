@@ -16,7 +16,9 @@ Round config sent to devices: user-level clip C_t, the distributed-noise share s
 and, with adaptive clipping, the clip-bit noise share std sigma_b / sqrt(m) (Andrew et al. 2021; the bit
 travels inside the same, encrypted, update). Per-device failures are counted and logged, never raised;
 after each round ``on_round(server_round, stats)`` is called (the server's round recorder steps the
-accountant there and decides whether the run must abort).
+accountant there and decides whether the run must abort). ``stats`` holds only what concerns the round
+as a whole: who was sampled and answered (participation is visible), the clip, and the devices'
+statistics as their mean over A_t (``federation.wire``; decrypted with the update under HE).
 """
 
 from __future__ import annotations
@@ -33,8 +35,9 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 from flwr.supercore import log
 
+from federation.wire import CLIP_BIT_KEY, decode_stats
 from server.strategies.adaptive_clipping import QuantileClip
-from server.strategies.mean_update import CLIP_BIT_KEY, MeanUpdate, arrays_to_numpy
+from server.strategies.mean_update import MeanUpdate, arrays_to_numpy
 
 __all__ = ["DeltaAggregation", "RunRounds", "RoundSetup", "numpy_to_arrays", "arrays_to_numpy"]
 
@@ -228,11 +231,12 @@ class DeltaAggregation(FedAvg):
             "failures": failures,
             "clip": self.clip,
             "seconds": time.perf_counter() - self._started.get(server_round, time.perf_counter()),
-            **self._train_metrics(result.used),
         }
         for reason in failures:
             log(WARNING, "round %d dropout: %s", server_round, reason)
         mean = result.mean
+        if mean is not None:  # the devices' statistics: means over A_t, decrypted with the update
+            stats.update(decode_stats(mean))
         if mean is not None and CLIP_BIT_KEY in mean:
             unclipped = float(np.ravel(mean.pop(CLIP_BIT_KEY))[0])
             stats["unclipped_fraction"] = unclipped
@@ -254,16 +258,3 @@ class DeltaAggregation(FedAvg):
             k: (w.astype(np.float64) + mean[k]).astype(w.dtype) if k in mean else w for k, w in w_t.items()
         }
         return numpy_to_arrays(aggregated), out
-
-    def _train_metrics(self, used: list[Message]) -> dict[str, float]:
-        """Summaries of the devices' own metrics (means; example epsilon as a max)."""
-        rows = [next(iter(m.content.metric_records.values()), MetricRecord()) for m in used]
-        out: dict[str, float] = {}
-        for key in ("train-loss", "delta-norm", "clipped"):
-            values = [float(r[key]) for r in rows if key in r]
-            if values and not all(np.isnan(values)):
-                out[key] = float(np.nanmean(values))
-        eps = [float(r["example-epsilon"]) for r in rows if "example-epsilon" in r]
-        if eps:
-            out["max-example-epsilon"] = max(eps)
-        return out

@@ -9,9 +9,14 @@ whose ciphertexts arrived and parsed::
                         = n_i / u           (weighting="examples", u = he_weight_unit keeps w_i^s O(1))
                  c_i    = Enc_pk([1, w_i^s, w_i^s * Delta_i])   count slot, weight slot, pre-scaled update
     aggregator   c      = sum_{i in A_t} c_i                    homomorphic additions only (public context)
-                 k      = |A_t|,  W = sum_{i in A_t} w_i^s      declared from the replies' clear metadata
+                 k      = |A_t|                                 (W = k declared too with uniform weights)
     key authr.   [K, W', S] = Dec_sk(c)                         only if k >= min_clients and |K - k| < 0.5
-                 Delta_t = S / W'                               (W' checked against W)
+                 Delta_t = S / W'                               (W' checked against W when declared)
+
+A reply is one ciphertext and nothing else: the device's statistics (example count, loss, norm,
+clipped bit, example-level epsilon; ``federation.wire``) are more slots of the same vector, so they
+too are decrypted only as a (weighted) mean over A_t. With ``weighting="examples"`` the aggregator
+never learns n_i: the device pre-multiplies by w_i^s = n_i / u, and only W' (decrypted) divides.
 
 ``Delta_t`` then goes to whichever server optimizer the run uses (FedAvg, FedAvgM, FedAdam, FedYogi):
 the optimizer runs on the decrypted mean only. The adaptive-clipping bit, when devices send it, is one
@@ -31,7 +36,7 @@ from logging import WARNING
 from typing import Protocol
 
 import numpy as np
-from flwr.app import ConfigRecord, Message, MetricRecord
+from flwr.app import ConfigRecord, Message
 from flwr.supercore import log
 
 from ckks.codec import (
@@ -96,7 +101,6 @@ class HEMean:
         weighting: str = "uniform",
         public_context_path: str | None = None,
         he_weight_unit: float = 100.0,
-        weighted_by_key: str = "num-examples",
     ) -> None:
         if he_weight_unit <= 0:
             raise ValueError(f"he_weight_unit must be positive, got {he_weight_unit}.")
@@ -111,7 +115,6 @@ class HEMean:
         self.public_context_path = public_context_path
         self.he_weight_unit = he_weight_unit
         self.weighting = weighting
-        self.weighted_by_key = weighted_by_key
         capacity = self.public_context.params.max_count_plus_weight
         if weighting == "uniform" and 2 * devices_per_round > capacity:
             raise ValueError(
@@ -132,8 +135,8 @@ class HEMean:
         else:
             config[CONFIG_CONTEXT] = self.public_context_bytes
 
-    def _parse(self, msg: Message, w_t: dict[str, np.ndarray]) -> tuple[EncryptedUpdate, Layout, float]:
-        """(c_i, layout, w_i^s) of one reply; raises ValueError (incl. CiphertextFormatError) if unusable."""
+    def _parse(self, msg: Message, w_t: dict[str, np.ndarray]) -> tuple[EncryptedUpdate, Layout]:
+        """(c_i, layout) of one reply; raises ValueError (incl. CiphertextFormatError) if unusable."""
         record = msg.content.array_records.get("arrays")
         if record is None:
             raise ValueError("no ArrayRecord 'arrays' in reply")
@@ -142,13 +145,7 @@ class HEMean:
             raise ValueError(f"expected one {HE_STYPE} array (is the device using codec 'he'?)")
         update, layout = unpack_payload(self.public_context, arrays[0].data)
         check_keys(dict(layout), w_t)
-        if self.weighting == "examples":
-            metrics = next(iter(msg.content.metric_records.values()), MetricRecord())
-            n_i = float(metrics.get(self.weighted_by_key, 0.0))
-            if n_i <= 0:
-                raise ValueError("weighting='examples' but the reply declares no examples")
-            return update, layout, n_i / self.he_weight_unit
-        return update, layout, 1.0
+        return update, layout
 
     def mean(self, server_round: int, replies: list[Message], w_t: dict[str, np.ndarray]) -> RoundMean:
         """c = sum_i c_i over usable replies (streaming); the key authority returns Delta_t = S / W'."""
@@ -156,11 +153,10 @@ class HEMean:
         layout: Layout | None = None
         used: list[Message] = []
         failures: list[str] = []
-        declared_weight = 0.0
         for msg in replies:
             node = msg.metadata.src_node_id
             try:
-                update, msg_layout, weight = self._parse(msg, w_t)
+                update, msg_layout = self._parse(msg, w_t)
                 if layout is not None and msg_layout != layout:
                     raise ValueError(f"layout {msg_layout} differs from the round's {layout}")
             except CiphertextFormatError as err:
@@ -171,10 +167,10 @@ class HEMean:
                 continue
             layout = msg_layout
             total = update if total is None else total.add_(update)  # O(1) ciphertexts held
-            declared_weight += weight
             used.append(msg)
         if total is None or layout is None:
             return RoundMean(None, [], failures)
+        declared_weight = float(len(used)) if self.weighting == "uniform" else None  # n_i stay encrypted
         try:
             result = self.key_authority.decrypt_aggregate(
                 total.to_bytes(), len(used), server_round=server_round, declared_total_weight=declared_weight

@@ -6,8 +6,11 @@ the mean (or ``None``), the replies it used and a reason for every reply it drop
 float arrays (the aggregator sees every update); ``HEMean`` (``server.strategies.he_mean``) sums
 ciphertexts and lets the key authority decrypt only the sum.
 
-Besides the model keys, an update may carry ``CLIP_BIT_KEY`` (the adaptive-clipping bit of Andrew et
-al. 2021, averaged with the rest); the optimizer strips it before stepping.
+Besides the model keys, an update carries side keys (``federation.wire``): ``CLIP_BIT_KEY`` (the
+adaptive-clipping bit of Andrew et al. 2021) and the device's own statistics (``stat/...``), averaged
+with the rest; ``DeltaAggregation`` strips them before the optimizer steps. A reply holds nothing else:
+with ``weighting="examples"`` the weight n_i is read from the update's own ``stat/num-examples`` slot
+(plain), or never seen at all (HE: the device pre-multiplies its ciphertext by it).
 """
 
 from __future__ import annotations
@@ -16,12 +19,13 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
+from flwr.app import ArrayRecord, ConfigRecord, Message
+
+from federation.wire import CLIP_BIT_KEY, STAT_PREFIX, decode_stats, is_side_key
 
 __all__ = ["CLIP_BIT_KEY", "PLAIN_STYPE", "RoundMean", "MeanUpdate", "PlainMean", "arrays_to_numpy"]
 
 PLAIN_STYPE = "numpy.ndarray"  # Array.stype of a plain float32 update (the "plain" codec)
-CLIP_BIT_KEY = "clip-bit"  # the wire name devices use (keyboard_sim.client_app writes the same literal)
 
 
 def arrays_to_numpy(record: ArrayRecord) -> dict[str, np.ndarray]:
@@ -33,7 +37,7 @@ def arrays_to_numpy(record: ArrayRecord) -> dict[str, np.ndarray]:
 class RoundMean:
     """What a ``MeanUpdate`` returns for one round."""
 
-    mean: dict[str, np.ndarray] | None  # Delta_t by key (CLIP_BIT_KEY included when devices sent it)
+    mean: dict[str, np.ndarray] | None  # Delta_t by key (side keys included when devices sent them)
     used: list[Message] = field(default_factory=list)  # replies inside the mean
     failures: list[str] = field(default_factory=list)  # "node N: reason" for each dropped reply
 
@@ -51,24 +55,27 @@ class MeanUpdate(Protocol):
 
 
 def check_keys(update: dict[str, tuple[int, ...]], w_t: dict[str, np.ndarray]) -> None:
-    """Raise ValueError unless every key is a model key of the same shape (or the clip bit)."""
+    """Raise ValueError unless every key is a model key of the same shape (or a side key)."""
     for key, shape in update.items():
-        if key == CLIP_BIT_KEY:
+        if is_side_key(key):
             continue
         if key not in w_t or tuple(shape) != tuple(w_t[key].shape):
             raise ValueError(f"update key {key!r} {tuple(shape)} does not match the global weights")
 
 
 class PlainMean:
-    """Delta_t = sum_i p_i Delta_i over float32 replies, p_i = 1/|A_t| or n_i / sum_j n_j."""
+    """Delta_t = sum_i p_i Delta_i over float32 replies, p_i = 1/|A_t| or n_i / sum_j n_j.
+
+    Everything is in the clear: the aggregator sees each update and each device's statistics. For
+    non-private baselines and benchmarks; a deployment uses ``HEMean``.
+    """
 
     name = "plain"
 
-    def __init__(self, *, weighting: str = "uniform", weighted_by_key: str = "num-examples") -> None:
+    def __init__(self, *, weighting: str = "uniform") -> None:
         if weighting not in ("uniform", "examples"):
             raise ValueError(f"weighting must be 'uniform' or 'examples', got {weighting!r}")
         self.weighting = weighting
-        self.weighted_by_key = weighted_by_key
 
     def configure(self, config: ConfigRecord) -> None:
         config["codec"] = self.name
@@ -81,8 +88,8 @@ class PlainMean:
             raise ValueError("update is not plain float arrays (encrypted updates need aggregation='he')")
         delta = arrays_to_numpy(record)
         check_keys({k: v.shape for k, v in delta.items()}, w_t)
-        metrics = next(iter(msg.content.metric_records.values()), MetricRecord())
-        return delta, float(metrics.get(self.weighted_by_key, 1.0))
+        stats = decode_stats({k: v for k, v in delta.items() if k.startswith(STAT_PREFIX)})
+        return delta, float(stats.get("num-examples", 1.0))
 
     def mean(self, server_round: int, replies: list[Message], w_t: dict[str, np.ndarray]) -> RoundMean:
         updates, used, failures = [], [], []

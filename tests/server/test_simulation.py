@@ -141,7 +141,7 @@ def test_a_restarted_server_resumes_from_its_last_checkpoint(tmp_path: Path) -> 
 
     # Assert: the same rounds, metrics and user-level epsilon as the run that never stopped
     def rows(run: Path) -> list[dict]:
-        skip = ("seconds", "max_device_epsilon")
+        skip = ("seconds", "max_device_epsilon", "example_epsilon_mean")  # ledgers count round 3 twice
         return [
             {k: v for k, v in json.loads(x).items() if k not in skip} for x in (run / "rounds.jsonl").open()
         ]
@@ -149,8 +149,10 @@ def test_a_restarted_server_resumes_from_its_last_checkpoint(tmp_path: Path) -> 
     assert rows(crashed) == rows(tmp_path / "whole")
     assert card["user_epsilon"] == whole["user_epsilon"] and card["round"] == 3
     assert card["metrics"]["final"] == whole["metrics"]["final"]
-    # round 3's devices had already trained once before the crash: their ledgers count it again
-    assert card["max_device_example_epsilon"] >= whole["max_device_example_epsilon"]
+    # round 3's devices had already trained once before the crash: their ledgers count it again (the
+    # card's max is the public bound, the same for both; the devices' own mean can only be higher)
+    assert card["max_device_example_epsilon"] == whole["max_device_example_epsilon"]
+    assert card["mean_device_example_epsilon"] >= whole["mean_device_example_epsilon"] - 1e-6
     with pytest.raises(ValueError, match="already done"):
         run_federated(FederationConfig(**common, run_dir=str(crashed), resume=True))
 

@@ -8,12 +8,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from flwr.app import Array, ArrayRecord, ConfigRecord, Error, Message, MetricRecord, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, Error, Message, RecordDict
 
 from ckks.codec import HE_ARRAY_KEY, HE_STYPE, HECodec, flatten_update, pack_payload
 from ckks.keys import PublicContext, SecretContext
 from ckks.packing import EncryptedUpdate
 from ckks.params import HEParams
+from federation.wire import encode_stats
 from server.key_authority_service import KeyAuthorityService
 from server.strategies import DeltaFedAdam, PlainMean, QuantileClip, RoundSetup, make_strategy
 from server.strategies.he_fedavg import HEFedAvg
@@ -46,17 +47,21 @@ def _round(strategy: PlainFedAvg, server_round: int, weights: dict, nodes: list[
 
 
 def _reply(ins: Message, record: ArrayRecord, n: int) -> Message:
-    metrics = MetricRecord({"num-examples": n, "train-loss": 1.0, "example-epsilon": 0.5})
-    return Message(RecordDict({"arrays": record, "metrics": metrics}), reply_to=ins)
+    return Message(RecordDict({"arrays": record}), reply_to=ins)  # a device sends nothing else
+
+
+def _with_stats(delta: dict, n: int) -> dict:
+    return {**delta, **encode_stats({"num-examples": n, "train-loss": 1.0, "example-epsilon": 0.5})}
 
 
 def _he(ins: Message, delta: dict, n: int = 10) -> Message:
     """What a device with codec 'he' sends, built from the round config it received."""
-    return _reply(ins, HECodec().encode(delta, config=ins.content["config"], num_examples=n), n)
+    record = HECodec().encode(_with_stats(delta, n), config=ins.content["config"], num_examples=n)
+    return _reply(ins, record, n)
 
 
 def _plain(ins: Message, delta: dict, n: int = 10) -> Message:
-    return _reply(ins, numpy_to_arrays(delta), n)
+    return _reply(ins, numpy_to_arrays(_with_stats(delta, n)), n)
 
 
 def _error(ins: Message) -> Message:
@@ -135,7 +140,7 @@ def test_the_key_authority_audits_each_round(authority: KeyAuthorityService) -> 
     records = [json.loads(line) for line in Path(authority.audit_log).read_text().splitlines()]
     last = records[-1]
     assert last["round"] == 41 and last["verdict"] == "accepted" and last["declared_count"] == 3
-    assert last["n_elements"] == 36 and last["declared_total_weight"] == 3.0
+    assert last["n_elements"] == 36 + 3 and last["declared_total_weight"] == 3.0  # 3 statistics slots
 
 
 def test_below_min_clients_keeps_the_model(authority: KeyAuthorityService) -> None:
@@ -158,7 +163,7 @@ def test_ciphertext_under_another_key_spoils_only_that_round(authority: KeyAutho
     rogue_config = {**dict(sent[2].content["config"]), "he-public-context": rogue.to_bytes()}
     del rogue_config["he-public-context-sha256"]
     replies = [_he(sent[0], _delta(rng)), _he(sent[1], _delta(rng))]
-    replies.append(_reply(sent[2], HECodec().encode(_delta(rng), config=rogue_config), 10))
+    replies.append(_reply(sent[2], HECodec().encode(_with_stats(_delta(rng), 10), config=rogue_config), 10))
     # Execute
     arrays, metrics = he.aggregate_train(1, replies)
     # Assert: refused (count slot), model kept, no crash; the next round works again

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from flwr.app import Array, ArrayRecord, ConfigRecord, Error, Message, MetricRecord, RecordDict
 
+from federation.wire import encode_stats
 from server.strategies import DeltaFedAvgM, PlainMean, RoundSetup, make_strategy
 from server.strategies.plain_fedavg import PlainFedAvg, arrays_to_numpy, numpy_to_arrays
 from tests.server.strategies.conftest import FakeGrid
@@ -20,12 +21,8 @@ def _start_round(strategy: PlainFedAvg, server_round: int, weights: dict, nodes:
 
 
 def _reply(ins: Message, delta: list[float], n: int = 1) -> Message:
-    content = RecordDict(
-        {
-            "arrays": numpy_to_arrays({"w": np.array(delta, np.float32)}),
-            "metrics": MetricRecord({"num-examples": n, "train-loss": 1.0, "example-epsilon": float(n)}),
-        }
-    )
+    stats = encode_stats({"num-examples": n, "train-loss": 1.0, "example-epsilon": float(n)})
+    content = RecordDict({"arrays": numpy_to_arrays({"w": np.array(delta, np.float32), **stats})})
     return Message(content, reply_to=ins)
 
 
@@ -40,7 +37,7 @@ def test_uniform_mean_of_deltas() -> None:
     np.testing.assert_allclose(out["w"], [1.5, 3.0])
     np.testing.assert_allclose(out["beta"], 1.0)
     assert metrics["participants"] == 2 and metrics["dropouts"] == 0
-    assert metrics["max-example-epsilon"] == 1.0
+    assert metrics["example-epsilon"] == pytest.approx(1.0) and metrics["train-loss"] == pytest.approx(1.0)
 
 
 def test_server_lr_and_momentum_over_two_rounds() -> None:
