@@ -6,7 +6,10 @@ on the public split, the warm start that federated runs may begin from.
 
 from __future__ import annotations
 
+import json
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -60,13 +63,16 @@ def train_central(
     max_seconds: float | None = None,
     log_every: int = 0,
     valid: Examples | None = None,
+    checkpoint: Path | None = None,
 ) -> dict:
     """Train ``model`` in place with Adam and cross-entropy; returns a small training summary.
 
     ``epochs`` may be fractional; ``max_seconds`` stops early (reported in the summary). With
     ``valid``, validation top-1 is measured after every epoch and the best epoch's weights are
     restored at the end (early stopping on the keyboard's metric: later epochs can raise the loss
-    while still improving top-1; ``valid`` must not be evaluation data).
+    while still improving top-1; ``valid`` must not be evaluation data). With ``checkpoint``, the
+    model's state is saved there after every epoch and the epoch's validation scores go to stderr,
+    so a long run can be watched and its last epoch recovered.
     """
     if len(examples) == 0:
         raise ValueError("no training examples")
@@ -79,7 +85,7 @@ def train_central(
     start, step, seen, running = time.perf_counter(), 0, 0, 0.0
     best_top1, best_state, valid_curve = -1.0, None, []
 
-    def checkpoint() -> None:
+    def end_of_epoch() -> None:
         nonlocal best_top1, best_state
         if valid is None or len(valid) == 0:
             return
@@ -88,6 +94,10 @@ def train_central(
         if scores["top1"] > best_top1:  # select on the keyboard's metric, not on loss
             best_top1 = scores["top1"]
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        if checkpoint is not None:
+            torch.save(model.state_dict(), checkpoint)
+            epoch = {"epoch": len(valid_curve), "step": step, **valid_curve[-1]}
+            print(json.dumps({**epoch, "checkpoint": str(checkpoint)}), file=sys.stderr, flush=True)
         model.train()
 
     while step < total_steps:
@@ -108,7 +118,7 @@ def train_central(
                 print(f"step {step}/{total_steps} loss {running:.3f}", flush=True)
             if step >= total_steps or (max_seconds and time.perf_counter() - start > max_seconds):
                 break
-        checkpoint()
+        end_of_epoch()
         if max_seconds and time.perf_counter() - start > max_seconds:
             break
     if best_state is not None:
