@@ -29,7 +29,7 @@ from models.factory import build_model, encoder_keys, export_weights, param_name
 from models.metrics import next_word_metrics
 from models.ngram import KneserNeyTrigram
 from models.release import save_release
-from models.train import predict_topk, train_central
+from models.train import default_positions, predict_topk, train_central
 
 __all__ = ["QualityConfig", "run_quality", "train_release"]
 
@@ -81,8 +81,8 @@ def train_release(
     if checkpoint_dir:
         Path(checkpoint_dir).mkdir(parents=True, exist_ok=True)
         checkpoint = Path(checkpoint_dir) / f"{model_config.kind}.pt"
-    fit = dict(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed)
-    summary = train_central(model, train, **fit, valid=valid, checkpoint=checkpoint)
+    fit = dict(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, valid=valid, checkpoint=checkpoint)
+    summary = train_central(model, train, **fit, positions=default_positions(model_config))
     return model, summary
 
 
@@ -229,6 +229,8 @@ def run_quality(
             "heldout_targets": shipped["targets"],
             "heldout_targets_known": shipped["targets_known"],
             "epochs": config.train_epochs,
+            "train_positions": default_positions(model_config),
+            "valid_per_epoch": summary["valid_per_epoch"],
             "train_seconds": summary["seconds"],
             "best_epoch": summary["best_epoch"],
             "nplm_train_seconds": nplm_summary["seconds"] if nplm_summary else None,
