@@ -94,9 +94,11 @@ def train_central(
     so a long run can be watched and its last epoch recovered.
 
     ``positions`` m > 1 (lstm only) scores each window at its last m positions, as a recurrent LM is
-    trained, on the windows ``anchor_windows`` picks: every target still once per epoch, with the
-    same number of targets per step, for 1/m of the recurrent work (contexts of k-m+1..k words).
-    Evaluation is unchanged: always the last position of every window.
+    trained, on the windows ``anchor_windows`` picks (each target once per pass over them), batch_size
+    positions per step, for 1/m of the recurrent work (contexts of k-m+1..k words). ``epochs`` still
+    counts len(examples) / batch_size steps; as positions before a sentence's start are ``<s>``
+    (ignored), that is ~0.87 of a pass over the anchors on the default corpus. Evaluation is
+    unchanged: always the last position of every window.
     """
     if len(examples) == 0:
         raise ValueError("no training examples")
