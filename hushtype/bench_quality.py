@@ -29,7 +29,7 @@ from models.factory import build_model, encoder_keys, export_weights, param_name
 from models.metrics import next_word_metrics
 from models.ngram import KneserNeyTrigram
 from models.release import save_release
-from models.train import predict_topk, train_central
+from models.train import default_positions, predict_topk, train_central
 
 __all__ = ["QualityConfig", "run_quality", "train_release"]
 
@@ -47,6 +47,7 @@ class QualityConfig:
     release_dir: str | None = None  # also save the trained central model as a release here
     compare_nplm: bool = True  # also train the old NPLM side by side (off: faster)
     bootstrap: int = 1000  # resamples of held-out users for the intervals
+    checkpoint_dir: str | None = None  # save each model's state here after every epoch (progress on stderr)
 
     def __post_init__(self) -> None:
         if self.model not in KINDS:
@@ -71,11 +72,17 @@ def train_release(
     batch_size: int,
     seed: int,
     valid: Examples | None = None,
+    checkpoint_dir: str | None = None,
 ) -> tuple[torch.nn.Module, dict]:
     """Train a model of ``model_config.kind`` centrally (no DP), early-stopped on ``valid``."""
     torch.manual_seed(seed)
     model = build_model(model_config)
-    summary = train_central(model, train, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, valid=valid)
+    checkpoint = None
+    if checkpoint_dir:
+        Path(checkpoint_dir).mkdir(parents=True, exist_ok=True)
+        checkpoint = Path(checkpoint_dir) / f"{model_config.kind}.pt"
+    fit = dict(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, valid=valid, checkpoint=checkpoint)
+    summary = train_central(model, train, **fit, positions=default_positions(model_config))
     return model, summary
 
 
@@ -156,7 +163,13 @@ def run_quality(
     }
     ngram_seconds = time.perf_counter() - t0
 
-    fit = dict(epochs=config.train_epochs, lr=config.lr, batch_size=config.batch_size, seed=config.seed)
+    fit = dict(
+        epochs=config.train_epochs,
+        lr=config.lr,
+        batch_size=config.batch_size,
+        seed=config.seed,
+        checkpoint_dir=config.checkpoint_dir,
+    )
     k = model_config.context
     model, summary = train_release(model_config, _last(train, k), valid=_last(valid, k), **fit)
     scores[""] = _scores(*predict_topk(model, _last(heldout, k)), heldout, unk)
@@ -216,6 +229,8 @@ def run_quality(
             "heldout_targets": shipped["targets"],
             "heldout_targets_known": shipped["targets_known"],
             "epochs": config.train_epochs,
+            "train_positions": default_positions(model_config),
+            "valid_per_epoch": summary["valid_per_epoch"],
             "train_seconds": summary["seconds"],
             "best_epoch": summary["best_epoch"],
             "nplm_train_seconds": nplm_summary["seconds"] if nplm_summary else None,

@@ -56,6 +56,7 @@ def _cmd_bench_quality(args: argparse.Namespace) -> int:
         seed=args.seed,
         release_dir=args.release_dir,
         compare_nplm=not args.no_nplm,
+        checkpoint_dir=args.checkpoint_dir,
     )
     result = run_quality(cfg, _data_config(args))
     if args.json:
@@ -105,6 +106,7 @@ def _cmd_bench_dp_train(args: argparse.Namespace) -> int:
 
     _print_json(
         measure_dp_train(
+            model=args.model,
             steps=args.steps,
             batch_size=args.batch_size,
             grad_sample_mode=args.grad_sample_mode,
@@ -435,6 +437,8 @@ def _add_loadtest_parser(sub) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
+    from models.config import KINDS
+
     parser = argparse.ArgumentParser(
         prog="hushtype",
         description="Private next-word keyboard: DP federated training, HE aggregation, encrypted serving.",
@@ -552,11 +556,13 @@ def build_parser() -> argparse.ArgumentParser:
     quality.add_argument("--epochs", type=float, default=None)
     quality.add_argument("--json", action="store_true", help="print one JSON object")
     quality.add_argument("--release-dir", help="also save the central model as a release here")
+    quality.add_argument("--checkpoint-dir", help="save each model after every epoch here (stderr: progress)")
     quality.set_defaults(func=_cmd_bench_quality)
 
     dp = bench_sub.add_parser("dp-train", help="DP-SGD (Opacus) vs plain SGD throughput, same model and data")
     dp.add_argument("--json", action="store_true", help="print one JSON object (always on)")
     dp.add_argument("--steps", type=int, default=30)
+    dp.add_argument("--model", choices=KINDS, default=None, help="model kind (default: FederationConfig's)")
     dp.add_argument("--batch-size", type=int, default=32)
     dp.add_argument("--grad-sample-mode", choices=("ghost", "hooks"), default="ghost")
     dp.add_argument("--synthetic", action="store_true", help="random windows instead of the real corpus")

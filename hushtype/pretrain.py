@@ -15,7 +15,7 @@ from keyboard_sim.dataset import DataConfig, build_federated_data
 from models.config import ModelConfig, shipped_model_config
 from models.factory import build_model, export_weights
 from models.release import save_release
-from models.train import evaluate, train_central
+from models.train import default_positions, evaluate, train_central
 
 __all__ = ["pretrain_public"]
 
@@ -39,7 +39,8 @@ def pretrain_public(
     model_config = dataclasses.replace(model_config, vocab_size=len(data.vocab))
     torch.manual_seed(seed)
     model = build_model(model_config)
-    summary = train_central(model, data.public, epochs=epochs, seed=seed)
+    positions = default_positions(model_config)
+    summary = train_central(model, data.public, epochs=epochs, seed=seed, positions=positions)
     card = {
         "trained": "public split only, no DP needed",
         "data": data_config.to_dict(),

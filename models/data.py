@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Examples", "make_examples"]
+__all__ = ["Examples", "anchor_windows", "make_examples"]
 
 
 @dataclass
@@ -54,3 +54,25 @@ def make_examples(sentences: Iterable[list[int]], context: int, bos_id: int) -> 
     if not ys:
         return Examples.empty(context)
     return Examples(np.asarray(xs, dtype=np.int64), np.asarray(ys, dtype=np.int64))
+
+
+def anchor_windows(examples: Examples, every: int) -> np.ndarray:
+    """Indices of the windows that, each scored on its last ``every`` positions, cover every target once.
+
+    Windows of one sentence are consecutive (``make_examples``): window t+1 continues window t when
+    it is window t shifted by one word. Window t is an anchor when the number r of windows after it
+    in its sentence is a multiple of ``every``; its positions k-every..k-1 predict the targets of
+    windows t-every+1..t (those before the sentence's start are ``<s>``, never a target), so each
+    target is scored exactly once, from at least k-every+1 words of its context.
+    """
+    if every < 1 or every > examples.x.shape[1]:
+        raise ValueError(f"every must be in [1, {examples.x.shape[1]}], got {every}")
+    x, y = examples.x, examples.y
+    cont = np.zeros(len(y), dtype=bool)  # window t+1 continues window t
+    if len(y) > 1:
+        cont[:-1] = (x[1:, :-1] == x[:-1, 1:]).all(axis=1) & (x[1:, -1] == y[:-1])
+    remaining = np.zeros(len(y), dtype=np.int64)  # r: windows after t in its sentence
+    for t in range(len(y) - 2, -1, -1):
+        if cont[t]:
+            remaining[t] = remaining[t + 1] + 1
+    return np.flatnonzero(remaining % every == 0)

@@ -82,9 +82,13 @@ class LSTMEncoder(nn.Module):
         nn.init.normal_(self.embedding.weight, std=0.1)
 
     def forward(self, context: torch.Tensor) -> torch.Tensor:
+        return self.states(context, last=1)[:, 0]  # (B, H)
+
+    def states(self, context: torch.Tensor, last: int) -> torch.Tensor:
+        """h after each of the ``last`` words (B, last, H): position j reads the window's words up to j."""
         x = self.drop(self.embedding(context))  # (B, k, d)
         out, _ = self.lstm(x)  # (B, k, W)
-        return self.norm(self.fc_out(self.drop(out[:, -1])))  # (B, H)
+        return self.norm(self.fc_out(self.drop(out[:, -last:])))  # (B, last, H)
 
 
 def build_encoder(config: ModelConfig) -> nn.Module:

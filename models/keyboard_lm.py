@@ -36,3 +36,9 @@ class KeyboardLM(nn.Module):
             f"context must be (B, {self.config.context}) word ids, got {tuple(context.shape)}"
         )
         return self.head(self.encoder(context))  # (B, H) on the device -> (B, V) on the server
+
+    def forward_positions(self, context: torch.Tensor, last: int) -> torch.Tensor:
+        """Training only (lstm): logits after each of the window's ``last`` words, (B, last, V)."""
+        if not hasattr(self.encoder, "states"):
+            raise ValueError(f"a {self.config.kind!r} encoder reads the window at once: use positions=1")
+        return self.head(self.encoder.states(context, last))

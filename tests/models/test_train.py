@@ -3,9 +3,10 @@
 import numpy as np
 import torch
 
-from models.data import Examples
+from models.data import Examples, anchor_windows, make_examples
+from models.keyboard_lm import KeyboardLM
 from models.nplm import NPLM, ModelConfig
-from models.train import evaluate, predict_topk, train_central
+from models.train import _batch_loss, evaluate, predict_topk, train_central
 
 
 def test_training_learns_a_deterministic_successor_rule() -> None:
@@ -29,3 +30,26 @@ def test_predictions_never_include_unk_or_bos() -> None:
         model.fc2.bias[:2] = 100.0  # make <unk>, <s> by far the likeliest
     _, topk = predict_topk(model, Examples(np.ones((10, 2), np.int64), np.zeros(10, np.int64)))
     assert not np.isin(topk, [0, 1]).any()
+
+
+def test_anchor_windows_score_every_target_exactly_once() -> None:
+    sentences = [[5, 6, 7, 8, 9, 10, 11], [12, 13], [14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24], [25]]
+    data = make_examples(sentences, context=4, bos_id=1)
+    for every in (1, 2, 3, 4):
+        scored = []
+        for t in anchor_windows(data, every):
+            window = [*data.x[t], data.y[t]]  # position j predicts window[j + 1]
+            scored += [w for w in window[-every:] if w != 1]
+        assert sorted(scored) == sorted(data.y.tolist()), every
+
+
+def test_positions_loss_is_the_mean_over_the_window_prefixes() -> None:
+    torch.manual_seed(0)
+    config = ModelConfig(vocab_size=32, context=4, embed_dim=8, hidden=16, kind="lstm", width=16, layers=1)
+    model = KeyboardLM(config).eval()
+    x, y = torch.tensor([[1, 6, 7, 8]]), torch.tensor([9])  # <s> 6 7 8 -> 9
+    loss_fn = torch.nn.CrossEntropyLoss(ignore_index=1)
+    joint = _batch_loss(model, loss_fn, x, y, positions=2)  # targets 8 (after <s> 6 7) and 9
+    prefix = loss_fn(model.head(model.encoder(x[:, :3])), torch.tensor([8]))  # the LSTM reads oldest first
+    full = loss_fn(model(x), y)
+    assert torch.allclose(joint, (prefix + full) / 2, atol=1e-6)
