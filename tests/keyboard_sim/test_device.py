@@ -46,10 +46,28 @@ def test_delta_is_local_minus_global_for_trainable_keys() -> None:
     )
     result = device.train(w, server_round=1, seed=0)
     assert set(result.delta) == {"b2"}
-    local = export_weights(device._model)
+    local = device._export()
     np.testing.assert_allclose(result.delta["b2"], local["b2"] - w["b2"], atol=1e-7)
     np.testing.assert_array_equal(local["w2"], w["w2"])  # frozen
     assert np.abs(result.delta["b2"]).sum() > 0
+
+
+def test_head_only_device_trains_on_cached_features_like_the_whole_model() -> None:
+    # Prepare: the head's arrays trainable, once on cached features, once through the whole model
+    w = _global()
+    dp = LocalDPConfig(batch_size=10, max_local_steps=3, trainable=("w2", "b2"))
+    cached = Device("u", _examples(30), TINY, dp)
+    whole = Device("u", _examples(30), TINY, dp)
+    whole.head_only = False  # the generic path: forward and backward through the encoder
+    # Execute
+    a = cached.train(w, server_round=1, seed=3)
+    b = whole.train(w, server_round=1, seed=3)
+    # Assert: the same DP-SGD step (same sampling, clipping and noise), the same update
+    assert cached.head_only and not whole.head_only
+    for key in ("w2", "b2"):
+        np.testing.assert_allclose(a.delta[key], b.delta[key], atol=1e-5)
+    assert np.abs(a.delta["w2"]).sum() > 0
+    assert a.example_epsilon == pytest.approx(b.example_epsilon)
 
 
 def test_same_seed_same_update_and_hooks_mode_works() -> None:
