@@ -41,7 +41,7 @@ from models.factory import build_model, load_weights, param_names
 from models.release import load_release
 from models.train import evaluate, train_central
 
-__all__ = ["BenchConfig", "run_federated_bench", "plain_fl_config", "EPSILONS"]
+__all__ = ["BenchConfig", "run_federated_bench", "plain_fl_config", "fine_tune", "EPSILONS"]
 
 EPSILONS = (1.0, 2.0, 4.0, 8.0, 16.0)
 PLAIN_TRAINABLE = "w2,b2"  # the no-DP arm trains the whole head on cached features (measured: see README)
@@ -119,18 +119,17 @@ def _warm_model(warm_start: Path) -> torch.nn.Module:
     return load_weights(build_model(release.config), release.weights)
 
 
-def _central(
+def fine_tune(
     warm_start: Path,
     pooled: Examples,
     valid: Examples,
-    eval_set: Examples,
     *,
     epochs: float,
     seed: int,
     trainable: tuple[str, ...] | None = None,
-) -> dict:
-    """Warm start + Adam on the devices' pooled data (no DP), early-stopped on ``valid`` (the devices'
-    later lines); ``trainable``: only those arrays train (the rest stay the warm start's)."""
+) -> tuple[torch.nn.Module, dict]:
+    """Warm start + Adam on ``pooled`` (no DP), early-stopped on ``valid`` (the devices' later lines);
+    ``trainable``: only those arrays train (the rest stay the warm start's). Returns (model, summary)."""
     model = _warm_model(warm_start)
     if trainable is not None:
         for key, name in param_names(model).items():
@@ -139,6 +138,12 @@ def _central(
     summary = train_central(
         model, pooled, epochs=epochs, lr=CENTRAL_LR, batch_size=512, seed=seed, valid=valid
     )
+    return model, summary
+
+
+def _central(warm_start: Path, pooled: Examples, valid: Examples, eval_set: Examples, **fit) -> dict:
+    """``fine_tune``'s model scored on the held-out windows, with its training summary."""
+    model, summary = fine_tune(warm_start, pooled, valid, **fit)
     return {
         **evaluate(model, eval_set),
         "steps": summary["steps"],
