@@ -223,7 +223,14 @@ def _cmd_bench_federated(args: argparse.Namespace) -> int:
 
     _print_json(
         run_federated_bench(
-            BenchConfig(quick=args.quick, out=args.out, seed=args.seed, model=args.model), _data_config(args)
+            BenchConfig(
+                quick=args.quick,
+                out=args.out,
+                seed=args.seed,
+                model=args.model,
+                central_epochs=args.central_epochs,
+            ),
+            _data_config(args),
         )
     )
     return 0
@@ -531,6 +538,9 @@ def build_parser() -> argparse.ArgumentParser:
     fed.add_argument("--quick", action="store_true", help="a smaller federation, <= 10 min, same fields")
     fed.add_argument(
         "--model", choices=("nplm", "mlp", "lstm"), default="nplm", help="model kind (default: simulate's)"
+    )
+    fed.add_argument(
+        "--central-epochs", type=float, default=None, help="central fine-tuning epochs (0.5 quick, 2 full)"
     )
     fed.add_argument("--out", default="runs/bench_federated", help="runs, warm start and frontier.png")
     fed.add_argument("--json", action="store_true", help="print one JSON object (always on)")

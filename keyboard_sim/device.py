@@ -120,10 +120,25 @@ class _HeadProjection(nn.Module):
 _HEAD_PARAMS = {"w2": "proj.weight", "b2": "proj.bias"}
 
 
+@torch.no_grad()
+def _encoder_output(config: ModelConfig, weights: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
+    """h (n, H) of the encoder in eval mode; an LSTM runs as torch's fused ``nn.LSTM`` (same arrays and
+    arithmetic as Opacus' ``DPLSTM``, which unrolls in Python: ~4x slower; inference needs no per-sample
+    gradients)."""
+    if config.kind == "nplm":
+        return encode(config, split_weights(weights, config)[0], x)
+    encoder = load_weights(build_model(config), weights).encoder.eval()
+    lstm = getattr(encoder, "lstm", None)
+    if lstm is not None:
+        fused = nn.LSTM(lstm.input_size, lstm.hidden_size, num_layers=lstm.num_layers, batch_first=True)
+        fused.load_state_dict(lstm.state_dict())
+        encoder.lstm = fused
+    return encoder(torch.from_numpy(x)).numpy()
+
+
 def head_features(config: ModelConfig, weights: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
     """a = h * (h + beta) (n, H) float32 for windows ``x``: the frozen encoder's output, activated."""
-    encoder, _ = split_weights(weights, config)
-    h = np.concatenate([encode(config, encoder, x[i : i + 4096]) for i in range(0, len(x), 4096)])
+    h = np.concatenate([_encoder_output(config, weights, x[i : i + 4096]) for i in range(0, len(x), 4096)])
     return (h * (h + config.beta)).astype(np.float32)
 
 
@@ -137,6 +152,10 @@ class LocalResult:
     train_loss: float  # mean minibatch loss over this round's steps
     example_epsilon: float  # cumulative example-level epsilon of this device after this round
     seconds: float
+
+
+RDP_ORDERS = [1.25, 1.5, 1.75, *range(2, 12), *range(12, 64, 2)]  # Renyi orders alpha for the example
+# epsilon: the bound min_alpha holds for any set of orders; fractional ones cost ~3 ms each (Opacus uses 90)
 
 
 def seed_for(*parts: int | str) -> int:
@@ -342,9 +361,10 @@ class Device:
         """Cumulative example-level epsilon of this device (0.0 before its first step)."""
         if len(self.privacy_engine.accountant) == 0:
             return 0.0
-        return float(
-            self.privacy_engine.accountant.get_epsilon(delta=self.dp.delta if delta is None else delta)
-        )
+        delta = self.dp.delta if delta is None else delta
+        if self.dp.accountant == "rdp":  # a subset of Opacus' orders: an upper bound, ~15x faster
+            return float(self.privacy_engine.accountant.get_epsilon(delta=delta, alphas=RDP_ORDERS))
+        return float(self.privacy_engine.accountant.get_epsilon(delta=delta))
 
     def state(self) -> dict:
         """JSON-ready device state: accountant history and ledger (no weights, no data)."""

@@ -173,3 +173,27 @@ def test_an_lstm_device_trains_its_default_arrays_only() -> None:
     np.testing.assert_array_equal(export_any(device._model)[frozen], w[frozen])
     with pytest.raises(ValueError, match="not arrays of the 'lstm' model"):
         Device("u", _examples(4), lstm, LocalDPConfig(trainable=("b1", "b2")))
+
+
+def test_head_features_match_the_encoder_for_an_lstm() -> None:
+    # Prepare: a small LSTM model (the fused nn.LSTM path) and its numpy reference encode
+    from keyboard_sim.device import head_features
+    from models.factory import build_model, encode, split_weights
+    from models.factory import export_weights as export
+
+    config = ModelConfig(vocab_size=64, context=5, embed_dim=8, hidden=16, kind="lstm", width=12, layers=1)
+    torch.manual_seed(0)
+    weights = export(build_model(config))
+    x = np.random.default_rng(0).integers(0, 64, (50, 5))
+    # Execute
+    features = head_features(config, weights, x)
+    # Assert: a = h * (h + beta) of the Opacus DPLSTM encoder's h
+    h = encode(config, split_weights(weights, config)[0], x)
+    np.testing.assert_allclose(features, h * (h + config.beta), atol=1e-5)
+
+
+def test_example_epsilon_on_fewer_orders_is_a_close_upper_bound() -> None:
+    device = Device("u1", _examples(40), TINY, LocalDPConfig(batch_size=8, max_local_steps=20))
+    device.train(_global(0), server_round=1, seed=1)
+    full = device.privacy_engine.accountant.get_epsilon(delta=device.dp.delta)  # Opacus' 151 orders
+    assert full <= device.example_epsilon() <= full * 1.02
