@@ -62,9 +62,10 @@ class FederationConfig:
     max_local_steps: int | None = 25  # cap per round; per-sample grads cost batch x params floats
     lr: float = 0.1  # eta_l, device SGD (measured: 0.1 x <= 25 steps lowers held-out loss; 1.0 diverges)
     local_optimizer: str = "sgd"  # "sgd" | "adam" (state reset every round; DP noise added before the step)
-    trainable: str = "default"  # what devices fine-tune: "default" = the model's bias-like arrays
-    # (models.factory.default_trainable; NPLM "b1,b2", DP-BiTFiT: the noised update stays ~4.4k-dim), or a
-    # comma list of its arrays; "embedding,w1,b1,w2,b2" (all 1.4M) drowns in noise at 100 devices (measured)
+    trainable: str = "b2"  # what devices fine-tune and send: a comma list of the model's arrays, or
+    # "default" (models.factory.default_trainable: NPLM "b1,b2"). "b2" (the output bias, 4,096 numbers, any
+    # kind) is head-only: devices cache the frozen encoder's features once a round and never back-propagate
+    # through it (keyboard_sim.device), the fastest device step and the smallest noised update
     batch_size: int = 32  # expected Poisson batch
     max_grad_norm: float = 1.0  # R, per-example clip
     example_noise_multiplier: float = 1.0  # z

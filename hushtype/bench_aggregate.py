@@ -146,7 +146,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--devices", type=int, default=20)
     parser.add_argument("--devices-per-round", type=int, default=10)
-    parser.add_argument("--trainable", default=None, help="default: 'default' (b1,b2 on the NPLM)")
+    parser.add_argument("--trainable", default=None, help="default: FederationConfig's (b2)")
     parser.add_argument("--eval-max-examples", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()

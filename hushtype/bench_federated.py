@@ -1,13 +1,18 @@
 """``hushtype bench federated``: does federated training learn, and what does privacy cost?
 
-On one split and one public warm start, in one run, every number scored on the same held-out users:
+On one split and one public warm start (``--model``, default the federation's), in one run, every number
+scored on the same held-out users:
 
-    public_top1     the warm start (public split only, no private text)
-    central_top1    the warm start fine-tuned centrally (Adam, no DP) on the pooled data of the N devices
-    plain_fl_top1   federated, no DP at all (no clip, no noise), plain aggregation
-    dp_fl_top1      federated at the shipped defaults (user-level DP, example-level DP-SGD, HE aggregation)
-    frontier        federated DP at user-level epsilon in {1, 2, 4, 8, 16} (shipped defaults otherwise,
-                    plain aggregation: CKKS changes the mean by < 1e-5, tests/server/strategies)
+    public_top1             the warm start (public split only, no private text)
+    central_top1            the warm start fine-tuned centrally (Adam, no DP, every array) on the
+                            pooled data of the N devices, early-stopped on their *later* lines
+                            (never on held-out users)
+    central_trainable_top1  the same, training only what the DP devices train (``trainable``);
+    central_head_top1       only the head (``w2``, ``b2``), what the no-DP devices train
+    plain_fl_top1           federated, no DP at all (no clip, no noise), plain aggregation
+    dp_fl_top1              federated at the shipped defaults (user-level DP, example-level DP-SGD, HE)
+    frontier                federated DP at user-level epsilon in {1, 2, 4, 8, 16} (shipped defaults
+                            otherwise, plain aggregation: CKKS changes the mean by < 1e-5)
 
 ``gap_closed_x = (x - public) / (central - public)``. ``client_rounds_per_min`` is device updates
 aggregated per minute of round time in the DP + HE run; ``he_round_ratio`` its mean round time over the
@@ -28,16 +33,20 @@ import numpy as np
 import torch
 
 from hushtype.pretrain import pretrain_public
-from keyboard_sim.dataset import DataConfig, build_federated_data
-from keyboard_sim.federation import FederationConfig, federation_fields, select_devices
+from keyboard_sim.dataset import DataConfig, FederatedData, build_federated_data
+from keyboard_sim.federation import FederationConfig, federation_fields, select_devices, trainable_arrays
+from models.config import shipped_model_config
 from models.data import Examples
-from models.nplm import NPLM, load_weights
+from models.factory import build_model, load_weights, param_names
 from models.release import load_release
 from models.train import evaluate, train_central
 
-__all__ = ["BenchConfig", "run_federated_bench", "plain_fl_config", "EPSILONS"]
+__all__ = ["BenchConfig", "run_federated_bench", "plain_fl_config", "fine_tune", "EPSILONS"]
 
 EPSILONS = (1.0, 2.0, 4.0, 8.0, 16.0)
+PLAIN_TRAINABLE = "w2,b2"  # the no-DP arm trains the whole head on cached features (measured: see README)
+PLAIN_LR = 0.2  # its device SGD lr (no noise, no clip; the head is a softmax regression on fixed features)
+CENTRAL_LR = 1e-3  # Adam, fine-tuning from the warm start
 
 
 @dataclass
@@ -47,16 +56,33 @@ class BenchConfig:
     quick: bool = False
     out: str = "runs/bench_federated"
     seed: int = 0
+    model: str = FederationConfig.model  # the kind federated (its shipped shape; lstm/mlp read 8 words)
+    central_epochs: float | None = None  # central fine-tuning budget; None: 0.5 quick, 2 full
 
-    def federation(self, data_config: DataConfig, warm_start: Path, run_dir: Path) -> FederationConfig:
-        """The shipped defaults, sized for this benchmark (quick: fewer devices and rounds)."""
+    def data(self, data_config: DataConfig) -> DataConfig:
+        """The dataset with the window the model kind reads."""
+        context = shipped_model_config(data_config.vocab_size, self.model).context
+        return dataclasses.replace(data_config, context=context)
+
+    def federation(
+        self, data_config: DataConfig, warm_start: Path, run_dir: Path, eligible: int
+    ) -> FederationConfig:
+        """The shipped defaults, sized for this benchmark: every eligible train user a device (quick: 100)."""
+        defaults = FederationConfig()
         size = (
-            dict(devices=100, devices_per_round=20, rounds=4, eval_max_examples=5000)
+            dict(devices=min(100, eligible), devices_per_round=20, rounds=4, eval_max_examples=5000)
             if self.quick
-            else dict(devices=200, devices_per_round=20, rounds=12, eval_max_examples=20000)
+            else dict(
+                devices=eligible,
+                devices_per_round=min(defaults.devices_per_round, eligible),
+                rounds=defaults.rounds,
+                eval_max_examples=20000,
+            )
         )
         return FederationConfig(
             **size,
+            model=self.model,
+            context=data_config.context,
             warm_start=str(warm_start),
             run_dir=str(run_dir),
             seed=self.seed,
@@ -75,7 +101,9 @@ def plain_fl_config(config: FederationConfig) -> FederationConfig:
         target_epsilon=None,
         example_noise_multiplier=0.0,
         max_grad_norm=1e6,
-        trainable="embedding,w1,b1,w2,b2",
+        trainable=PLAIN_TRAINABLE,
+        lr=PLAIN_LR,
+        server_optimizer="fedavg",  # measured best without noise (FedAdam 0.003 and FedAvgM 0.9 drifted)
     )
 
 
@@ -86,14 +114,51 @@ def _eval_set(heldout: Examples, config: FederationConfig) -> Examples:
     return heldout_sample(heldout, config.eval_max_examples, config.seed)
 
 
-def _central(warm_start: Path, pooled: Examples, eval_set: Examples, *, steps: int, seed: int) -> dict:
-    """Warm start + Adam on the devices' pooled data (no DP): the upper reference."""
+def _warm_model(warm_start: Path) -> torch.nn.Module:
     release = load_release(warm_start)
-    model = load_weights(NPLM(release.config), release.weights)
+    return load_weights(build_model(release.config), release.weights)
+
+
+def fine_tune(
+    warm_start: Path,
+    pooled: Examples,
+    valid: Examples,
+    *,
+    epochs: float,
+    seed: int,
+    trainable: tuple[str, ...] | None = None,
+) -> tuple[torch.nn.Module, dict]:
+    """Warm start + Adam on ``pooled`` (no DP), early-stopped on ``valid`` (the devices' later lines);
+    ``trainable``: only those arrays train (the rest stay the warm start's). Returns (model, summary)."""
+    model = _warm_model(warm_start)
+    if trainable is not None:
+        for key, name in param_names(model).items():
+            model.get_parameter(name).requires_grad_(key in trainable)
     torch.manual_seed(seed)
-    epochs = steps * 512 / len(pooled)
-    summary = train_central(model, pooled, epochs=epochs, lr=1e-3, batch_size=512, seed=seed)
-    return {**evaluate(model, eval_set), "steps": summary["steps"], "seconds": summary["seconds"]}
+    summary = train_central(
+        model, pooled, epochs=epochs, lr=CENTRAL_LR, batch_size=512, seed=seed, valid=valid
+    )
+    return model, summary
+
+
+def _central(warm_start: Path, pooled: Examples, valid: Examples, eval_set: Examples, **fit) -> dict:
+    """``fine_tune``'s model scored on the held-out windows, with its training summary."""
+    model, summary = fine_tune(warm_start, pooled, valid, **fit)
+    return {
+        **evaluate(model, eval_set),
+        "steps": summary["steps"],
+        "seconds": summary["seconds"],
+        "valid": summary["valid_per_epoch"],
+    }
+
+
+def _train_users_data(data: FederatedData, config: FederationConfig) -> tuple[Examples, Examples]:
+    """(the N devices' pooled training windows, up to 20,000 of their later windows for early stopping)."""
+    devices = select_devices(data.train_users, config)
+    pooled = Examples.concat((u.train for u in devices), data.context)
+    later = Examples.concat((u.later for u in devices), data.context)
+    idx = np.sort(np.random.default_rng(config.seed).permutation(len(later))[:20_000])
+    return pooled, Examples(later.x[idx], later.y[idx])
 
 
 def _fl(config: FederationConfig) -> dict:
@@ -107,6 +172,7 @@ def _fl(config: FederationConfig) -> dict:
     return {
         "top1": card["metrics"]["final"]["top1"],
         "top3": card["metrics"]["final"]["top3"],
+        "loss": card["metrics"]["final"]["loss"],
         "best_top1": max(r["top1"] for r in trained),
         "user_epsilon": card["user_epsilon"],
         "user_delta": card["user_delta"],
@@ -146,18 +212,33 @@ def plot_frontier(path: Path, frontier: list[dict], refs: dict[str, float]) -> P
 def run_federated_bench(bench: BenchConfig, data_config: DataConfig | None = None) -> dict:
     """Run every arm in one process and return the JSON-ready result."""
     start = time.perf_counter()
-    data_config = data_config or DataConfig()
+    data_config = bench.data(data_config or DataConfig())
     out = Path(bench.out)
     out.mkdir(parents=True, exist_ok=True)
-    warm = out / "pretrained"
+    warm = out / f"pretrained_{bench.model}"
     if not (warm / "model_card.json").is_file():  # the public warm start is reused across runs
-        pretrain_public(data_config, warm, epochs=1.0 if bench.quick else 3.0, seed=bench.seed)
-    shipped = bench.federation(data_config, warm, out / "dp_he")
+        pretrain_public(
+            data_config, warm, epochs=1.0 if bench.quick else 2.0, seed=bench.seed, kind=bench.model
+        )
     data = build_federated_data(data_config)
+    probe = FederationConfig()
+    eligible = sum(1 for u in data.train_users if len(u.train) >= probe.min_device_examples)
+    shipped = bench.federation(data_config, warm, out / "dp_he", eligible)
     eval_set = _eval_set(data.heldout, shipped)
-    pooled = Examples.concat((u.train for u in select_devices(data.train_users, shipped)), data.context)
-    public = evaluate(load_weights(NPLM(load_release(warm).config), load_release(warm).weights), eval_set)
-    central = _central(warm, pooled, eval_set, steps=150 if bench.quick else 300, seed=bench.seed)
+    pooled, valid = _train_users_data(data, shipped)
+    public = evaluate(_warm_model(warm), eval_set)
+    epochs = bench.central_epochs or (0.5 if bench.quick else 2.0)
+    central_args = dict(epochs=epochs, seed=bench.seed)
+    central = _central(warm, pooled, valid, eval_set, **central_args)
+    model_config = load_release(warm).config
+    dp_trainable = trainable_arrays(shipped, model_config)
+    central_trainable = _central(warm, pooled, valid, eval_set, trainable=dp_trainable, **central_args)
+    head = tuple(PLAIN_TRAINABLE.split(","))
+    central_head = (
+        central_trainable
+        if head == dp_trainable
+        else _central(warm, pooled, valid, eval_set, trainable=head, **central_args)
+    )
 
     plain = _fl(dataclasses.replace(plain_fl_config(shipped), run_dir=str(out / "plain")))
     dp = _fl(shipped)
@@ -182,6 +263,8 @@ def run_federated_bench(bench: BenchConfig, data_config: DataConfig | None = Non
     plot_frontier(out / "frontier.png", frontier, refs)
     return {
         "central_top1": central["top1"],
+        "central_trainable_top1": central_trainable["top1"],
+        "central_head_top1": central_head["top1"],
         "public_top1": public["top1"],
         "plain_fl_top1": plain["top1"],
         "dp_fl_top1": dp["top1"],
@@ -203,6 +286,21 @@ def run_federated_bench(bench: BenchConfig, data_config: DataConfig | None = Non
         "heldout_windows": len(eval_set),
         "topk_spread": float(np.sqrt(central["top1"] * (1 - central["top1"]) / len(eval_set))),
         "plain_fl_best_top1": plain["best_top1"],
+        "gap_closed_plain_vs_head": _gap(plain["top1"], public["top1"], central_head["top1"]),
+        "gap_closed_dp_vs_trainable": _gap(dp["top1"], public["top1"], central_trainable["top1"]),
+        "losses": {
+            "public": public["loss"],
+            "central": central["loss"],
+            "central_trainable": central_trainable["loss"],
+            "central_head": central_head["loss"],
+            "plain_fl": plain["loss"],
+            "dp_fl": dp["loss"],
+        },
+        "model": bench.model,
+        "trainable": ",".join(dp_trainable),
+        "plain_trainable": PLAIN_TRAINABLE,
+        "central_epochs": epochs,
+        "central_seconds": central["seconds"],
         "quick": bench.quick,
         "data_source": data_config.source,
         "frontier_png": str(out / "frontier.png"),

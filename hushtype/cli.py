@@ -240,7 +240,16 @@ def _cmd_bench_federated(args: argparse.Namespace) -> int:
     from hushtype.bench_federated import BenchConfig, run_federated_bench
 
     _print_json(
-        run_federated_bench(BenchConfig(quick=args.quick, out=args.out, seed=args.seed), _data_config(args))
+        run_federated_bench(
+            BenchConfig(
+                quick=args.quick,
+                out=args.out,
+                seed=args.seed,
+                model=args.model,
+                central_epochs=args.central_epochs,
+            ),
+            _data_config(args),
+        )
     )
     return 0
 
@@ -609,6 +618,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_data_flags(fed)
     fed.add_argument("--quick", action="store_true", help="a smaller federation, <= 10 min, same fields")
+    fed.add_argument(
+        "--model", choices=("nplm", "mlp", "lstm"), default="nplm", help="model kind (default: simulate's)"
+    )
+    fed.add_argument(
+        "--central-epochs", type=float, default=None, help="central fine-tuning epochs (0.5 quick, 2 full)"
+    )
     fed.add_argument("--out", default="runs/bench_federated", help="runs, warm start and frontier.png")
     fed.add_argument("--json", action="store_true", help="print one JSON object (always on)")
     fed.set_defaults(func=_cmd_bench_federated)

@@ -37,3 +37,30 @@ def test_no_clip_and_the_clip_bit() -> None:
     rng = np.random.default_rng(0)
     assert add_clip_bit(delta, norm, clip=6.0, std=0.0, rng=rng)[CLIP_BIT_KEY][0] == 1.0
     assert add_clip_bit(delta, norm, clip=4.0, std=0.0, rng=rng)[CLIP_BIT_KEY][0] == 0.0
+
+
+def test_central_baseline_trains_only_the_named_arrays(tmp_path: Path) -> None:
+    # Prepare: a tiny warm start release and a few windows
+    import torch
+
+    from hushtype.bench_federated import fine_tune
+    from models.config import ModelConfig
+    from models.data import Examples
+    from models.factory import build_model, export_weights
+    from models.release import load_release, save_release
+    from models.vocab import Vocabulary
+
+    config = ModelConfig(vocab_size=32, context=4, embed_dim=4, hidden=8, dropout=0.0)
+    torch.manual_seed(0)
+    vocab = Vocabulary(["<unk>", "<s>", *[f"w{i}" for i in range(30)]], source="test")
+    save_release(tmp_path / "warm", export_weights(build_model(config)), config, vocab, {"epsilon": None})
+    rng = np.random.default_rng(0)
+    windows = Examples(rng.integers(0, 32, (600, 4)), rng.integers(2, 32, 600))
+    # Execute: only the output bias trains
+    model, summary = fine_tune(tmp_path / "warm", windows, windows, epochs=2.0, seed=0, trainable=("b2",))
+    # Assert: early-stopped per epoch; b2 moved, every other array is the warm start's
+    assert len(summary["valid_per_epoch"]) == 2
+    warm, tuned = load_release(tmp_path / "warm").weights, export_weights(model)
+    assert np.abs(tuned["b2"] - warm["b2"]).max() > 1e-4
+    for key in ("embedding", "w1", "b1", "w2"):
+        np.testing.assert_array_equal(tuned[key], warm[key])

@@ -46,10 +46,28 @@ def test_delta_is_local_minus_global_for_trainable_keys() -> None:
     )
     result = device.train(w, server_round=1, seed=0)
     assert set(result.delta) == {"b2"}
-    local = export_weights(device._model)
+    local = device._export()
     np.testing.assert_allclose(result.delta["b2"], local["b2"] - w["b2"], atol=1e-7)
     np.testing.assert_array_equal(local["w2"], w["w2"])  # frozen
     assert np.abs(result.delta["b2"]).sum() > 0
+
+
+def test_head_only_device_trains_on_cached_features_like_the_whole_model() -> None:
+    # Prepare: the head's arrays trainable, once on cached features, once through the whole model
+    w = _global()
+    dp = LocalDPConfig(batch_size=10, max_local_steps=3, trainable=("w2", "b2"))
+    cached = Device("u", _examples(30), TINY, dp)
+    whole = Device("u", _examples(30), TINY, dp)
+    whole.head_only = False  # the generic path: forward and backward through the encoder
+    # Execute
+    a = cached.train(w, server_round=1, seed=3)
+    b = whole.train(w, server_round=1, seed=3)
+    # Assert: the same DP-SGD step (same sampling, clipping and noise), the same update
+    assert cached.head_only and not whole.head_only
+    for key in ("w2", "b2"):
+        np.testing.assert_allclose(a.delta[key], b.delta[key], atol=1e-5)
+    assert np.abs(a.delta["w2"]).sum() > 0
+    assert a.example_epsilon == pytest.approx(b.example_epsilon)
 
 
 def test_same_seed_same_update_and_hooks_mode_works() -> None:
@@ -155,3 +173,27 @@ def test_an_lstm_device_trains_its_default_arrays_only() -> None:
     np.testing.assert_array_equal(export_any(device._model)[frozen], w[frozen])
     with pytest.raises(ValueError, match="not arrays of the 'lstm' model"):
         Device("u", _examples(4), lstm, LocalDPConfig(trainable=("b1", "b2")))
+
+
+def test_head_features_match_the_encoder_for_an_lstm() -> None:
+    # Prepare: a small LSTM model (the fused nn.LSTM path) and its numpy reference encode
+    from keyboard_sim.device import head_features
+    from models.factory import build_model, encode, split_weights
+    from models.factory import export_weights as export
+
+    config = ModelConfig(vocab_size=64, context=5, embed_dim=8, hidden=16, kind="lstm", width=12, layers=1)
+    torch.manual_seed(0)
+    weights = export(build_model(config))
+    x = np.random.default_rng(0).integers(0, 64, (50, 5))
+    # Execute
+    features = head_features(config, weights, x)
+    # Assert: a = h * (h + beta) of the Opacus DPLSTM encoder's h
+    h = encode(config, split_weights(weights, config)[0], x)
+    np.testing.assert_allclose(features, h * (h + config.beta), atol=1e-5)
+
+
+def test_example_epsilon_on_fewer_orders_is_a_close_upper_bound() -> None:
+    device = Device("u1", _examples(40), TINY, LocalDPConfig(batch_size=8, max_local_steps=20))
+    device.train(_global(0), server_round=1, seed=1)
+    full = device.privacy_engine.accountant.get_epsilon(delta=device.dp.delta)  # Opacus' 151 orders
+    assert full <= device.example_epsilon() <= full * 1.02
