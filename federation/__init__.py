@@ -1,5 +1,5 @@
 """The shared description of a federated run (see ``federation.config``)."""
 
-from federation.config import FederationConfig
+from federation.config import EXAMPLE_RDP_ORDERS, FederationConfig
 
-__all__ = ["FederationConfig"]
+__all__ = ["EXAMPLE_RDP_ORDERS", "FederationConfig"]

@@ -15,9 +15,12 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 
-__all__ = ["FederationConfig", "DEFAULT_TARGET_EPSILON"]
+__all__ = ["FederationConfig", "DEFAULT_TARGET_EPSILON", "EXAMPLE_RDP_ORDERS"]
 
 DEFAULT_TARGET_EPSILON = 8.0  # user-level; the shipped point of the frontier (hushtype bench federated)
+# Renyi orders alpha of every example-level epsilon (each device's ledger and the server's public bound
+# must use the same ones): min over any set of orders is a valid bound; fractional orders cost ~3 ms each
+EXAMPLE_RDP_ORDERS = (1.25, 1.5, 1.75, *range(2, 12), *range(12, 64, 2))
 
 
 @dataclass

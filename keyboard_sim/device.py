@@ -40,6 +40,7 @@ from opacus import PrivacyEngine
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from federation import EXAMPLE_RDP_ORDERS
 from models.config import ModelConfig
 from models.data import Examples
 from models.factory import (
@@ -152,10 +153,6 @@ class LocalResult:
     train_loss: float  # mean minibatch loss over this round's steps
     example_epsilon: float  # cumulative example-level epsilon of this device after this round
     seconds: float
-
-
-RDP_ORDERS = [1.25, 1.5, 1.75, *range(2, 12), *range(12, 64, 2)]  # Renyi orders alpha for the example
-# epsilon: the bound min_alpha holds for any set of orders; fractional ones cost ~3 ms each (Opacus uses 90)
 
 
 def seed_for(*parts: int | str) -> int:
@@ -363,7 +360,8 @@ class Device:
             return 0.0
         delta = self.dp.delta if delta is None else delta
         if self.dp.accountant == "rdp":  # a subset of Opacus' orders: an upper bound, ~15x faster
-            return float(self.privacy_engine.accountant.get_epsilon(delta=delta, alphas=RDP_ORDERS))
+            alphas = list(EXAMPLE_RDP_ORDERS)
+            return float(self.privacy_engine.accountant.get_epsilon(delta=delta, alphas=alphas))
         return float(self.privacy_engine.accountant.get_epsilon(delta=delta))
 
     def state(self) -> dict:

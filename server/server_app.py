@@ -363,14 +363,16 @@ def abort_reason(config: FederationConfig, server_round: int, stats: dict) -> st
     )
 
 
-def roll_call(grid: Grid, expected: int, timeout: float) -> dict[int, int]:
+def roll_call(grid: Grid, expected: int, connect_timeout: float, reply_timeout: float) -> dict[int, int]:
     """Ask every connected SuperNode for its device (partition) id: ``{node_id: device_id}``.
 
     Node ids are random in each run; sampling devices by their ids makes a seeded run sample the same
-    devices every time. Waits up to ``timeout`` seconds for ``expected`` SuperNodes to connect (they
-    register asynchronously); nodes that do not answer are left out (they are sampled by node id).
+    devices every time. Waits up to ``connect_timeout`` seconds for ``expected`` SuperNodes to connect (they
+    register asynchronously), then up to ``reply_timeout`` for their answers (a cold simulation worker
+    imports torch and Opacus first: over a minute on a loaded machine); nodes that do not answer are left
+    out (they are sampled by node id).
     """
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + connect_timeout
     while len(list(grid.get_node_ids())) < expected and time.monotonic() < deadline:
         time.sleep(0.2)
     messages = [
@@ -378,7 +380,7 @@ def roll_call(grid: Grid, expected: int, timeout: float) -> dict[int, int]:
         for node_id in grid.get_node_ids()
     ]
     device_ids: dict[int, int] = {}
-    for reply in grid.send_and_receive(messages, timeout=timeout):
+    for reply in grid.send_and_receive(messages, timeout=reply_timeout):
         if reply.has_error() or "metrics" not in reply.content:
             continue
         device_ids[reply.metadata.src_node_id] = int(reply.content["metrics"]["partition-id"])
@@ -567,7 +569,10 @@ def run_federation(grid: Grid, config: FederationConfig, data: RunData) -> dict:
             }
         )
         strategy.device_ids = roll_call(
-            grid, expected=config.devices, timeout=min(config.round_timeout, 60.0)
+            grid,
+            expected=config.devices,
+            connect_timeout=min(config.round_timeout, 60.0),
+            reply_timeout=config.round_timeout,
         )
         _check_nodes(grid, config, strategy)
         log(

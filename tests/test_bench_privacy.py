@@ -35,7 +35,8 @@ def test_chance_and_settings() -> None:
     assert abs(chance_exposure(999) - 1.4364) < 1e-3 and chance_exposure(1) == 0.5
     full = PrivacyBenchConfig().settings(FederationConfig())
     assert full["no_dp"].trainable != "default" and full["no_dp"].noise_multiplier == 0.0
-    assert full["shipped_no_noise"].trainable == "default" and full["shipped_no_noise"].clip == 0.0
+    control = full["shipped_no_noise"]
+    assert control.trainable == FederationConfig().trainable and control.clip == 0.0
     assert full["dp_eps_4"].target_epsilon == 4.0 and full["dp_shipped"] == FederationConfig(
         run_dir=full["dp_shipped"].run_dir
     )
