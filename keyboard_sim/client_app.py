@@ -38,8 +38,7 @@ from federation.wire import CLIP_BIT_KEY, encode_stats
 from keyboard_sim.device import Device, LocalDPConfig, seed_for
 from keyboard_sim.federation import FederationConfig, device_examples, select_devices, trainable_arrays
 from models.config import ModelConfig
-from models.factory import build_model, config_from_weights, load_weights
-from models.train import evaluate
+from models.factory import config_from_weights
 
 logging.getLogger("flwr").propagate = False  # opacus calls basicConfig: Flower lines would print twice
 
@@ -287,25 +286,6 @@ def make_client_app(config: FederationConfig | None = None) -> ClientApp:
         """Answer the server's roll call with this SuperNode's device (partition) id."""
         partition = _partition(context, _config(context))
         return Message(RecordDict({"metrics": MetricRecord({"partition-id": partition})}), reply_to=msg)
-
-    @client_app.evaluate()
-    def evaluate_later(msg: Message, context: Context) -> Message:
-        """Score the global model on this user's *later* lines (the personalization baseline)."""
-        cfg = _config(context)
-        partition = _partition(context, cfg)
-        later = device_examples(cfg, partition).later
-        weights = {k: a.numpy() for k, a in msg.content["arrays"].items()}
-        model = load_weights(build_model(config_from_weights(weights, context=cfg.context)), weights)
-        scores = evaluate(model, later) if len(later) else {"top1": 0.0, "top3": 0.0, "loss": 0.0}
-        metrics = MetricRecord(
-            {
-                "num-examples": len(later),
-                "top1": scores["top1"],
-                "top3": scores["top3"],
-                "loss": scores["loss"],
-            }
-        )
-        return Message(RecordDict({"metrics": metrics}), reply_to=msg)
 
     return client_app
 
