@@ -116,10 +116,22 @@ def _json_error(request: Request, code: int, detail: str, headers: dict | None =
     )
 
 
+def _allowed_methods(request: Request) -> str:
+    """The methods the OpenAPI document lists for this path (Starlette's 405 names only the first route's)."""
+    path = request.url.path
+    for template, operations in request.app.openapi()["paths"].items():
+        if re.fullmatch(re.sub(r"\{[^/}]+\}", "[^/]+", template), path):
+            return ", ".join(sorted(method.upper() for method in operations))
+    return ""
+
+
 async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
     if exc.status_code >= 500:
         log.warning("request %s: %d %s", request_id(request), exc.status_code, exc.detail)
-    return _json_error(request, exc.status_code, str(exc.detail), dict(exc.headers or {}))
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405 and (allowed := _allowed_methods(request)):
+        headers["Allow"] = allowed
+    return _json_error(request, exc.status_code, str(exc.detail), headers)
 
 
 async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:

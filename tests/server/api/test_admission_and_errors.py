@@ -177,6 +177,15 @@ def test_every_error_is_json_with_a_request_id(api: TestClient, caplog: pytest.L
         raw.close()
 
 
+def test_405_allows_every_method_of_the_path(api: TestClient) -> None:
+    # Arrange: GET and PUT on the adapter are two routes; Starlette's 405 names only the first one's
+    # Act
+    r = api.request("OPTIONS", "/v1/users/u1/adapter")
+    # Assert
+    assert r.status_code == 405 and r.json()["detail"] == "Method Not Allowed"
+    assert set(r.headers["allow"].split(", ")) == {"GET", "PUT"}
+
+
 def test_openapi_is_enough_to_write_a_client(api: TestClient) -> None:
     spec = api.get("/openapi.json").json()
     schemes = spec["components"]["securitySchemes"]

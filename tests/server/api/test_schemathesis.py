@@ -28,10 +28,11 @@ from keyboard_sim.api_client import PredictionClient
 ST = Path(sys.executable).with_name("st")
 
 
-def _fuzz(url: str, tmp: Path, name: str, token: str, session_id: str, *args: str) -> dict:
+def _fuzz(url: str, tmp: Path, name: str, token: str, params: dict[str, str], *args: str) -> dict:
     config = tmp / f"{name}.toml"
     auth = f'headers = {{ Authorization = "Bearer {token}" }}\n'
-    config.write_text(f'{auth}\n[parameters]\nsession_id = "{session_id}"\n')
+    pinned = "".join(f'{key} = "{value}"\n' for key, value in params.items())
+    config.write_text(f"{auth}\n[parameters]\n{pinned}")
     report = tmp / f"{name}.json"
     cmd = [str(ST), "--config-file", str(config), "run", f"{url}/openapi.json", "--checks", "all"]
     cmd += ["--exclude-checks", "positive_data_acceptance", "--seed", "1", "--no-color"]
@@ -53,15 +54,25 @@ def test_schemathesis_finds_no_server_error_or_schema_violation(small_release: P
     try:
         wait_healthy(url, server, timeout=90)
         device = PredictionClient(url).open()
-        session = (device.token, device.session_id)
-        main = _fuzz(url, tmp_path, "main", *session, "-n", "150", "--exclude-method", "DELETE")
+        session = (device.token, {"session_id": device.session_id})
+        user_client = PredictionClient(url).create_user()
+        user = (user_client.user_token, {"user_id": user_client.user_id})
+        users, sessions = ("--include-path-regex", "^/v1/users/"), ("--include-path-regex", "^/v1/sessions/")
+        main = _fuzz(url, tmp_path, "main", *session, "-n", "150", "--exclude-method", "DELETE",
+                     "--exclude-path-regex", "^/v1/users/")  # fmt: skip
         assert main["test_cases"]["generated"] >= 1000
-        assert main["operations"]["tested"] == 8
+        assert main["operations"]["tested"] == 9
         assert not main["warnings"]["missing_auth"]  # the session operations were really exercised
-        delete = _fuzz(url, tmp_path, "delete", *session, "-n", "30", "--include-method", "DELETE")
-        assert delete["operations"]["tested"] == 1
+        by_user = _fuzz(url, tmp_path, "users", *user, "-n", "60", "--exclude-method", "DELETE", *users)
+        assert by_user["operations"]["tested"] == 5 and not by_user["warnings"]["missing_auth"]
+        delete = _fuzz(url, tmp_path, "delete", *session, "-n", "30", "--include-method", "DELETE", *sessions)
+        delete_user = _fuzz(
+            url, tmp_path, "delete-user", *user, "-n", "30", "--include-method", "DELETE", *users
+        )
+        assert delete["operations"]["tested"] == delete_user["operations"]["tested"] == 1
         health = httpx.get(f"{url}/healthz").json()
         assert health["status"] == "ok" and health["he_workers"]["restarts"] == 0
-        print(json.dumps({"cases": main["test_cases"]["generated"] + delete["test_cases"]["generated"]}))
+        passes = (main, by_user, delete, delete_user)
+        print(json.dumps({"cases": sum(p["test_cases"]["generated"] for p in passes)}))
     finally:
         stop_server(server)
