@@ -3,7 +3,8 @@ violations.
 
 The main pass authenticates as one real session (its id is pinned as the ``session_id`` path parameter and
 its token sent as the bearer header), so the session operations reach their handlers instead of stopping at
-401; a second pass does the same for the user operations (``/v1/users/{user_id}/...``) as one real user. Two documented exclusions:
+401; a second pass does the same for the user operations (``/v1/users/{user_id}/...``) as one real user.
+Two documented exclusions:
 
 - check ``positive_data_acceptance`` ("schema-valid request rejected"): the octet-stream bodies must be
   SEAL keys/ciphertexts in the layouts of docs/wire-format.md, which JSON Schema cannot express, so
