@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hmac
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import lru_cache
 from typing import Annotated
 
@@ -12,7 +14,7 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 
 from server.api.admission import RateLimiter, app_key_matches, retry_after_header
 from server.api.config import Settings
-from server.api.he_service import HEService
+from server.api.he_service import HEService, InvalidPayload
 from server.api.store import SessionRecord, SessionStore, UserRecord, hash_token
 
 __all__ = [
@@ -68,6 +70,15 @@ def get_store(request: Request) -> SessionStore:
 def get_he(request: Request) -> HEService:
     """The HE worker pool the app started."""
     return request.app.state.he
+
+
+@contextmanager
+def rejected_as_400(what: str) -> Iterator[None]:
+    """A payload the HE service refuses (``InvalidPayload``) becomes 400 "<what> rejected: <why>"."""
+    try:
+        yield
+    except InvalidPayload as exc:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, f"{what} rejected: {exc}") from exc
 
 
 async def read_octets(request: Request, limit: int, what: str) -> bytes:

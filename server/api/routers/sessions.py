@@ -23,6 +23,7 @@ from server.api.dependencies import (
     get_settings,
     get_store,
     read_octets,
+    rejected_as_400,
 )
 from server.api.errors import error_responses
 from server.api.he_service import HEService, InvalidPayload
@@ -135,10 +136,8 @@ async def create_session(
     blob = await read_octets(request, settings.max_eval_key_bytes, "evaluation keys")
     if not await asyncio.to_thread(make_room, store, settings):
         raise _store_full(settings)
-    try:
+    with rejected_as_400("evaluation keys"):
         await he.check_eval_keys(blob)
-    except InvalidPayload as exc:
-        raise HTTPException(status.HTTP_400_BAD_REQUEST, f"evaluation keys rejected: {exc}") from exc
     session_id, token = await create_within_cap(store, settings, blob, he.model_version)
     request.app.state.metrics.sessions_created.inc()
     return SessionCreated(session_id=session_id, token=token, model_version=he.model_version)
@@ -168,10 +167,8 @@ async def update_personalization(
             f"this session uses its user's adapter: POST increments to /v1/users/{record.user_id}/increments",
         )
     blob = await read_octets(request, settings.max_personalization_bytes, "personalization")
-    try:
+    with rejected_as_400("personalization"):
         await he.check_personalization(record.id, blob, _keys_loader(store, record.id))
-    except InvalidPayload as exc:
-        raise HTTPException(status.HTTP_400_BAD_REQUEST, f"personalization rejected: {exc}") from exc
     await asyncio.to_thread(store.set_personalization, record.id, blob)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 

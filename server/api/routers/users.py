@@ -33,9 +33,10 @@ from server.api.dependencies import (
     get_store,
     get_user,
     read_octets,
+    rejected_as_400,
 )
 from server.api.errors import error_responses
-from server.api.he_service import HEService, InvalidPayload
+from server.api.he_service import HEService
 from server.api.routers.sessions import SessionCreated, binary_body, create_within_cap, stale
 from server.api.store import SessionStore, UserRecord
 
@@ -91,10 +92,8 @@ async def create_user(
 ) -> UserCreated:
     """Register a user key by its public evaluation keys (never the secret); get a user id + token."""
     blob = await read_octets(request, settings.max_eval_key_bytes, "evaluation keys")
-    try:
+    with rejected_as_400("evaluation keys"):
         key_id = await he.check_eval_keys(blob)
-    except InvalidPayload as exc:
-        raise HTTPException(status.HTTP_400_BAD_REQUEST, f"evaluation keys rejected: {exc}") from exc
     user_id, token = await asyncio.to_thread(store.create_user, blob, key_id, he.model_version)
     return UserCreated(user_id=user_id, token=token, model_version=he.model_version, key_id=key_id.hex())
 
@@ -140,10 +139,8 @@ async def add_increment(
     blob = await read_octets(request, settings.max_personalization_bytes, "increment")
     current = user
     for _ in range(MAX_INCREMENT_ATTEMPTS):
-        try:
+        with rejected_as_400("increment"):
             total = await he.add_statistics(current.statistics, blob, user.key_id)
-        except InvalidPayload as exc:
-            raise HTTPException(status.HTTP_400_BAD_REQUEST, f"increment rejected: {exc}") from exc
         if await asyncio.to_thread(store.replace_statistics, user.id, total, current.revision):
             return IncrementAdded(revision=current.revision + 1)
         current = await asyncio.to_thread(store.get_user, user.id, load_eval_keys=False)
@@ -216,10 +213,8 @@ async def update_adapter(
         )
     revision = int(match.group(1))
     blob = await read_octets(request, settings.max_personalization_bytes, "adapter")
-    try:
+    with rejected_as_400("adapter"):
         await he.check_adapter(blob, user.key_id)
-    except InvalidPayload as exc:
-        raise HTTPException(status.HTTP_400_BAD_REQUEST, f"adapter rejected: {exc}") from exc
     if not await asyncio.to_thread(store.set_adapter, user.id, blob, revision):
         raise HTTPException(
             status.HTTP_412_PRECONDITION_FAILED,
