@@ -96,6 +96,10 @@ class FederationConfig:
     checkpoint_every: int = 1
     round_timeout: float = 900.0  # seconds to wait for devices; late devices count as dropouts
     device_cache: int = 16  # Device objects kept per worker process (LRU)
+    # arrays a round leaves unchanged (a head-only device's frozen encoder) travel as a path + sha256 to
+    # the run's public base file (federation.public_base) instead of inside every message; needs a
+    # filesystem the devices share with the server (local simulation; a Ray cluster: a shared run_dir)
+    base_by_reference: bool = True
     # "" / None: a local Ray started for the run; "HOST:PORT" (or "auto"): attach the simulation to a
     # running Ray cluster (`ray start --head`), whose nodes must have this project and its venv
     ray_address: str | None = None
@@ -241,7 +245,7 @@ class FederationConfig:
 
     def config_hash(self) -> str:
         """Short sha256 of the config (where it runs and notes excluded): same hash, same experiment."""
-        skip = ("run_dir", "extra", "resume", "ray_address")
+        skip = ("run_dir", "extra", "resume", "ray_address", "base_by_reference")
         body = {k: v for k, v in asdict(self).items() if k not in skip}
         return hashlib.sha256(json.dumps(body, sort_keys=True, default=list).encode()).hexdigest()[:12]
 

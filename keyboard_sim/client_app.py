@@ -34,11 +34,12 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
+from federation.public_base import BASE_SHA_KEY, with_base
 from federation.wire import CLIP_BIT_KEY, encode_stats
 from keyboard_sim.device import Device, LocalDPConfig, seed_for
 from keyboard_sim.federation import FederationConfig, device_examples, select_devices, trainable_arrays
 from models.config import ModelConfig
-from models.factory import config_from_weights
+from models.factory import HEAD_KEYS, config_from_weights
 
 logging.getLogger("flwr").propagate = False  # opacus calls basicConfig: Flower lines would print twice
 
@@ -146,6 +147,14 @@ class _Fleet:
 
     def __init__(self) -> None:
         self.devices: OrderedDict[tuple[str, int], Device] = OrderedDict()
+        self._trainable: dict[tuple[str, str], tuple[str, ...]] = {}  # checked once per run and shape
+
+    def trainable(self, config: FederationConfig, model_config: ModelConfig) -> tuple[str, ...]:
+        """``trainable_arrays`` of the run, memoised (the check builds a model: ~30 ms)."""
+        key = (config.config_hash(), repr(model_config))
+        if key not in self._trainable:
+            self._trainable[key] = trainable_arrays(config, model_config)
+        return self._trainable[key]
 
     def get(self, config: FederationConfig, partition: int, model_config: ModelConfig) -> Device:
         key = (config.config_hash(), partition)
@@ -162,7 +171,7 @@ class _Fleet:
             max_local_steps=config.max_local_steps,
             delta=config.example_delta,
             accountant=config.example_accountant,
-            trainable=trainable_arrays(config, model_config),
+            trainable=self.trainable(config, model_config),
             optimizer=config.local_optimizer,
         )
         device = Device(user.user_id, user.train, model_config, dp)
@@ -173,6 +182,15 @@ class _Fleet:
 
 
 _FLEET = _Fleet()
+
+
+def _fleet() -> _Fleet:
+    """This process's fleet. The simulation cloudpickles the ClientApp for every message, and a closure
+    that named ``_FLEET`` directly would carry a copy of the driver's (empty) fleet each time; this
+    module-level function is pickled by reference, so a worker keeps its live devices across messages."""
+    return _FLEET
+
+
 _STATE_KEY = "hushtype-device"
 
 
@@ -216,6 +234,35 @@ def _save_state(context: Context, config: FederationConfig, run_id: str, partiti
     tmp.replace(path)  # atomic: a crash never leaves half a ledger
 
 
+def _encoder_digest(round_config: ConfigRecord, received: dict[str, np.ndarray]) -> str | None:
+    """The base's sha256 when the message left every encoder array (and ``beta``) to the base, else None."""
+    digest = round_config.get(BASE_SHA_KEY)
+    encoder_sent = any(k not in HEAD_KEYS or k == "beta" for k in received)
+    return None if digest is None or encoder_sent else str(digest)
+
+
+_WARM: set[str] = set()
+
+
+def _warm_up(config: ConfigRecord | None) -> None:
+    """At the roll call, once per worker process: what a device's first round would otherwise pay.
+
+    torch imports its optimizer machinery (``torch._dynamo``) on the first optimizer it builds, ~2 s;
+    with ``codec="he"`` the roll call also carries the federation's public context, so TenSEAL is
+    imported and the context parsed here (a device enrolling gets the public key once).
+    """
+    if "torch" not in _WARM:
+        import torch
+
+        torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+        _WARM.add("torch")
+    if config is not None and str(config.get("codec", "")) == "he":
+        _codec("he")
+        from ckks.codec import load_public_context
+
+        load_public_context(config)
+
+
 def _partition(context: Context, config: FederationConfig) -> int:
     """This node's device index; a federation sized unlike ``devices`` is a clear error, not a crash later."""
     partitions = context.node_config.get("num-partitions")
@@ -243,9 +290,10 @@ def make_client_app(config: FederationConfig | None = None) -> ClientApp:
         server_round = int(round_config["server-round"])
         _inject_faults(round_config, partition, server_round, cfg.seed)
 
-        global_weights = {k: a.numpy() for k, a in msg.content["arrays"].items()}
+        received = {k: a.numpy() for k, a in msg.content["arrays"].items()}  # what differs from the base
+        global_weights = with_base(received, round_config)  # the rest: the run's public base, by reference
         model_config = config_from_weights(global_weights, context=cfg.context)  # a warm start's shape wins
-        device = _FLEET.get(cfg, partition, model_config)
+        device = _fleet().get(cfg, partition, model_config)
         run_id = str(round_config.get("run-id", ""))  # the federated run (kept across a server restart)
         for saved in _saved_states(context, cfg, run_id, partition):  # the ledger may have advanced elsewhere
             if len(saved["ledger"]) > device.rounds_trained:
@@ -257,6 +305,7 @@ def make_client_app(config: FederationConfig | None = None) -> ClientApp:
             seed=seed_for(cfg.seed, "train", server_round, partition),
             lr=float(round_config.get("lr", cfg.lr)),
             local_epochs=float(round_config.get("local-epochs", cfg.local_epochs)),
+            encoder_digest=_encoder_digest(round_config, received),
         )
         clip = float(round_config.get("clip", cfg.clip))
         delta, norm = clip_update(result.delta, clip)
@@ -283,8 +332,9 @@ def make_client_app(config: FederationConfig | None = None) -> ClientApp:
 
     @client_app.query()
     def device_id(msg: Message, context: Context) -> Message:
-        """Answer the server's roll call with this SuperNode's device (partition) id."""
+        """Answer the server's roll call with this SuperNode's device (partition) id (and warm up)."""
         partition = _partition(context, _config(context))
+        _warm_up(msg.content.config_records.get("config"))
         return Message(RecordDict({"metrics": MetricRecord({"partition-id": partition})}), reply_to=msg)
 
     return client_app

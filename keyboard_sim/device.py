@@ -29,14 +29,18 @@ at every step. The head's dropout is not applied there (DP noise already regular
 
 from __future__ import annotations
 
+import hashlib
 import math
 import time
 import warnings
+from collections import OrderedDict
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 
 import numpy as np
 import torch
 from opacus import PrivacyEngine
+from opacus.accountants.analysis.rdp import compute_rdp, get_privacy_spent
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -50,11 +54,17 @@ from models.factory import (
     export_weights,
     load_weights,
     param_names,
-    split_weights,
-    trainable_keys,
 )
 
-__all__ = ["LocalDPConfig", "LocalResult", "Device", "seed_for"]
+__all__ = [
+    "LocalDPConfig",
+    "LocalResult",
+    "Device",
+    "seed_for",
+    "feature_encoder",
+    "head_features",
+    "rdp_epsilon",
+]
 
 
 @dataclass
@@ -121,26 +131,105 @@ class _HeadProjection(nn.Module):
 _HEAD_PARAMS = {"w2": "proj.weight", "b2": "proj.bias"}
 
 
-@torch.no_grad()
-def _encoder_output(config: ModelConfig, weights: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
-    """h (n, H) of the encoder in eval mode; an LSTM runs as torch's fused ``nn.LSTM`` (same arrays and
-    arithmetic as Opacus' ``DPLSTM``, which unrolls in Python: ~4x slower; inference needs no per-sample
-    gradients)."""
-    if config.kind == "nplm":
-        return encode(config, split_weights(weights, config)[0], x)
-    encoder = load_weights(build_model(config), weights).encoder.eval()
-    lstm = getattr(encoder, "lstm", None)
-    if lstm is not None:
-        fused = nn.LSTM(lstm.input_size, lstm.hidden_size, num_layers=lstm.num_layers, batch_first=True)
-        fused.load_state_dict(lstm.state_dict())
-        encoder.lstm = fused
-    return encoder(torch.from_numpy(x)).numpy()
+class _FeatureEncoder:
+    """One per process and model shape: the model whose encoder computes head features (built once;
+    ``build_model`` initialises every array at random, ~30 ms, which a round must not pay)."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        self.config = config
+        self.model = build_model(config).eval()
+        self.keys: tuple[str, ...] = tuple(param_names(self.model))  # = models.factory.trainable_keys
+        self.encoder_keys = tuple(k for k in self.keys if k not in HEAD_KEYS)
+        lstm = getattr(getattr(self.model, "encoder", None), "lstm", None)
+        # an LSTM runs as torch's fused nn.LSTM (same arrays and arithmetic as Opacus' DPLSTM, which
+        # unrolls in Python: ~4x slower; features need no per-sample gradients)
+        self.fused: nn.LSTM | None = None
+        if lstm is not None:
+            self.fused = nn.LSTM(lstm.input_size, lstm.hidden_size, lstm.num_layers, batch_first=True)
+
+    @torch.no_grad()
+    def __call__(self, weights: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
+        """h (n, H) of the encoder of ``weights`` in eval mode."""
+        if self.config.kind == "nplm":
+            return encode(self.config, {k: weights[k] for k in self.encoder_keys}, x)
+        load_weights(self.model, weights)
+        encoder = self.model.encoder
+        if self.fused is None:
+            return encoder(torch.from_numpy(x)).numpy()
+        self.fused.load_state_dict(encoder.lstm.state_dict())
+        dplstm, encoder.lstm = encoder.lstm, self.fused
+        try:
+            return encoder(torch.from_numpy(x)).numpy()
+        finally:
+            encoder.lstm = dplstm
+
+
+_ENCODERS: dict[str, _FeatureEncoder] = {}
+
+
+def feature_encoder(config: ModelConfig) -> _FeatureEncoder:
+    """This process's ``_FeatureEncoder`` for ``config`` (its ``keys``: the arrays training can change)."""
+    key = repr(config)
+    if key not in _ENCODERS:
+        _ENCODERS[key] = _FeatureEncoder(config)
+    return _ENCODERS[key]
 
 
 def head_features(config: ModelConfig, weights: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
     """a = h * (h + beta) (n, H) float32 for windows ``x``: the frozen encoder's output, activated."""
-    h = np.concatenate([_encoder_output(config, weights, x[i : i + 4096]) for i in range(0, len(x), 4096)])
+    encoder = feature_encoder(config)
+    h = np.concatenate([encoder(weights, x[i : i + 4096]) for i in range(0, len(x), 4096)])
     return (h * (h + config.beta)).astype(np.float32)
+
+
+class _FeatureCache:
+    """Per process: head features by (device, encoder digest, windows), least recently used first out.
+
+    A frozen encoder gives a device the same features every round; the run's public base names the
+    encoder (``federation.public_base``), so a device sampled again skips its encoder pass (an LSTM:
+    ~50 ms for 300 windows). Bounded by bytes (float32 n x H per device: ~0.3 MB for 300 windows).
+    """
+
+    def __init__(self, max_bytes: int = 128 * 2**20) -> None:
+        self.max_bytes = max_bytes
+        self.entries: OrderedDict[tuple[str, str, str], np.ndarray] = OrderedDict()
+        self.bytes = 0
+
+    @staticmethod
+    def key(device_id: str, digest: str, x: np.ndarray) -> tuple[str, str, str]:
+        return device_id, digest, hashlib.sha1(np.ascontiguousarray(x).tobytes()).hexdigest()
+
+    def get(self, key: tuple[str, str, str]) -> np.ndarray | None:
+        if key in self.entries:
+            self.entries.move_to_end(key)
+        return self.entries.get(key)
+
+    def put(self, key: tuple[str, str, str], features: np.ndarray) -> None:
+        self.entries[key] = features
+        self.bytes += features.nbytes
+        while self.bytes > self.max_bytes and len(self.entries) > 1:
+            self.bytes -= self.entries.popitem(last=False)[1].nbytes
+
+
+_FEATURES = _FeatureCache()
+
+
+@lru_cache(maxsize=512)
+def _rdp_per_step(sample_rate: float, noise_multiplier: float) -> np.ndarray:
+    """RDP of one Sampled Gaussian Mechanism step at ``EXAMPLE_RDP_ORDERS`` (Mironov et al. 2019), via
+    Opacus' ``compute_rdp``; pure, so memoised: devices of a worker share sample rates 1 / k."""
+    orders = list(EXAMPLE_RDP_ORDERS)
+    return np.asarray(compute_rdp(q=sample_rate, noise_multiplier=noise_multiplier, steps=1, orders=orders))
+
+
+def rdp_epsilon(history: list[tuple[float, float, int]], delta: float) -> float:
+    """epsilon of an Opacus RDP accountant's ``history`` at ``EXAMPLE_RDP_ORDERS``: the same sum of
+    per-step RDP times steps and the same conversion as ``RDPAccountant.get_epsilon(alphas=...)``."""
+    if not history:
+        return 0.0
+    rdp = sum(_rdp_per_step(float(q), float(z)) * int(steps) for z, q, steps in history)
+    epsilon, _ = get_privacy_spent(orders=list(EXAMPLE_RDP_ORDERS), rdp=rdp, delta=delta)
+    return float(epsilon)
 
 
 @dataclass
@@ -188,7 +277,7 @@ class Device:
         self.examples = examples
         self.model_config = model_config
         self.dp = dp
-        keys = trainable_keys(model_config)
+        keys = feature_encoder(model_config).keys
         self.trainable: tuple[str, ...] = keys if dp.trainable is None else dp.trainable
         unknown = [k for k in self.trainable if k not in keys]
         if unknown:
@@ -247,15 +336,23 @@ class Device:
     def _param_names(self) -> dict[str, str]:
         return dict(_HEAD_PARAMS) if self.head_only else param_names(self._model)
 
-    def _load_global(self, global_weights: dict[str, np.ndarray]) -> None:
-        """w_t into the trained module; head-only: also this round's features from w_t's encoder."""
+    def _load_global(self, global_weights: dict[str, np.ndarray], encoder_digest: str | None) -> None:
+        """w_t into the trained module; head-only: also this round's features from w_t's encoder
+        (computed once per ``encoder_digest`` and process, see ``_FeatureCache``)."""
         if not self.head_only:
             load_weights(self._model, global_weights)
             return
         with torch.no_grad():
             for key, name in _HEAD_PARAMS.items():
                 self._model.get_parameter(name).copy_(torch.from_numpy(np.asarray(global_weights[key])))
-            features = head_features(self.model_config, global_weights, self.examples.x)
+            cache_key = (
+                _FeatureCache.key(self.device_id, encoder_digest, self.examples.x) if encoder_digest else None
+            )
+            features = _FEATURES.get(cache_key) if cache_key else None
+            if features is None:
+                features = head_features(self.model_config, global_weights, self.examples.x)
+                if cache_key:
+                    _FEATURES.put(cache_key, features)
             self._inputs.copy_(torch.from_numpy(features))  # the loader's dataset holds this tensor
 
     def _export(self) -> dict[str, np.ndarray]:
@@ -278,13 +375,18 @@ class Device:
         lr: float | None = None,
         local_epochs: float | None = None,
         max_local_steps: int | None = None,
+        encoder_digest: str | None = None,
     ) -> LocalResult:
-        """Run local DP-SGD from ``global_weights``; returns the update and updates the ledger."""
+        """Run local DP-SGD from ``global_weights``; returns the update and updates the ledger.
+
+        ``encoder_digest`` names the encoder arrays of ``global_weights`` (the run's public base when the
+        round left them unchanged): a head-only device then reuses the features it computed for them.
+        """
         start = time.perf_counter()
         if self._gsm is None:
             self._make_private_once()
         assert self._model is not None and self._optimizer is not None and self._loader is not None
-        self._load_global(global_weights)
+        self._load_global(global_weights, encoder_digest)
         self._optimizer.original_optimizer.state.clear()  # Adam moments start afresh each round
         lr = self.dp.lr if lr is None else lr
         for group in self._optimizer.param_groups:
@@ -360,8 +462,7 @@ class Device:
             return 0.0
         delta = self.dp.delta if delta is None else delta
         if self.dp.accountant == "rdp":  # a subset of Opacus' orders: an upper bound, ~15x faster
-            alphas = list(EXAMPLE_RDP_ORDERS)
-            return float(self.privacy_engine.accountant.get_epsilon(delta=delta, alphas=alphas))
+            return rdp_epsilon(self.privacy_engine.accountant.history, delta)
         return float(self.privacy_engine.accountant.get_epsilon(delta=delta))
 
     def state(self) -> dict:

@@ -286,6 +286,7 @@ def build_strategy(config: FederationConfig, noise: NoisePlan, authority: object
         update_noise_multiplier=noise.update_sigma,
         clip_count_stddev=noise.count_stddev,
         seed=config.seed,
+        base_dir=Path(config.run_dir) / "public_base" if config.base_by_reference else None,
     )
     return make_strategy(
         config.server_optimizer,
@@ -363,8 +364,17 @@ def abort_reason(config: FederationConfig, server_round: int, stats: dict) -> st
     )
 
 
-def roll_call(grid: Grid, expected: int, connect_timeout: float, reply_timeout: float) -> dict[int, int]:
+def roll_call(
+    grid: Grid,
+    expected: int,
+    connect_timeout: float,
+    reply_timeout: float,
+    enrol: ConfigRecord | None = None,
+) -> dict[int, int]:
     """Ask every connected SuperNode for its device (partition) id: ``{node_id: device_id}``.
+
+    ``enrol`` (the codec and, with HE, the federation public context) rides along, so devices get ready
+    to train before the first round (``keyboard_sim.client_app``: imports, public context).
 
     Node ids are random in each run; sampling devices by their ids makes a seeded run sample the same
     devices every time. Waits up to ``connect_timeout`` seconds for ``expected`` SuperNodes to connect (they
@@ -375,8 +385,9 @@ def roll_call(grid: Grid, expected: int, connect_timeout: float, reply_timeout: 
     deadline = time.monotonic() + connect_timeout
     while len(list(grid.get_node_ids())) < expected and time.monotonic() < deadline:
         time.sleep(0.2)
+    content = RecordDict({"config": enrol}) if enrol is not None else RecordDict()
     messages = [
-        Message(RecordDict(), dst_node_id=node_id, message_type=MessageType.QUERY)
+        Message(content, dst_node_id=node_id, message_type=MessageType.QUERY)
         for node_id in grid.get_node_ids()
     ]
     device_ids: dict[int, int] = {}
@@ -568,11 +579,14 @@ def run_federation(grid: Grid, config: FederationConfig, data: RunData) -> dict:
                 "run-id": run_id,  # devices keep their privacy ledgers per run
             }
         )
+        enrol = ConfigRecord()
+        strategy.rounds_setup.mean_update.configure(enrol)  # the codec (and the HE public context)
         strategy.device_ids = roll_call(
             grid,
             expected=config.devices,
             connect_timeout=min(config.round_timeout, 60.0),
             reply_timeout=config.round_timeout,
+            enrol=enrol,
         )
         _check_nodes(grid, config, strategy)
         log(

@@ -12,9 +12,12 @@ class sits between those strategies and ``FedAvg`` in the method resolution orde
     Delta_t   = MeanUpdate.mean(A_t)          plain mean, or CKKS sum decrypted by the key authority only
     returns   w_t + Delta_t                    the optimizer then steps on Delta_t (momentum, Adam, Yogi)
 
-Round config sent to devices: user-level clip C_t, the distributed-noise share std z_Delta * C_t / sqrt(m),
-and, with adaptive clipping, the clip-bit noise share std sigma_b / sqrt(m) (Andrew et al. 2021; the bit
-travels inside the same, encrypted, update). Per-device failures are counted and logged, never raised;
+Messages carry w_t whole, or (``RoundSetup.base_dir``) only the arrays that differ from the run's public
+base, which devices read by reference (``federation.public_base``): a head-only device's frozen encoder
+is not re-sent m times a round. Round config sent to devices: user-level clip C_t, the distributed-noise
+share std z_Delta * C_t / sqrt(m), and, with adaptive clipping, the clip-bit noise share std
+sigma_b / sqrt(m) (Andrew et al. 2021; the bit travels inside the same, encrypted, update).
+Per-device failures are counted and logged, never raised;
 after each round ``on_round(server_round, stats)`` is called (the server's round recorder steps the
 accountant there and decides whether the run must abort). ``stats`` holds only what concerns the round
 as a whole: who was sampled and answered (participation is visible), the clip, and the devices'
@@ -28,6 +31,7 @@ import random
 import time
 from collections.abc import Callable, Iterable
 from logging import INFO, WARNING
+from pathlib import Path
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
@@ -35,6 +39,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 from flwr.supercore import log
 
+from federation.public_base import BASE_PATH_KEY, BASE_SHA_KEY, changed_arrays, write_base
 from federation.wire import CLIP_BIT_KEY, decode_stats
 from server.strategies.adaptive_clipping import QuantileClip
 from server.strategies.mean_update import MeanUpdate, arrays_to_numpy
@@ -59,6 +64,7 @@ class RoundSetup:
         update_noise_multiplier: float = 0.0,
         clip_count_stddev: float = 0.0,
         seed: int = 0,
+        base_dir: str | Path | None = None,
     ) -> None:
         if devices_per_round < 1:
             raise ValueError(f"devices_per_round must be >= 1, got {devices_per_round}")
@@ -73,6 +79,7 @@ class RoundSetup:
         self.update_noise_multiplier = update_noise_multiplier
         self.clip_count_stddev = clip_count_stddev
         self.rng = random.Random(seed)
+        self.base_dir = base_dir  # None: every array in every message; else see federation.public_base
 
 
 class RunRounds:
@@ -110,6 +117,7 @@ class DeltaAggregation(FedAvg):
         self.round_offset = 0  # rounds done before a resume: Flower's round r is the run's offset + r
         self.on_round: Callable[[int, dict], None] | None = None
         self._w_t: dict[str, np.ndarray] | None = None
+        self._base: tuple[dict[str, np.ndarray], ConfigRecord] | None = None  # w_0 as written, its config
         self._sent: dict[int, list[int]] = {}
         self._started: dict[int, float] = {}
         self.rounds: dict[int, dict] = {}  # Flower round -> participants, dropouts, failures, metrics
@@ -206,8 +214,27 @@ class DeltaAggregation(FedAvg):
             len(node_ids),
             len(list(grid.get_node_ids())),
         )
-        record = RecordDict({self.arrayrecord_key: arrays, self.configrecord_key: config})
+        record = RecordDict(
+            {self.arrayrecord_key: self._outgoing(arrays, config), self.configrecord_key: config}
+        )
         return self._construct_messages(record, node_ids, MessageType.TRAIN)
+
+    def _outgoing(self, arrays: ArrayRecord, config: ConfigRecord) -> ArrayRecord:
+        """w_t as sent: every array, or only those differing from the run's public base (written from the
+        first w_t this server sends: w_0, or the checkpoint it resumed from) plus the base's path and
+        sha256 in ``config`` (``federation.public_base``)."""
+        base_dir = self.rounds_setup.base_dir
+        if base_dir is None or self._w_t is None:
+            return arrays
+        if self._base is None:
+            path, digest = write_base(self._w_t, base_dir)
+            base = {k: np.asarray(v, dtype=np.float32) for k, v in self._w_t.items()}
+            self._base = base, ConfigRecord({BASE_SHA_KEY: digest, BASE_PATH_KEY: str(path.resolve())})
+        base, entries = self._base
+        for key, value in entries.items():
+            config[key] = value
+        changed = changed_arrays(self._w_t, base)
+        return ArrayRecord({k: Array(np.ascontiguousarray(self._w_t[k], dtype=np.float32)) for k in changed})
 
     # ------------------------------------------------------------------ aggregate
     def aggregate_train(

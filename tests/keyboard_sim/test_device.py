@@ -182,14 +182,15 @@ def test_head_features_match_the_encoder_for_an_lstm() -> None:
     from models.factory import export_weights as export
 
     config = ModelConfig(vocab_size=64, context=5, embed_dim=8, hidden=16, kind="lstm", width=12, layers=1)
-    torch.manual_seed(0)
-    weights = export(build_model(config))
     x = np.random.default_rng(0).integers(0, 64, (50, 5))
-    # Execute
-    features = head_features(config, weights, x)
-    # Assert: a = h * (h + beta) of the Opacus DPLSTM encoder's h
-    h = encode(config, split_weights(weights, config)[0], x)
-    np.testing.assert_allclose(features, h * (h + config.beta), atol=1e-5)
+    for seed in (0, 1):  # the second call reuses the process's encoder module with other arrays
+        torch.manual_seed(seed)
+        weights = export(build_model(config))
+        # Execute
+        features = head_features(config, weights, x)
+        # Assert: a = h * (h + beta) of the Opacus DPLSTM encoder's h
+        h = encode(config, split_weights(weights, config)[0], x)
+        np.testing.assert_allclose(features, h * (h + config.beta), atol=1e-5)
 
 
 def test_example_epsilon_on_fewer_orders_is_a_close_upper_bound() -> None:
@@ -197,3 +198,19 @@ def test_example_epsilon_on_fewer_orders_is_a_close_upper_bound() -> None:
     device.train(_global(0), server_round=1, seed=1)
     full = device.privacy_engine.accountant.get_epsilon(delta=device.dp.delta)  # Opacus' 151 orders
     assert full <= device.example_epsilon() <= full * 1.02
+
+
+def test_example_epsilon_equals_the_opacus_accountant_on_the_same_orders() -> None:
+    # Prepare: two rounds at different step counts, and a device of another sample rate (memoised RDP)
+    from federation import EXAMPLE_RDP_ORDERS
+
+    for n, steps in ((40, (3, 7)), (100, (5, 2))):
+        device = Device("u1", _examples(n), TINY, LocalDPConfig(batch_size=8, max_local_steps=50))
+        for r, cap in enumerate(steps, start=1):
+            # Execute
+            device.train(_global(0), server_round=r, seed=r, max_local_steps=cap)
+            # Assert: the memoised per-step RDP gives Opacus' own epsilon on the same orders
+            expected = device.privacy_engine.accountant.get_epsilon(
+                delta=device.dp.delta, alphas=list(EXAMPLE_RDP_ORDERS)
+            )
+            assert device.example_epsilon() == pytest.approx(expected, rel=1e-12)
