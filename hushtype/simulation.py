@@ -25,7 +25,6 @@ import os
 from pathlib import Path
 
 from federation import FederationConfig
-from keyboard_sim.federation import load_data, select_devices, trainable_arrays, write_device_shards
 
 __all__ = [
     "FederationConfig",
@@ -35,6 +34,14 @@ __all__ = [
     "run_federated",
     "BACKEND_CONFIG",
 ]
+
+
+def load_data(config: FederationConfig) -> object:
+    """The run's dataset (``keyboard_sim.federation.load_data``). The device package is imported on first
+    use (it imports torch: seconds), so a configuration error is reported before that."""
+    from keyboard_sim.federation import load_data as load
+
+    return load(config)
 
 
 class FederationFailed(RuntimeError):
@@ -48,6 +55,7 @@ def validate_config(config: FederationConfig) -> None:
     kind and shape (``warm_start``, ``model``, ``context``), the model's window (``context``) and arrays
     (``trainable``), and writes every device's own data shard.
     """
+    from keyboard_sim.federation import select_devices, trainable_arrays, write_device_shards
     from models.release import load_release
     from server.server_app import fresh_model_config
 
