@@ -29,7 +29,7 @@ from flwr.app import Array, ArrayRecord
 
 from ckks.keys import PublicContext, assert_public_only
 from ckks.packing import EncryptedUpdate
-from ckks.serialize import CiphertextFormatError
+from ckks.serialize import CODEC_SEAL, CiphertextFormatError
 
 __all__ = [
     "HE_STYPE",
@@ -83,10 +83,15 @@ def unflatten_update(flat: np.ndarray, layout: Layout) -> dict[str, np.ndarray]:
 
 
 # --------------------------------------------------------------------------------------- payload
-def pack_payload(update: EncryptedUpdate, layout: Layout) -> bytes:
-    """Layout header + serialized ciphertexts."""
+def pack_payload(update: EncryptedUpdate, layout: Layout, codec: int = CODEC_SEAL) -> bytes:
+    """Layout header + serialized ciphertexts (``codec``: ``ckks.serialize``; the bytes name it).
+
+    A device update goes as SEAL's own save by default: on the 3 ciphertexts of a 4,096-number update,
+    measured 1.7 ms to write and 0.8 ms to read vs 8.0 and 8.7 ms for ``CODEC_PACKED``, for 7.5% more
+    bytes (51,241 vs 47,644); the aggregator reads every reply of a round one after the other.
+    """
     head = json.dumps([[name, list(shape)] for name, shape in layout]).encode()
-    return _HEAD.pack(_MAGIC, _VERSION, len(head)) + head + update.to_bytes()
+    return _HEAD.pack(_MAGIC, _VERSION, len(head)) + head + update.to_bytes(codec)
 
 
 def unpack_payload(context: PublicContext, data: bytes) -> tuple[EncryptedUpdate, Layout]:

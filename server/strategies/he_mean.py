@@ -52,7 +52,7 @@ from ckks.codec import (
 )
 from ckks.keys import PublicContext, assert_public_only
 from ckks.packing import EncryptedUpdate
-from ckks.serialize import CiphertextFormatError
+from ckks.serialize import CODEC_SEAL, CiphertextFormatError
 from server.key_authority import AggregateRefused, AggregateResult
 from server.strategies.mean_update import RoundMean, check_keys
 
@@ -173,7 +173,10 @@ class HEMean:
         declared_weight = float(len(used)) if self.weighting == "uniform" else None  # n_i stay encrypted
         try:
             result = self.key_authority.decrypt_aggregate(
-                total.to_bytes(), len(used), server_round=server_round, declared_total_weight=declared_weight
+                total.to_bytes(CODEC_SEAL),  # SEAL's own save: ~10x faster to read than bit-packed
+                len(used),
+                server_round=server_round,
+                declared_total_weight=declared_weight,
             )
         except AggregateRefused as err:
             log(WARNING, "key authority refused the aggregate of %d updates: %s", len(used), err)
