@@ -214,3 +214,22 @@ def test_example_epsilon_equals_the_opacus_accountant_on_the_same_orders() -> No
                 delta=device.dp.delta, alphas=list(EXAMPLE_RDP_ORDERS)
             )
             assert device.example_epsilon() == pytest.approx(expected, rel=1e-12)
+
+
+def test_the_roll_call_hands_a_worker_the_public_context() -> None:
+    # Prepare: the enrolment config the server's roll call sends with aggregation="he"
+    import hashlib
+
+    from flwr.app import ConfigRecord
+
+    from ckks.codec import CONFIG_CONTEXT, CONFIG_CONTEXT_SHA, load_public_context
+    from ckks.keys import SecretContext
+    from ckks.params import AGGREGATION
+    from keyboard_sim.client_app import _warm_up
+
+    blob = SecretContext.generate(AGGREGATION).public.to_bytes()
+    digest = hashlib.sha256(blob).hexdigest()
+    # Execute
+    _warm_up(ConfigRecord({"codec": "he", CONFIG_CONTEXT: blob, CONFIG_CONTEXT_SHA: digest}))
+    # Assert: a round config naming only the digest now finds the context already loaded
+    assert load_public_context({CONFIG_CONTEXT_SHA: digest}).params == AGGREGATION
