@@ -46,36 +46,39 @@ def model_params(config: FederationConfig | None = None) -> int:
 
 class RoundCPU:
     """CPU seconds of this process tree per round of a run: a thread samples the tree every 0.1 s and
-    notes the total each time ``rounds.jsonl`` gains a row (row r is written after round r's evaluation)."""
+    notes the total each time ``rounds.jsonl`` gains a row (row r is written after round r's evaluation).
+
+    Each process's last reading is kept after it exits, so a Ray worker that ends keeps its seconds and
+    an unrelated process leaving the tree does not lower the total.
+    """
 
     def __init__(self, rounds_path: Path) -> None:
         self.rounds_path = rounds_path
         self.marks: dict[int, float] = {}  # round -> tree CPU seconds when its row appeared
+        self._seen: dict[tuple[int, float], float] = {}  # (pid, start time) -> its last user + system
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, daemon=True)
 
-    @staticmethod
-    def tree_cpu() -> float:
-        """user + system seconds of this process and every live descendant."""
+    def tree_cpu(self) -> float:
+        """user + system seconds of this process and every descendant seen so far."""
         import psutil
 
         me = psutil.Process()
-        total = 0.0
         for proc in [me, *me.children(recursive=True)]:
             try:
                 times = proc.cpu_times()
-            except psutil.Error:  # exited between the listing and the read
+                self._seen[(proc.pid, proc.create_time())] = times.user + times.system
+            except psutil.Error:  # exited between the listing and the read: its last reading stays
                 continue
-            total += times.user + times.system
-        return total
+        return sum(self._seen.values())
 
     def _watch(self) -> None:
-        rows, highest = 0, 0.0
+        rows = 0
         while not self._stop.wait(0.1):
-            highest = max(highest, self.tree_cpu())  # a worker that exits takes its seconds with it
+            total = self.tree_cpu()
             lines = self.rounds_path.read_text().splitlines() if self.rounds_path.is_file() else []
             for row in range(rows, len(lines)):
-                self.marks[row] = highest
+                self.marks[row] = total
             rows = len(lines)
 
     def __enter__(self) -> RoundCPU:

@@ -10,33 +10,48 @@ from pathlib import Path
 from hushtype.bench_aggregate import RoundCPU
 
 BURN = (
-    "import sys, time\n"
+    "import time\n"
     "t = time.process_time()\n"
     "while time.process_time() - t < 0.5: pass\n"
     "print('burnt', flush=True)\n"
-    "time.sleep(30)\n"
+    "input()\n"  # alive until told to exit
 )
 
 
+def _burner() -> subprocess.Popen:
+    """A child that burns 0.5 CPU-s, says so, and exits on a newline."""
+    child = subprocess.Popen(
+        [sys.executable, "-c", BURN], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    assert child.stdout is not None and child.stdout.readline().strip() == "burnt"
+    return child
+
+
+def _stop(child: subprocess.Popen) -> None:
+    child.communicate("\n", timeout=30)
+
+
 def test_round_cpu_counts_a_child_process_between_rows(tmp_path: Path) -> None:
-    # Prepare: rounds.jsonl gains row 0, then a child burns 0.5 CPU-s (like a Ray worker), then rows 1, 2
+    # Prepare: an older child (burnt before the meter) that exits during round 1, like a finished test's
+    # process; a new child that burns 0.5 CPU-s in round 1, like a Ray worker; rows 0, 1, 2
     rows = tmp_path / "rounds.jsonl"
+    older = _burner()
     with RoundCPU(rows) as cpu:
         rows.write_text('{"round": 0}\n')
         time.sleep(0.3)
-        child = subprocess.Popen([sys.executable, "-c", BURN], stdout=subprocess.PIPE, text=True)
+        _stop(older)
+        worker = _burner()
         try:
-            assert child.stdout is not None and child.stdout.readline().strip() == "burnt"
-            time.sleep(0.3)  # the meter samples the live child
+            time.sleep(0.3)  # the meter samples the live worker
             rows.write_text('{"round": 0}\n{"round": 1}\n')
             time.sleep(0.3)
             rows.write_text('{"round": 0}\n{"round": 1}\n{"round": 2}\n')
             time.sleep(0.3)
         finally:
-            child.kill()
-            child.wait()
+            _stop(worker)
     # Execute
     first, second = cpu.per_round()
-    # Assert: the child's seconds land in round 1, an idle round costs next to nothing
+    # Assert: the worker's seconds land in round 1 (the older child leaving takes none away), an idle
+    # round costs next to nothing
     assert first >= 0.45
     assert second < 0.25
