@@ -130,7 +130,9 @@ def personalization_quality(
     def encoded(users, cap=None, keep_train=False) -> list[_User]:
         out = []
         for text in users:
-            user = user_examples(text, release.vocab, config.context, config.split.later_fraction)
+            user = user_examples(
+                text, release.vocab, config.context, config.split.later_fraction, release.context_scope
+            )
             if len(user.train) >= min_examples and len(user.later) >= min_later:
                 out.append(_prepare(model, user, keep_train))
             if cap is not None and len(out) >= cap:
@@ -225,7 +227,10 @@ def _plaintext_top3(release_dir: str, client, texts: list[str]) -> list[list[str
     out = []
     for text in texts:
         z = plaintext_logits(
-            release.weights, release.config, context_ids(text, client.vocab, client.context), adapter
+            release.weights,
+            release.config,
+            context_ids(text, client.vocab, client.context, client.context_scope),
+            adapter,
         )
         z[:2] = -np.inf
         out.append([client.vocab.words[i] for i in np.argsort(-z)[:3]])

@@ -5,6 +5,8 @@ Kneser-Ney trigram, the shipped model (``QualityConfig.model``, centrally, no DP
 NPLM, then scores all three on every held-out user's lines with ``models.metrics`` (see there
 which targets count). Every model sees the same windows: the data is built with the longest
 context any of them needs and each takes its last k words (KN the last 2, the NPLM the last 4).
+The networks read contexts of ``DataConfig.context_scope``; KN always reads its own sentence only
+(``models.data.sentence_windows``), so the baseline is the same whatever the scope.
 
 Spread: ratios to KN come with a 95% interval from a bootstrap over held-out *users* (users are
 the unit that varies between deployments; their examples are not independent). Prints one JSON
@@ -24,7 +26,7 @@ import torch
 
 from keyboard_sim.dataset import DataConfig, FederatedData, build_federated_data
 from models.config import KINDS, SHIPPED_KIND, ModelConfig, shipped_model_config
-from models.data import Examples
+from models.data import Examples, sentence_windows
 from models.factory import build_model, encoder_keys, export_weights, param_names
 from models.metrics import next_word_metrics
 from models.ngram import KneserNeyTrigram
@@ -155,12 +157,10 @@ def run_quality(
     valid = Examples(later.x[:20_000], later.y[:20_000])
 
     t0 = time.perf_counter()
-    ngram = KneserNeyTrigram(len(data.vocab)).fit(train)
-    scores = {
-        "ngram_": _scores(
-            *ngram.log_prob_and_topk(heldout, k=3, exclude=(unk, data.vocab.bos_id)), heldout, unk
-        )
-    }
+    bos = data.vocab.bos_id  # KN keeps its sentence-start context whatever the scope (the same baseline)
+    ngram = KneserNeyTrigram(len(data.vocab)).fit(sentence_windows(train, bos))
+    kn_heldout = sentence_windows(heldout, bos)
+    scores = {"ngram_": _scores(*ngram.log_prob_and_topk(kn_heldout, k=3, exclude=(unk, bos)), heldout, unk)}
     ngram_seconds = time.perf_counter() - t0
 
     fit = dict(
@@ -222,6 +222,7 @@ def run_quality(
             "oov_rate": data.oov_rate,
             "vocab_size": len(data.vocab),
             "vocab_source": data.vocab.source,
+            "context_scope": data_config.context_scope,
             "public_examples": len(data.public),
             "users_train": len(data.train_users),
             "users_heldout": len(data.heldout_users),

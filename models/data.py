@@ -15,6 +15,7 @@ __all__ = [
     "last_context",
     "line_examples",
     "make_examples",
+    "sentence_windows",
 ]
 
 # "sentence": a word's context starts at its sentence (the releases before this field existed);
@@ -104,6 +105,20 @@ def line_examples(
     if not ys:
         return Examples.empty(context)
     return Examples(np.asarray(xs, dtype=np.int64), np.asarray(ys, dtype=np.int64))
+
+
+def sentence_windows(examples: Examples, bos_id: int) -> Examples:
+    """The same windows cut at their last ``<s>`` (tokens before it become ``<s>``).
+
+    Applied to ``scope="line"`` windows this gives exactly the ``scope="sentence"`` windows: how a
+    model that only reads its own sentence (the Kneser-Ney baseline) sees the same targets.
+    """
+    x = examples.x.copy()
+    k = x.shape[1]
+    is_bos = x == bos_id
+    last = np.where(is_bos.any(axis=1), k - 1 - np.argmax(is_bos[:, ::-1], axis=1), -1)  # (n,)
+    x[np.arange(k)[None, :] <= last[:, None]] = bos_id
+    return Examples(x, examples.y)
 
 
 def last_context(

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from models.data import Examples, last_context, line_examples, make_examples
+from models.data import Examples, last_context, line_examples, make_examples, sentence_windows
 from models.metrics import next_word_metrics
 from models.ngram import KneserNeyTrigram
 
@@ -67,3 +67,12 @@ def test_last_context_is_the_window_of_the_next_word() -> None:
     assert last_context([], 2, 1, "line", ended=True) == [1, 1]
     full = line_examples([[[5, 6], [7, 9]]], 3, 1, "line")
     assert full.x[-1].tolist() == last_context(typed, 3, 1, "line")  # 9 follows "5 6 . 7"
+
+
+def test_sentence_windows_of_line_scope_are_the_sentence_scope_windows() -> None:
+    lines = [[[5, 6, 7], [8], [9, 10, 11, 12, 13]], [[14, 15]], [[16], [17, 18]]]
+    line = line_examples(lines, context=3, bos_id=1, scope="line")
+    sentence = line_examples(lines, context=3, bos_id=1, scope="sentence")
+    assert line.x.tolist() != sentence.x.tolist()
+    assert sentence_windows(line, 1).x.tolist() == sentence.x.tolist()
+    assert sentence_windows(line, 1).y.tolist() == sentence.y.tolist() == line.y.tolist()
