@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from keyboard_sim.dataset import DataConfig, FederatedData, build_federated_data
-from models.config import KINDS, SHIPPED_KIND, ModelConfig, shipped_model_config
+from models.config import KINDS, SHIPPED_KIND, ModelConfig, TrainConfig, shipped_model_config
 from models.data import Examples, sentence_windows
 from models.factory import build_model, encoder_keys, export_weights, param_names
 from models.metrics import next_word_metrics
@@ -43,8 +43,11 @@ class QualityConfig:
     quick: bool = False
     model: str = SHIPPED_KIND  # the model kind trained, scored and (with release_dir) released
     epochs: float | None = None  # default: 1 quick, 3 full (best epoch by validation top-1)
-    lr: float = 3e-3
-    batch_size: int = 512
+    lr: float = TrainConfig.lr  # the training recipe's fields default to the shipped TrainConfig
+    batch_size: int = TrainConfig.batch_size
+    weight_decay: float = TrainConfig.weight_decay
+    ema: float = TrainConfig.ema
+    label_smoothing: float = TrainConfig.label_smoothing
     seed: int = 0
     release_dir: str | None = None  # also save the trained central model as a release here
     compare_nplm: bool = True  # also train the old NPLM side by side (off: faster)
@@ -58,6 +61,12 @@ class QualityConfig:
             raise ValueError(f"QualityConfig.epochs must be positive, got {self.epochs}")
         if self.bootstrap < 0:
             raise ValueError(f"QualityConfig.bootstrap must be >= 0, got {self.bootstrap}")
+        self.recipe  # noqa: B018 (validates the recipe's fields)
+
+    @property
+    def recipe(self) -> TrainConfig:
+        """The training recipe these fields name."""
+        return TrainConfig(self.lr, self.batch_size, self.weight_decay, self.ema, self.label_smoothing)
 
     @property
     def train_epochs(self) -> float:
@@ -70,8 +79,7 @@ def train_release(
     train: Examples,
     *,
     epochs: float,
-    lr: float,
-    batch_size: int,
+    recipe: TrainConfig,
     seed: int,
     valid: Examples | None = None,
     checkpoint_dir: str | None = None,
@@ -83,7 +91,7 @@ def train_release(
     if checkpoint_dir:
         Path(checkpoint_dir).mkdir(parents=True, exist_ok=True)
         checkpoint = Path(checkpoint_dir) / f"{model_config.kind}.pt"
-    fit = dict(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, valid=valid, checkpoint=checkpoint)
+    fit = dict(epochs=epochs, seed=seed, valid=valid, checkpoint=checkpoint, **recipe.fit_kwargs())
     summary = train_central(model, train, **fit, positions=default_positions(model_config))
     return model, summary
 
@@ -165,8 +173,7 @@ def run_quality(
 
     fit = dict(
         epochs=config.train_epochs,
-        lr=config.lr,
-        batch_size=config.batch_size,
+        recipe=config.recipe,
         seed=config.seed,
         checkpoint_dir=config.checkpoint_dir,
     )
@@ -231,6 +238,7 @@ def run_quality(
             "heldout_targets_known": shipped["targets_known"],
             "epochs": config.train_epochs,
             "train_positions": default_positions(model_config),
+            "recipe": config.recipe.fit_kwargs(),
             "valid_per_epoch": summary["valid_per_epoch"],
             "train_seconds": summary["seconds"],
             "best_epoch": summary["best_epoch"],

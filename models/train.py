@@ -170,9 +170,12 @@ def train_central(
     def end_of_epoch() -> None:
         if average is None:
             score_epoch()
-        else:
-            with average.swapped_in():
-                score_epoch()
+            return
+        raw = evaluate(model, valid)["top1"] if valid is not None and len(valid) else None
+        with average.swapped_in():
+            score_epoch()
+        if valid_curve:
+            valid_curve[-1]["top1_without_ema"] = raw  # the same run's unaveraged weights
 
     def score_epoch() -> None:
         nonlocal best_top1, best_state
