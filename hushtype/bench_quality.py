@@ -242,6 +242,7 @@ def run_quality(
             "valid_per_epoch": summary["valid_per_epoch"],
             "train_seconds": summary["seconds"],
             "best_epoch": summary["best_epoch"],
+            "best_averaged": summary["best_averaged"],
             "nplm_train_seconds": nplm_summary["seconds"] if nplm_summary else None,
             "nplm_best_epoch": nplm_summary["best_epoch"] if nplm_summary else None,
             "ngram_seconds": ngram_seconds,

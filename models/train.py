@@ -147,8 +147,9 @@ def train_central(
     unchanged: always the last position of every window.
 
     ``weight_decay`` is AdamW's (decoupled). ``ema`` > 0 keeps an exponential moving average of
-    the weights (Polyak averaging, decay ``ema`` per step); every epoch is scored, checkpointed and
-    returned with the averaged weights. ``label_smoothing`` is cross-entropy's.
+    the weights (Polyak averaging, decay ``ema`` per step): with ``valid`` the averaged and the
+    trained weights of every epoch compete for best (``best_averaged`` says which won); without,
+    the averaged weights are returned. ``label_smoothing`` is cross-entropy's.
     """
     if len(examples) == 0:
         raise ValueError("no training examples")
@@ -165,30 +166,29 @@ def train_central(
     total_steps = max(1, int(epochs * len(examples) / batch_size))
     model.train()
     start, step, seen, running = time.perf_counter(), 0, 0, 0.0
-    best_top1, best_state, valid_curve = -1.0, None, []
+    best: dict = {"top1": -1.0, "state": None, "epoch": None, "averaged": None}
+    valid_curve: list[dict] = []
+
+    def consider(top1: float, averaged: bool) -> None:
+        if top1 > best["top1"]:  # select on the keyboard's metric, not on loss
+            state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            best.update(top1=top1, state=state, epoch=len(valid_curve) + 1, averaged=averaged)
 
     def end_of_epoch() -> None:
-        if average is None:
-            score_epoch()
-            return
-        raw = evaluate(model, valid)["top1"] if valid is not None and len(valid) else None
-        with average.swapped_in():
-            score_epoch()
-        if valid_curve:
-            valid_curve[-1]["top1_without_ema"] = raw  # the same run's unaveraged weights
-
-    def score_epoch() -> None:
-        nonlocal best_top1, best_state
         if valid is None or len(valid) == 0:
             return
         scores = evaluate(model, valid)
-        valid_curve.append({"loss": scores["loss"], "top1": scores["top1"]})
-        if scores["top1"] > best_top1:  # select on the keyboard's metric, not on loss
-            best_top1 = scores["top1"]
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        entry = {"loss": scores["loss"], "top1": scores["top1"]}
+        consider(scores["top1"], averaged=False)
+        if average is not None:  # the averaged weights compete with the trained ones
+            with average.swapped_in():
+                scores = evaluate(model, valid)
+                entry.update(ema_loss=scores["loss"], ema_top1=scores["top1"])
+                consider(scores["top1"], averaged=True)
+        valid_curve.append(entry)
         if checkpoint is not None:
             torch.save(model.state_dict(), checkpoint)
-            epoch = {"epoch": len(valid_curve), "step": step, **valid_curve[-1]}
+            epoch = {"epoch": len(valid_curve), "step": step, **entry}
             print(json.dumps({**epoch, "checkpoint": str(checkpoint)}), file=sys.stderr, flush=True)
         model.train()
 
@@ -218,8 +218,8 @@ def train_central(
         end_of_epoch()
         if max_seconds and time.perf_counter() - start > max_seconds:
             break
-    if best_state is not None:
-        model.load_state_dict(best_state)
+    if best["state"] is not None:
+        model.load_state_dict(best["state"])
     elif average is not None:
         average.copy_to(model)
     model.eval()
@@ -231,5 +231,6 @@ def train_central(
         "seconds": seconds,
         "stopped_early": step < total_steps,
         "valid_per_epoch": valid_curve,
-        "best_epoch": int(np.argmax([v["top1"] for v in valid_curve])) + 1 if valid_curve else None,
+        "best_epoch": best["epoch"],
+        "best_averaged": best["averaged"],
     }
