@@ -85,3 +85,18 @@ def test_weight_average_is_the_ema_of_the_steps() -> None:
     assert model.weight.tolist() == [[1.0, 1.0]] and model.bias.item() == -1.0  # trained weights back
     average.copy_to(model)
     assert model.bias.item() == expected_b == -1.75  # 4 -> 1 -> -2.5 -> -1.75
+
+
+def test_ema_and_trained_weights_compete_on_validation() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.integers(2, 32, size=(1024, 2))
+    data = Examples(x, (x[:, 1] + 1) % 30 + 2)
+    torch.manual_seed(0)
+    model = NPLM(ModelConfig(vocab_size=32, context=2, embed_dim=8, hidden=32, dropout=0.0))
+    summary = train_central(model, data, epochs=3, lr=1e-2, batch_size=64, ema=0.95, valid=data)
+    curve = summary["valid_per_epoch"]
+    assert len(curve) == 3 and all({"top1", "ema_top1"} <= set(e) for e in curve)
+    best = max(max(e["top1"], e["ema_top1"]) for e in curve)
+    assert evaluate(model, data)["top1"] == best  # the returned weights are the best of both kinds
+    entry = curve[summary["best_epoch"] - 1]
+    assert entry["ema_top1" if summary["best_averaged"] else "top1"] == best
