@@ -8,12 +8,13 @@ become devices, held-out users are only ever evaluated on.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from keyboard_sim.corpus import UserText, load_users
 from keyboard_sim.split import SplitConfig, local_split, split_users
 from models.data import CONTEXT_SCOPES, Examples, line_examples
+from models.release import Release
 from models.vocab import Vocabulary, build_vocabulary
 
 __all__ = [
@@ -21,6 +22,7 @@ __all__ = [
     "UserExamples",
     "FederatedData",
     "build_federated_data",
+    "release_data_config",
     "user_examples",
     "save_jsonl",
 ]
@@ -38,7 +40,7 @@ class DataConfig:
     context: int = 4  # k, must equal ModelConfig.context
     # "line": a word's context runs back across sentence ends (kept as <s>) within its line;
     # "sentence": it starts at the sentence (releases whose card has no such field)
-    context_scope: str = "sentence"
+    context_scope: str = "line"
     max_users: int | None = None  # cap on train and on held-out users (deterministic: first by id)
     split: SplitConfig = field(default_factory=SplitConfig)
 
@@ -132,6 +134,13 @@ def build_federated_data(
         train_users=[user_examples(u, vocab, config.context, frac, scope) for u in train],
         heldout_users=[user_examples(u, vocab, config.context, frac, scope) for u in heldout],
         oov_rate=vocab.oov_rate(line for u in heldout for line in u.lines),
+    )
+
+
+def release_data_config(release: Release, config: DataConfig | None = None) -> DataConfig:
+    """``config`` (default ``DataConfig()``) with the windows ``release`` was trained on: its k and scope."""
+    return replace(
+        config or DataConfig(), context=release.config.context, context_scope=release.context_scope
     )
 
 

@@ -72,7 +72,7 @@ class TrainConfig:
     lr: float = 3e-3  # AdamW peak, cosine decay to 10%
     batch_size: int = 512  # targets per step
     weight_decay: float = 0.0  # AdamW's decoupled decay
-    ema: float = 0.0  # decay of the weights' moving average (0: off)
+    ema: float = 0.999  # decay of the weights' moving average (0: off); ~1 epoch of steps on Shakespeare
     label_smoothing: float = 0.0
 
     def __post_init__(self) -> None:
