@@ -35,6 +35,8 @@ from models.train import default_positions, predict_topk, train_central
 
 __all__ = ["QualityConfig", "run_quality", "train_release"]
 
+VALID_WINDOWS = 20_000  # train users' later-line windows scored after every epoch
+
 
 @dataclass
 class QualityConfig:
@@ -53,6 +55,8 @@ class QualityConfig:
     compare_nplm: bool = True  # also train the old NPLM side by side (off: faster)
     bootstrap: int = 1000  # resamples of held-out users for the intervals
     checkpoint_dir: str | None = None  # save each model's state here after every epoch (progress on stderr)
+    # also train every model (KN included) on the train users' later lines that validation does not use
+    train_on_later: bool = False
 
     def __post_init__(self) -> None:
         if self.model not in KINDS:
@@ -94,6 +98,21 @@ def train_release(
     fit = dict(epochs=epochs, seed=seed, valid=valid, checkpoint=checkpoint, **recipe.fit_kwargs())
     summary = train_central(model, train, **fit, positions=default_positions(model_config))
     return model, summary
+
+
+def _validation_split(data: FederatedData, windows: int) -> tuple[Examples, Examples]:
+    """(validation, rest) of the train users' *later* lines (never held-out users'): validation is
+    their first ``windows`` windows (early stopping); rest is the later lines of the users after
+    the last one validation touches (the same user's other later lines are in neither)."""
+    valid, rest, seen = [], [], 0
+    for user in data.train_users:
+        if seen < windows:
+            valid.append(user.later)
+        else:
+            rest.append(user.later)
+        seen += len(user.later)
+    pooled = Examples.concat(valid, data.context)
+    return Examples(pooled.x[:windows], pooled.y[:windows]), Examples.concat(rest, data.context)
 
 
 def _last(examples: Examples, k: int) -> Examples:
@@ -160,9 +179,9 @@ def run_quality(
     model_config = dataclasses.replace(probe, vocab_size=len(data.vocab))
     train = Examples.concat([data.public, data.train], data.context)
     heldout, unk = data.heldout, data.vocab.unk_id
-    # early stopping on train users' *later* lines (never on held-out users)
-    later = Examples.concat((u.later for u in data.train_users), data.context)
-    valid = Examples(later.x[:20_000], later.y[:20_000])
+    valid, rest = _validation_split(data, VALID_WINDOWS)
+    if config.train_on_later:
+        train = Examples.concat([train, rest], data.context)
 
     t0 = time.perf_counter()
     bos = data.vocab.bos_id  # KN keeps its sentence-start context whatever the scope (the same baseline)
@@ -234,6 +253,7 @@ def run_quality(
             "users_train": len(data.train_users),
             "users_heldout": len(data.heldout_users),
             "train_examples": len(train),
+            "train_on_later": config.train_on_later,
             "heldout_targets": shipped["targets"],
             "heldout_targets_known": shipped["targets_known"],
             "epochs": config.train_epochs,

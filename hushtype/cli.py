@@ -65,6 +65,7 @@ def _cmd_bench_quality(args: argparse.Namespace) -> int:
         release_dir=args.release_dir,
         compare_nplm=not args.no_nplm,
         checkpoint_dir=args.checkpoint_dir,
+        train_on_later=args.train_on_later,
     )
     result = run_quality(cfg, _data_config(args))
     if args.json:
@@ -574,6 +575,11 @@ def build_parser() -> argparse.ArgumentParser:
     quality.add_argument("--json", action="store_true", help="print one JSON object")
     quality.add_argument("--release-dir", help="also save the central model as a release here")
     quality.add_argument("--checkpoint-dir", help="save each model after every epoch here (stderr: progress)")
+    quality.add_argument(
+        "--train-on-later",
+        action="store_true",
+        help="also train every model (KN too) on the train users' later lines validation does not use",
+    )
     quality.set_defaults(func=_cmd_bench_quality)
 
     dp = bench_sub.add_parser("dp-train", help="DP-SGD (Opacus) vs plain SGD throughput, same model and data")
