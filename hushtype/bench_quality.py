@@ -31,7 +31,7 @@ from models.factory import build_model, encoder_keys, export_weights, param_name
 from models.metrics import next_word_metrics
 from models.ngram import KneserNeyTrigram
 from models.release import save_release
-from models.train import default_positions, predict_topk, train_central
+from models.train import default_positions, evaluate, predict_topk, train_central
 
 __all__ = ["QualityConfig", "run_quality", "train_release"]
 
@@ -113,6 +113,19 @@ def _validation_split(data: FederatedData, windows: int) -> tuple[Examples, Exam
         seen += len(user.later)
     pooled = Examples.concat(valid, data.context)
     return Examples(pooled.x[:windows], pooled.y[:windows]), Examples.concat(rest, data.context)
+
+
+def _fit_gap(model: torch.nn.Module, train: Examples, valid: Examples, seed: int) -> dict:
+    """Top-1 of the trained model on a sample of its own training windows and on validation."""
+    pick = np.random.default_rng(seed).choice(len(train), min(VALID_WINDOWS, len(train)), replace=False)
+    seen = evaluate(model, Examples(train.x[pick], train.y[pick]))
+    unseen = evaluate(model, valid) if len(valid) else {"top1": None, "loss": None}
+    return {
+        "train_sample_top1": seen["top1"],
+        "train_sample_loss": seen["loss"],
+        "valid_top1": unseen["top1"],
+        "valid_loss": unseen["loss"],
+    }
 
 
 def _last(examples: Examples, k: int) -> Examples:
@@ -207,6 +220,7 @@ def run_quality(
         scores["nplm_"] = _scores(*predict_topk(nplm, _last(heldout, kn)), heldout, unk)
 
     shipped, ngram_m = scores[""]["metrics"], scores["ngram_"]["metrics"]
+    fit_gap = _fit_gap(model, _last(train, k), _last(valid, k), config.seed)
     weights = export_weights(model)
     n_encoder = sum(weights[key].size for key in encoder_keys(model_config))
     n_params = sum(model.get_parameter(name).numel() for name in param_names(model).values())
@@ -263,6 +277,7 @@ def run_quality(
             "train_seconds": summary["seconds"],
             "best_epoch": summary["best_epoch"],
             "best_averaged": summary["best_averaged"],
+            **fit_gap,
             "nplm_train_seconds": nplm_summary["seconds"] if nplm_summary else None,
             "nplm_best_epoch": nplm_summary["best_epoch"] if nplm_summary else None,
             "ngram_seconds": ngram_seconds,

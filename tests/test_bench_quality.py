@@ -15,6 +15,7 @@ FIELDS = {
     "top1", "top3", "perplexity", "ngram_top1", "ngram_perplexity", "nplm_top1", "params",
     "encoder_params", "head_params", "oov_rate", "vocab_size", "top1_ratio_to_ngram",
     "perplexity_ratio_to_ngram", "top1_ratio_to_ngram_ci95", "nplm_top1_ratio_to_ngram_ci95",
+    "train_sample_top1", "valid_top1", "context_scope", "best_averaged",
 }  # fmt: skip
 
 
