@@ -154,7 +154,9 @@ def anchor_windows(examples: Examples, every: int, bos_id: int = 1) -> np.ndarra
     step = np.zeros(len(y), dtype=np.int64)  # tokens from window t to window t+1; 0: a new stream
     if len(y) > 1:
         one = (x[1:, :-1] == x[:-1, 1:]).all(axis=1) & (x[1:, -1] == y[:-1])
-        two = (x[1:, :-2] == x[:-1, 2:]).all(axis=1) & (x[1:, -2] == y[:-1]) & (x[1:, -1] == bos_id)
+        two = np.zeros_like(one)
+        if x.shape[1] > 1:
+            two = (x[1:, :-2] == x[:-1, 2:]).all(axis=1) & (x[1:, -2] == y[:-1]) & (x[1:, -1] == bos_id)
         step[:-1] = np.where(one, 1, np.where(two, 2, 0))
     anchor = np.zeros(len(y), dtype=bool)
     gap = 0  # tokens from window t to the next anchor
