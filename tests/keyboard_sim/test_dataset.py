@@ -77,3 +77,15 @@ def test_client_context_ids_follow_the_release_scope() -> None:
     assert context_ids(text, vocab, 4, "line").tolist() == [3, 1, 4, 5]  # "be <s> or not"
     assert context_ids(text + ";", vocab, 4, "line").tolist() == [1, 4, 5, 1]
     assert context_ids(text + ";", vocab, 4).tolist() == [1, 1, 1, 1]
+
+
+def test_federation_config_carries_the_context_scope() -> None:
+    from federation import FederationConfig
+    from keyboard_sim.federation import data_config, federation_fields
+
+    assert FederationConfig().data_fields()["context_scope"] == DataConfig().context_scope  # one default
+    data = data_config(FederationConfig(context_scope="sentence"))  # what a federated release's card records
+    assert data.context_scope == "sentence"
+    assert data_config(FederationConfig(**federation_fields(data))) == data
+    with pytest.raises(ValueError, match="context_scope"):
+        FederationConfig(context_scope="page")
