@@ -86,6 +86,7 @@ class FederationConfig:
     max_users: int | None = None
     min_device_examples: int = 16  # users with fewer training windows are not made devices
     context: int = 4
+    context_scope: str = "line"  # keyboard_sim.dataset.DataConfig.context_scope: "line" | "sentence"
     embed_dim: int = 64  # ignored with a warm start (its card fixes the shape)
     hidden: int = 256
     warm_start: str | None = None  # release directory (models.release) to start from
@@ -206,6 +207,10 @@ class FederationConfig:
             raise ValueError(
                 f"FederationConfig.vocab_source must be 'public' or 'symspell', got {self.vocab_source!r}"
             )
+        if self.context_scope not in ("line", "sentence"):
+            raise ValueError(
+                f"FederationConfig.context_scope must be 'line' or 'sentence', got {self.context_scope!r}"
+            )
         if self.aggregation not in ("plain", "he"):
             raise ValueError(
                 f"FederationConfig.aggregation must be 'plain' or 'he', got {self.aggregation!r}"
@@ -239,6 +244,7 @@ class FederationConfig:
             "vocab_size": self.vocab_size,
             "vocab_source": self.vocab_source,
             "context": self.context,
+            "context_scope": self.context_scope,
             "max_users": self.max_users,
             "split_seed": self.split_seed,
         }

@@ -55,6 +55,7 @@ from keyboard_sim.dataset import DataConfig
 from keyboard_sim.misspellings import Misspelling, load_codespell_pairs, split_pairs
 from keyboard_sim.split import split_users
 from keyboard_sim.touch import TouchModel, TypistConfig
+from models.data import line_examples
 from models.factory import plaintext_logits
 from models.release import Release, load_release
 from models.tokenizer import tokenize_sentences
@@ -92,10 +93,10 @@ def _user_words(user: UserText, release: Release, context: int) -> Iterator[tupl
     """(word, context ids) of the user's words, lines and sentences in order."""
     vocab = release.vocab
     for line in user.lines:
-        for words in tokenize_sentences(line):
-            padded = [vocab.bos_id] * context + vocab.encode_words(words)
-            for i, word in enumerate(words):
-                yield word, padded[i : i + context]
+        sentences = tokenize_sentences(line)
+        ids = [vocab.encode_words(words) for words in sentences]
+        windows = line_examples([ids], context, vocab.bos_id, release.context_scope)
+        yield from zip((word for words in sentences for word in words), windows.x.tolist(), strict=True)
 
 
 def typed_words(

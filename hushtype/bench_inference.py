@@ -9,13 +9,12 @@ standard error and the share of users it helps). Prints one JSON object.
 
 from __future__ import annotations
 
-import dataclasses
 import time
 
 import numpy as np
 
 from hushtype.bench_inference_micro import measure_encoder_model, measure_inference
-from keyboard_sim.dataset import DataConfig, build_federated_data
+from keyboard_sim.dataset import DataConfig, build_federated_data, release_data_config
 from keyboard_sim.personalize import PersonalizationConfig, fit_vocab_bias, topk_accuracy_with_bias
 from models.factory import build_model, load_weights
 from models.release import load_release
@@ -30,9 +29,7 @@ def personalization_lift(
     release = load_release(release_dir)
     model = load_weights(build_model(release.config), release.weights).eval()
     # the release's own window length (an encoder model reads more words than the CLI's default 4)
-    data = build_federated_data(
-        dataclasses.replace(data_config or DataConfig(), context=release.config.context)
-    )
+    data = build_federated_data(release_data_config(release, data_config))
     if data.vocab.words != release.vocab.words:
         raise ValueError("the release was built with another vocabulary than this data configuration")
     config = PersonalizationConfig()

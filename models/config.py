@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-__all__ = ["KINDS", "SHIPPED_KIND", "ModelConfig", "shipped_model_config"]
+__all__ = ["KINDS", "SHIPPED_KIND", "ModelConfig", "TrainConfig", "shipped_model_config"]
 
 KINDS = ("nplm", "mlp", "lstm")
 SHIPPED_KIND = "lstm"  # what `hushtype bench quality` / `pretrain` train and release by default
@@ -62,3 +62,29 @@ def shipped_model_config(vocab_size: int, kind: str = SHIPPED_KIND) -> ModelConf
     return ModelConfig(
         vocab_size=vocab_size, context=8, embed_dim=128, kind=kind, width=256, layers=1, dropout=0.1
     )
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The central training recipe (``models.train.train_central``) that ``bench quality`` and
+    ``pretrain`` run for the shipped kind; its defaults are the shipped values."""
+
+    lr: float = 3e-3  # AdamW peak, cosine decay to 10%
+    batch_size: int = 512  # targets per step
+    weight_decay: float = 0.0  # AdamW's decoupled decay
+    ema: float = 0.999  # decay of the weights' moving average (0: off); ~1 epoch of steps on Shakespeare
+    label_smoothing: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.lr <= 0 or self.batch_size <= 0:
+            raise ValueError(
+                f"TrainConfig.lr and batch_size must be positive, got {self.lr}, {self.batch_size}"
+            )
+        if not 0.0 <= self.ema < 1.0:
+            raise ValueError(f"TrainConfig.ema must be in [0, 1), got {self.ema}")
+        if self.weight_decay < 0 or not 0.0 <= self.label_smoothing < 1.0:
+            raise ValueError("TrainConfig.weight_decay must be >= 0 and label_smoothing in [0, 1)")
+
+    def fit_kwargs(self) -> dict:
+        """Keyword arguments of ``train_central``."""
+        return asdict(self)

@@ -30,6 +30,7 @@ __all__ = [
     "ENCODER_FILE",
     "HEAD_FILE",
     "Release",
+    "card_context_scope",
     "expected_shapes",
     "load_release",
     "save_release",
@@ -54,6 +55,11 @@ class Release:
         return ModelConfig(**self.card["model"])
 
     @property
+    def context_scope(self) -> str:
+        """How its training built contexts (``models.data.line_examples``); serve it the same way."""
+        return card_context_scope(self.card)
+
+    @property
     def encoder(self) -> dict[str, np.ndarray]:
         """The device-side encoder's arrays (public)."""
         return split_weights(self.weights, self.config)[0]
@@ -67,6 +73,11 @@ class Release:
     def version(self) -> str:
         """Content hash of the weights: changes whenever any weight does."""
         return self.card["version"]
+
+
+def card_context_scope(card: dict) -> str:
+    """The card's ``data.context_scope``; "sentence" for releases made before the field existed."""
+    return (card.get("data") or {}).get("context_scope", "sentence")
 
 
 def weights_digest(weights: dict[str, np.ndarray]) -> str:

@@ -10,7 +10,9 @@ Policy (tested in tests/models/test_tokenizer.py):
 - **Letters** are any Unicode letters ("café" is one word); **digits**: runs of digits are one token
   ("1599").
 - **Sentence boundaries**: ``.``, ``!``, ``?``, ``;``, ``:`` end a sentence; so does the end of a
-  speech (a corpus line). Each sentence is predicted on its own, its context starting from ``<s>``.
+  speech (a corpus line). How contexts use them is ``DataConfig.context_scope``
+  (``models.data.line_examples``): across sentence ends within the line, each end one ``<s>``
+  ("line", the default), or each sentence on its own from ``<s>`` padding ("sentence").
 """
 
 from __future__ import annotations

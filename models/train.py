@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +23,14 @@ from models.metrics import next_word_metrics
 from models.nplm import NPLM
 from models.vocab import Vocabulary
 
-__all__ = ["LSTM_POSITIONS", "default_positions", "evaluate", "train_central", "predict_topk"]
+__all__ = [
+    "LSTM_POSITIONS",
+    "WeightAverage",
+    "default_positions",
+    "evaluate",
+    "train_central",
+    "predict_topk",
+]
 
 _NEVER_SUGGESTED = (0, 1)  # <unk>, <s>
 LSTM_POSITIONS = 4  # window positions an LSTM is trained on (``train_central``'s ``positions``): 1/4 of
@@ -69,6 +78,41 @@ def _batch_loss(model: nn.Module, loss_fn: nn.Module, x: torch.Tensor, y: torch.
     return loss_fn(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
 
 
+class WeightAverage:
+    """Exponential moving average of a model's floating-point state (Polyak & Juditsky 1992).
+
+    After each optimiser step, ``update`` sets avg <- decay * avg + (1 - decay) * w for every
+    parameter and float buffer; ``swapped_in`` puts the averages into the model for a while.
+    """
+
+    def __init__(self, model: nn.Module, decay: float) -> None:
+        if not 0.0 < decay < 1.0:
+            raise ValueError(f"ema decay must be in (0, 1), got {decay}")
+        self.model, self.decay = model, decay
+        self.avg = {k: v.detach().clone() for k, v in model.state_dict().items() if v.is_floating_point()}
+
+    @torch.no_grad()
+    def update(self) -> None:
+        """One averaging step with the model's current weights."""
+        state = self.model.state_dict()
+        for key, avg in self.avg.items():
+            avg.lerp_(state[key], 1.0 - self.decay)
+
+    def copy_to(self, model: nn.Module) -> None:
+        """Load the averaged weights into ``model`` (non-float buffers are left as they are)."""
+        model.load_state_dict(self.avg, strict=False)
+
+    @contextmanager
+    def swapped_in(self) -> Iterator[None]:
+        """The averaged weights in the model inside the block, the trained ones restored after it."""
+        raw = {k: v.detach().clone() for k, v in self.model.state_dict().items() if k in self.avg}
+        self.copy_to(self.model)
+        try:
+            yield
+        finally:
+            self.model.load_state_dict(raw, strict=False)
+
+
 def train_central(
     model: NPLM,
     examples: Examples,
@@ -83,6 +127,8 @@ def train_central(
     valid: Examples | None = None,
     checkpoint: Path | None = None,
     positions: int = 1,
+    ema: float = 0.0,
+    label_smoothing: float = 0.0,
 ) -> dict:
     """Train ``model`` in place with Adam and cross-entropy; returns a small training summary.
 
@@ -99,32 +145,50 @@ def train_central(
     counts len(examples) / batch_size steps; as positions before a sentence's start are ``<s>``
     (ignored), that is ~0.87 of a pass over the anchors on the default corpus. Evaluation is
     unchanged: always the last position of every window.
+
+    ``weight_decay`` is AdamW's (decoupled). ``ema`` > 0 keeps an exponential moving average of
+    the weights (Polyak averaging, decay ``ema`` per step): with ``valid`` the averaged and the
+    trained weights of every epoch compete for best (``best_averaged`` says which won); without,
+    the averaged weights are returned. ``label_smoothing`` is cross-entropy's.
     """
     if len(examples) == 0:
         raise ValueError("no training examples")
     gen = torch.Generator().manual_seed(seed)
-    opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
-    loss_fn = nn.CrossEntropyLoss(ignore_index=Vocabulary.bos_id)  # <s>: padding, never a target
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    # <s>: padding / sentence boundary, never a target
+    loss_fn = nn.CrossEntropyLoss(ignore_index=Vocabulary.bos_id, label_smoothing=label_smoothing)
+    average = WeightAverage(model, ema) if ema > 0 else None
     x_all, y_all = torch.from_numpy(examples.x), torch.from_numpy(examples.y)
-    windows = torch.from_numpy(anchor_windows(examples, positions)) if positions > 1 else None
+    windows = None
+    if positions > 1:
+        windows = torch.from_numpy(anchor_windows(examples, positions, Vocabulary.bos_id))
     batch_windows = max(1, batch_size // positions)
     total_steps = max(1, int(epochs * len(examples) / batch_size))
     model.train()
     start, step, seen, running = time.perf_counter(), 0, 0, 0.0
-    best_top1, best_state, valid_curve = -1.0, None, []
+    best: dict = {"top1": -1.0, "state": None, "epoch": None, "averaged": None}
+    valid_curve: list[dict] = []
+
+    def consider(top1: float, averaged: bool) -> None:
+        if top1 > best["top1"]:  # select on the keyboard's metric, not on loss
+            state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            best.update(top1=top1, state=state, epoch=len(valid_curve) + 1, averaged=averaged)
 
     def end_of_epoch() -> None:
-        nonlocal best_top1, best_state
         if valid is None or len(valid) == 0:
             return
         scores = evaluate(model, valid)
-        valid_curve.append({"loss": scores["loss"], "top1": scores["top1"]})
-        if scores["top1"] > best_top1:  # select on the keyboard's metric, not on loss
-            best_top1 = scores["top1"]
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        entry = {"loss": scores["loss"], "top1": scores["top1"]}
+        consider(scores["top1"], averaged=False)
+        if average is not None:  # the averaged weights compete with the trained ones
+            with average.swapped_in():
+                scores = evaluate(model, valid)
+                entry.update(ema_loss=scores["loss"], ema_top1=scores["top1"])
+                consider(scores["top1"], averaged=True)
+        valid_curve.append(entry)
         if checkpoint is not None:
             torch.save(model.state_dict(), checkpoint)
-            epoch = {"epoch": len(valid_curve), "step": step, **valid_curve[-1]}
+            epoch = {"epoch": len(valid_curve), "step": step, **entry}
             print(json.dumps({**epoch, "checkpoint": str(checkpoint)}), file=sys.stderr, flush=True)
         model.train()
 
@@ -142,6 +206,8 @@ def train_central(
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            if average is not None:
+                average.update()
             running = 0.98 * running + 0.02 * loss.item() if step else loss.item()
             step += 1
             seen += len(idx) * positions
@@ -152,8 +218,10 @@ def train_central(
         end_of_epoch()
         if max_seconds and time.perf_counter() - start > max_seconds:
             break
-    if best_state is not None:
-        model.load_state_dict(best_state)
+    if best["state"] is not None:
+        model.load_state_dict(best["state"])
+    elif average is not None:
+        average.copy_to(model)
     model.eval()
     seconds = time.perf_counter() - start
     return {
@@ -163,5 +231,6 @@ def train_central(
         "seconds": seconds,
         "stopped_early": step < total_steps,
         "valid_per_epoch": valid_curve,
-        "best_epoch": int(np.argmax([v["top1"] for v in valid_curve])) + 1 if valid_curve else None,
+        "best_epoch": best["epoch"],
+        "best_averaged": best["averaged"],
     }

@@ -15,6 +15,7 @@ FIELDS = {
     "top1", "top3", "perplexity", "ngram_top1", "ngram_perplexity", "nplm_top1", "params",
     "encoder_params", "head_params", "oov_rate", "vocab_size", "top1_ratio_to_ngram",
     "perplexity_ratio_to_ngram", "top1_ratio_to_ngram_ci95", "nplm_top1_ratio_to_ngram_ci95",
+    "train_sample_top1", "valid_top1", "context_scope", "best_averaged",
 }  # fmt: skip
 
 
@@ -38,3 +39,19 @@ def test_quality_reports_shipped_nplm_and_ngram_side_by_side(small_jsonl: Path, 
 def test_quality_config_names_the_bad_field() -> None:
     with pytest.raises(ValueError, match="QualityConfig.model"):
         QualityConfig(model="gpt")
+
+
+def test_validation_split_keeps_validation_users_out_of_the_rest(small_users) -> None:
+    from hushtype.bench_quality import _validation_split
+    from keyboard_sim.dataset import build_federated_data
+    from keyboard_sim.split import SplitConfig
+
+    data = build_federated_data(
+        DataConfig(context=3, split=SplitConfig(public_fraction=0.3)), users=small_users
+    )
+    sizes = [len(u.later) for u in data.train_users]
+    windows = sizes[0] + 1  # validation ends inside the second user's later lines
+    valid, rest = _validation_split(data, windows)
+    assert len(valid) == windows and valid.y[: sizes[0]].tolist() == data.train_users[0].later.y.tolist()
+    assert len(rest) == sum(sizes[2:])  # the second user is in neither
+    assert rest.y.tolist() == [t for u in data.train_users[2:] for t in u.later.y.tolist()]

@@ -5,9 +5,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from keyboard_sim.api_client import context_ids
 from keyboard_sim.corpus import UserText
 from keyboard_sim.dataset import DataConfig, build_federated_data
 from keyboard_sim.split import SplitConfig
+from models.data import sentence_windows
+from models.vocab import Vocabulary
 
 
 def test_build_from_jsonl(small_jsonl: Path) -> None:
@@ -48,3 +51,41 @@ def test_max_users_and_config_validation(small_users: list[UserText]) -> None:
         DataConfig(source="jsonl")
     with pytest.raises(ValueError, match="context"):
         DataConfig(context=0)
+
+
+def test_context_scope_changes_contexts_not_targets(small_users: list[UserText]) -> None:
+    split = SplitConfig(public_fraction=0.3)
+    users = [
+        UserText(u.user_id, [" ".join(u.lines[i : i + 3]) for i in range(0, 12, 3)]) for u in small_users
+    ]
+    by_scope = {
+        scope: build_federated_data(DataConfig(context=3, split=split, context_scope=scope), users=users)
+        for scope in ("sentence", "line")
+    }
+    sentence, line = by_scope["sentence"].heldout, by_scope["line"].heldout
+    assert np.array_equal(sentence.y, line.y)  # the same targets in the same order
+    assert np.array_equal(sentence_windows(line, 1).x, sentence.x)  # line windows cut at <s>
+    assert not np.array_equal(sentence.x, line.x)
+    with pytest.raises(ValueError, match="context_scope"):
+        DataConfig(context_scope="paragraph")
+
+
+def test_client_context_ids_follow_the_release_scope() -> None:
+    vocab = Vocabulary(["<unk>", "<s>", "to", "be", "or", "not"])
+    text = "To be. Or not"
+    assert context_ids(text, vocab, 4).tolist() == [1, 1, 4, 5]  # sentence: "or not"
+    assert context_ids(text, vocab, 4, "line").tolist() == [3, 1, 4, 5]  # "be <s> or not"
+    assert context_ids(text + ";", vocab, 4, "line").tolist() == [1, 4, 5, 1]
+    assert context_ids(text + ";", vocab, 4).tolist() == [1, 1, 1, 1]
+
+
+def test_federation_config_carries_the_context_scope() -> None:
+    from federation import FederationConfig
+    from keyboard_sim.federation import data_config, federation_fields
+
+    assert FederationConfig().data_fields()["context_scope"] == DataConfig().context_scope  # one default
+    data = data_config(FederationConfig(context_scope="sentence"))  # what a federated release's card records
+    assert data.context_scope == "sentence"
+    assert data_config(FederationConfig(**federation_fields(data))) == data
+    with pytest.raises(ValueError, match="context_scope"):
+        FederationConfig(context_scope="page")

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from models.data import Examples, make_examples
+from models.data import Examples, last_context, line_examples, make_examples, sentence_windows
 from models.metrics import next_word_metrics
 from models.ngram import KneserNeyTrigram
 
@@ -41,3 +41,38 @@ def test_metrics_by_hand() -> None:
     assert m["targets"] == 4 and m["targets_known"] == 3
     with pytest.raises(ValueError, match="no targets"):
         next_word_metrics(np.array([]), np.zeros((0, 3)), np.array([]), 0)
+
+
+def test_line_scope_contexts_cross_sentences_with_one_bos_between() -> None:
+    lines = [[[5, 6], [7]], [[8]]]
+    ex = line_examples(lines, context=3, bos_id=1, scope="line")
+    assert ex.x.tolist() == [[1, 1, 1], [1, 1, 5], [5, 6, 1], [1, 1, 1]]
+    assert ex.y.tolist() == [5, 6, 7, 8]
+    same = line_examples(lines, context=3, bos_id=1, scope="sentence")
+    assert (
+        same.x.tolist()
+        == make_examples([[5, 6], [7], [8]], 3, 1).x.tolist()
+        == [[1, 1, 1], [1, 1, 5], [1, 1, 1], [1, 1, 1]]
+    )
+    with pytest.raises(ValueError, match="scope"):
+        line_examples(lines, 3, 1, scope="paragraph")
+
+
+def test_last_context_is_the_window_of_the_next_word() -> None:
+    typed = [[5, 6], [7]]
+    assert last_context(typed, 3, 1, "line") == [6, 1, 7]
+    assert last_context(typed, 3, 1, "line", ended=True) == [1, 7, 1]
+    assert last_context(typed, 3, 1, "sentence") == [1, 1, 7]
+    assert last_context(typed, 3, 1, "sentence", ended=True) == [1, 1, 1]
+    assert last_context([], 2, 1, "line", ended=True) == [1, 1]
+    full = line_examples([[[5, 6], [7, 9]]], 3, 1, "line")
+    assert full.x[-1].tolist() == last_context(typed, 3, 1, "line")  # 9 follows "5 6 . 7"
+
+
+def test_sentence_windows_of_line_scope_are_the_sentence_scope_windows() -> None:
+    lines = [[[5, 6, 7], [8], [9, 10, 11, 12, 13]], [[14, 15]], [[16], [17, 18]]]
+    line = line_examples(lines, context=3, bos_id=1, scope="line")
+    sentence = line_examples(lines, context=3, bos_id=1, scope="sentence")
+    assert line.x.tolist() != sentence.x.tolist()
+    assert sentence_windows(line, 1).x.tolist() == sentence.x.tolist()
+    assert sentence_windows(line, 1).y.tolist() == sentence.y.tolist() == line.y.tolist()
