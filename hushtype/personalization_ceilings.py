@@ -28,6 +28,9 @@ from __future__ import annotations
 import copy
 import dataclasses
 import itertools
+import json
+import sys
+import time
 from collections import Counter
 from collections.abc import Callable
 
@@ -185,7 +188,7 @@ def _oracle_bias(user: _User) -> tuple[float, float]:
     y = user.model_ids(user.later_y)
     candidates = [
         fit_bias_to_logits(user.later_logits, y, PersonalizationConfig(steps=100, lr=0.1, l2=l2, max_abs=8.0))
-        for l2 in (1e-3, 1e-2, 5e-2)
+        for l2 in (1e-3, 1e-2)
     ]
     counts, expected = user_statistics(user.later_logits, y)
     candidates += [
@@ -296,17 +299,20 @@ def _cache_scores(parts, l_u: float, l_b: float) -> np.ndarray:
     return np.log((1.0 - l_u - lb) * p_model + l_u * uni[None, :] + lb * rows + 1e-30)
 
 
-def _cache_lm(train: list[_User], heldout: list[_User]) -> tuple[dict, np.ndarray]:
+def _cache_lm(train: list[_User], heldout: list[_User]) -> list[tuple[dict, np.ndarray]]:
+    """The cache LM with both caches, then with the unigram cache alone (weights chosen on train users)."""
     grid = [(a, b) for a, b in itertools.product(CACHE_WEIGHTS, CACHE_WEIGHTS) if a + b < 1]
     totals = np.zeros(len(grid))
     for user in train:
         parts = _cache_parts(user)
         totals += [_score(user, _cache_scores(parts, a, b))[0] for a, b in grid]
-    l_u, l_b = grid[int(np.argmax(totals))]
-    scores = []
-    for user in heldout:
-        scores.append(_score(user, _cache_scores(_cache_parts(user), l_u, l_b)))
-    return {"unigram_weight": l_u, "bigram_weight": l_b}, np.array(scores)
+    unigram_only = [i for i, (_, b) in enumerate(grid) if b == 0]
+    chosen = [grid[int(np.argmax(totals))], grid[max(unigram_only, key=lambda i: totals[i])]]
+    out = []
+    for l_u, l_b in chosen:
+        scores = [_score(user, _cache_scores(_cache_parts(user), l_u, l_b)) for user in heldout]
+        out.append(({"unigram_weight": l_u, "bigram_weight": l_b}, np.array(scores)))
+    return out
 
 
 def _cache_adapter(train: list[_User], heldout: list[_User]) -> tuple[dict, np.ndarray]:
@@ -325,10 +331,11 @@ def _cache_adapter(train: list[_User], heldout: list[_User]) -> tuple[dict, np.n
     return {"scale": best.scale, "prior": best.prior}, scores(heldout, best)
 
 
-def _dynamic_scores(user: _User, config: CacheAdapterConfig) -> tuple[float, float]:
-    """The cache adapter refreshed after every word: later target t sees the statistics of the earlier
-    lines and of the later targets before it (a device that sends an increment per message, or
-    keeps its own recent words)."""
+def _dynamic_scores(user: _User, config: CacheAdapterConfig, per_word: bool = False) -> tuple[float, float]:
+    """The cache adapter kept up to date while the user types the later lines: target t sees the
+    statistics of the earlier lines and of the later sentences before its own (a device that sends an
+    increment per sentence), or (``per_word``) of every later word before it (a device that also
+    adds its own current words locally)."""
     y = user.model_ids(user.later_y)
     counts0, expected0 = user_statistics(user.train_logits, user.model_ids(user.train_y))
     onehot = np.zeros((len(y), len(counts0)))
@@ -338,16 +345,22 @@ def _dynamic_scores(user: _User, config: CacheAdapterConfig) -> tuple[float, flo
     expected[:, :2] = 0.0
     before_c = np.cumsum(onehot, axis=0) - onehot  # (n, V) counts strictly before t
     before_e = np.cumsum(expected, axis=0) - expected
+    if not per_word:  # only what was sent before t's sentence started (prev word <s>)
+        starts = np.maximum.accumulate(np.where(user.later_prev == 1, np.arange(len(y)), 0))
+        before_c, before_e = before_c[starts], before_e[starts]
     u = adapter_from_statistics(counts0[None, :] + before_c, expected0[None, :] + before_e, config)
     return _score(user, user.later_logits + u)
 
 
-def _cache_adapter_dynamic(train: list[_User], heldout: list[_User]) -> tuple[dict, np.ndarray]:
+def _cache_adapter_dynamic(train: list[_User], heldout: list[_User]) -> tuple[dict, np.ndarray, np.ndarray]:
+    """(config chosen on train users, per-sentence scores, per-word scores) of the up-to-date adapter."""
     from hushtype.bench_personalization import PRIORS, SCALES
 
     grid = [CacheAdapterConfig(scale=s, prior=a) for s in SCALES for a in PRIORS]
     best = max(grid, key=lambda c: np.nanmean([_dynamic_scores(u, c)[0] for u in train]))
-    return {"scale": best.scale, "prior": best.prior}, np.array([_dynamic_scores(u, best) for u in heldout])
+    per_sentence = np.array([_dynamic_scores(u, best) for u in heldout])
+    per_word = np.array([_dynamic_scores(u, best, per_word=True) for u in heldout])
+    return {"scale": best.scale, "prior": best.prior}, per_sentence, per_word
 
 
 def _personal_vocab(train: list[_User], heldout: list[_User]) -> tuple[dict, np.ndarray]:
@@ -361,8 +374,10 @@ def personalization_ceilings(
     data_config: DataConfig | None = None,
     *,
     max_train_users: int = 200,
-    finetune_train_users: int = 15,
-    finetune_heldout_users: int = 60,
+    finetune_train_users: int = 10,
+    finetune_heldout_users: int = 40,
+    dynamic_train_users: int = 60,
+    finetune: bool = True,
     max_heldout_users: int | None = None,
 ) -> dict:
     """Every family's top-3 lift on held-out users' later lines, one run (see the module docstring)."""
@@ -383,17 +398,23 @@ def personalization_ceilings(
             np.mean([u.vocab_size <= t < u.vocab_size + u.n_personal for u in heldout for t in u.later_y])
         ),
     }
-    result["oracle_bias"] = _summary(base, _per_user(heldout, _oracle_bias))
-    chosen, scores = _cache_adapter(train, heldout)
-    result["cache_adapter"] = {**chosen, **_summary(base, scores)}
-    chosen, scores = _cache_lm(train, heldout)
-    result["cache_lm"] = {**chosen, **_summary(base, scores)}
-    chosen, scores = _cache_adapter_dynamic(train, heldout)
-    result["cache_adapter_per_word"] = {**chosen, **_summary(base, scores)}
-    chosen, scores = _personal_vocab(train, heldout)
-    result["personal_vocab"] = {**chosen, **_summary(base, scores)}
-    for name, keys in (("finetune_head", ("w2", "b2")), ("finetune_model", tuple(param_names(model)))):
-        users = heldout[:finetune_heldout_users]
-        chosen, scores = _finetune(model, train[:finetune_train_users], users, keys)
-        result[name] = {**chosen, **_summary(base[: len(users)], scores)}
+    start = time.perf_counter()
+
+    def record(name: str, chosen: dict, scores: np.ndarray) -> None:
+        result[name] = {**chosen, **_summary(base[: len(scores)], scores)}
+        progress = {"ceiling": name, "top3_lift_relative": result[name]["top3_lift_relative"]}
+        print(json.dumps({**progress, "seconds": time.perf_counter() - start}), file=sys.stderr, flush=True)
+
+    record("oracle_bias", {}, _per_user(heldout, _oracle_bias))
+    record("cache_adapter", *_cache_adapter(train, heldout))
+    chosen, per_sentence, per_word = _cache_adapter_dynamic(train[:dynamic_train_users], heldout)
+    record("cache_adapter_per_sentence", chosen, per_sentence)
+    record("cache_adapter_per_word", chosen, per_word)
+    both, unigram = _cache_lm(train, heldout)
+    record("cache_lm", *both)
+    record("cache_lm_unigram", *unigram)
+    record("personal_vocab", *_personal_vocab(train, heldout))
+    families = (("finetune_head", ("w2", "b2")), ("finetune_model", tuple(param_names(model))))
+    for name, keys in families if finetune else ():
+        record(name, *_finetune(model, train[:finetune_train_users], heldout[:finetune_heldout_users], keys))
     return result

@@ -59,8 +59,11 @@ def test_bigram_cache_predicts_a_repeated_pair() -> None:
     assert pc._score(user, pc._cache_scores(parts, 0.0, 0.3))[0] == 1.0
 
 
-def test_per_word_adapter_sees_words_typed_before_but_not_the_current_one() -> None:
+def test_up_to_date_adapter_sees_words_typed_before_but_not_the_current_one() -> None:
     # 7 (ranked last, never typed before) typed three times on later lines: the first is missed, the rest hit
-    user = _user([7, 7, 7], [1, 1, 1], [2, 3, 4] * 3, [1] * 9)
-    top3, _ = pc._dynamic_scores(user, CacheAdapterConfig(scale=4.0, prior=0.01, max_abs=10.0))
-    assert top3 == 2 / 3
+    user = _user([7, 7, 7], [1, 7, 7], [2, 3, 4] * 3, [1] * 9)
+    config = CacheAdapterConfig(scale=4.0, prior=0.01, max_abs=10.0)
+    assert pc._dynamic_scores(user, config, per_word=True)[0] == 2 / 3
+    assert pc._dynamic_scores(user, config)[0] == 0.0  # one sentence: nothing sent before it started
+    two_sentences = _user([7, 7, 7], [1, 7, 1], [2, 3, 4] * 3, [1] * 9)
+    assert pc._dynamic_scores(two_sentences, config)[0] == 1 / 3  # the second sentence sees the first
