@@ -12,7 +12,11 @@ run, each beside the released model alone, with the spread over users and the us
 - ``cache_lm``: a classical cache LM (Kuhn & De Mori 1990; Grave et al. 2017, "Improving neural
   language models with a continuous cache"): the model's probabilities interpolated with a unigram
   and a bigram cache of the user's earlier lines, ``p = (1 - l_u - l_b [prev seen]) p_model +
-  l_u p_uni + l_b p_bi(. | prev)``, weights chosen on train users.
+  l_u p_uni + l_b p_bi(. | prev)``, weights chosen on train users; ``cache_lm_unigram`` without the
+  bigram (context free, but in probability space: not a logit bias the server could add).
+- ``cache_adapter``: today's adapter (``keyboard_sim.personalize``); ``cache_adapter_per_sentence``:
+  the same adapter kept up to date while the later lines are typed (an increment after every
+  sentence), ``cache_adapter_per_word`` after every word (only a device can do that, locally).
 - ``personal_vocab``: the user's own words outside the public vocabulary (``<unk>`` to the model):
   each seen on earlier lines is scored ``z_unk + offset + log q_w`` (q: its share of the user's
   out-of-vocabulary words; offset chosen on train users) beside the in-vocabulary logits.

@@ -67,3 +67,11 @@ def test_up_to_date_adapter_sees_words_typed_before_but_not_the_current_one() ->
     assert pc._dynamic_scores(user, config)[0] == 0.0  # one sentence: nothing sent before it started
     two_sentences = _user([7, 7, 7], [1, 7, 1], [2, 3, 4] * 3, [1] * 9)
     assert pc._dynamic_scores(two_sentences, config)[0] == 1 / 3  # the second sentence sees the first
+
+
+def test_the_bench_flag_reaches_the_ceilings() -> None:
+    from hushtype.cli import build_parser
+
+    args = build_parser().parse_args(["bench", "personalization", "--ceilings", "--no-server"])
+    assert args.ceilings and args.no_server
+    assert not build_parser().parse_args(["bench", "personalization"]).ceilings
