@@ -323,12 +323,18 @@ def run_personalization_bench(
     server: bool = True,
     baseline: bool = True,
     quality: bool = True,
+    ceilings: bool = False,
 ) -> dict:
-    """The personalization benchmark: one JSON-ready dict (see the module docstring)."""
+    """The personalization benchmark: one JSON-ready dict (see the module docstring); ``ceilings`` adds
+    ``hushtype.personalization_ceilings`` under ``"ceilings"``."""
     start = time.perf_counter()
     result = {"release": release_dir, "model_version": load_release(release_dir).version}
     if quality:
         result.update(personalization_quality(release_dir, data_config, baseline=baseline))
+    if ceilings:
+        from hushtype.personalization_ceilings import personalization_ceilings
+
+        result["ceilings"] = personalization_ceilings(release_dir, data_config)
     if server:
         result.update(server_checks(release_dir, data_config, queries=queries))
     result["seconds"] = time.perf_counter() - start

@@ -151,6 +151,7 @@ def _cmd_bench_personalization(args: argparse.Namespace) -> int:
             server=not args.no_server,
             baseline=not args.no_baseline,
             quality=not args.no_quality,
+            ceilings=args.ceilings,
         )
     )
     return 0
@@ -612,6 +613,11 @@ def build_parser() -> argparse.ArgumentParser:
     pers.add_argument("--no-server", action="store_true", help="quality only: no server, no HE")
     pers.add_argument("--no-baseline", action="store_true", help="skip the gradient-fitted bias beside it")
     pers.add_argument("--no-quality", action="store_true", help="server checks only (no held-out lift)")
+    pers.add_argument(
+        "--ceilings",
+        action="store_true",
+        help="also bound each family on the same users: oracle bias, fine-tuning, cache LM, own words (slow)",
+    )
     pers.add_argument("--json", action="store_true", help="print one JSON object (always on)")
     pers.set_defaults(func=_cmd_bench_personalization)
 
