@@ -37,6 +37,7 @@ from flwr.clientapp import ClientApp
 from federation.wire import CLIP_BIT_KEY, encode_stats
 from keyboard_sim.device import Device, LocalDPConfig, seed_for
 from keyboard_sim.federation import FederationConfig, device_examples, select_devices, trainable_arrays
+from keyboard_sim.plain_device import PlainDevice
 from models.config import ModelConfig
 from models.factory import config_from_weights
 
@@ -145,9 +146,11 @@ class _Fleet:
     """Per worker process: the device list and an LRU of live ``Device`` objects."""
 
     def __init__(self) -> None:
-        self.devices: OrderedDict[tuple[str, int], Device] = OrderedDict()
+        self.devices: OrderedDict[tuple[str, int], Device | PlainDevice] = OrderedDict()
 
-    def get(self, config: FederationConfig, partition: int, model_config: ModelConfig) -> Device:
+    def get(
+        self, config: FederationConfig, partition: int, model_config: ModelConfig
+    ) -> Device | PlainDevice:
         key = (config.config_hash(), partition)
         if key in self.devices:
             self.devices.move_to_end(key)
@@ -165,11 +168,16 @@ class _Fleet:
             trainable=trainable_arrays(config, model_config),
             optimizer=config.local_optimizer,
         )
-        device = Device(user.user_id, user.train, model_config, dp)
+        device = _device_class(config)(user.user_id, user.train, model_config, dp)
         self.devices[key] = device
         while len(self.devices) > config.device_cache:
             self.devices.popitem(last=False)
         return device
+
+
+def _device_class(config: FederationConfig) -> type[Device] | type[PlainDevice]:
+    """Opacus' DP-SGD device, or plain torch when no example-level noise is added (epsilon infinite anyway)."""
+    return PlainDevice if config.example_noise_multiplier == 0 else Device
 
 
 _FLEET = _Fleet()
