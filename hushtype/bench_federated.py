@@ -143,7 +143,7 @@ def _eval_set(heldout: Examples, config: FederationConfig) -> Examples:
 
 
 def _warm_model(warm_start: Path) -> torch.nn.Module:
-    """The warm start as a trainable module (an LSTM as torch's fused ``nn.LSTM``: same arrays, ~4x faster)."""
+    """The warm start as a module (an LSTM as torch's fused ``nn.LSTM``: same arrays, ~4x faster)."""
     release = load_release(warm_start)
     return fuse_lstm(load_weights(build_model(release.config), release.weights))
 

@@ -176,7 +176,7 @@ class _Fleet:
 
 
 def _device_class(config: FederationConfig) -> type[Device] | type[PlainDevice]:
-    """Opacus' DP-SGD device, or plain torch when no example-level noise is added (epsilon infinite anyway)."""
+    """Opacus' DP-SGD device, or plain torch when no example-level noise is added (epsilon inf)."""
     return PlainDevice if config.example_noise_multiplier == 0 else Device
 
 

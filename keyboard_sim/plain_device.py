@@ -93,7 +93,7 @@ class PlainDevice:
         local_epochs: float | None = None,
         max_local_steps: int | None = None,
     ) -> LocalResult:
-        """Local SGD/Adam from ``global_weights`` (shuffled batches, no sampling noise); returns the update."""
+        """Local SGD/Adam from ``global_weights`` (shuffled batches); returns the update."""
         start = time.perf_counter()
         load_weights(self._model, global_weights)
         cap = self.dp.max_local_steps if max_local_steps is None else max_local_steps
