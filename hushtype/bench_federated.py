@@ -66,9 +66,7 @@ class BenchConfig:
     out: str = "runs/bench_federated"
     seed: int = 0
     model: str = FederationConfig.model  # the kind federated (its shipped shape; lstm/mlp read 8 words)
-    central_epochs: float | None = (
-        None  # central fine-tuning budget (and the no-DP arm's); None: 0.5 quick, 1 full
-    )
+    central_epochs: float | None = None  # central (and no-DP arm) data budget; None: 0.5 quick, 1 full
 
     def data(self, data_config: DataConfig) -> DataConfig:
         """The dataset with the window the model kind reads."""
