@@ -41,7 +41,7 @@ from keyboard_sim.federation import FederationConfig, federation_fields, select_
 from keyboard_sim.plain_device import fuse_lstm
 from models.config import shipped_model_config
 from models.data import Examples
-from models.factory import build_model, load_weights, param_names, trainable_keys
+from models.factory import build_model, load_weights, param_names
 from models.release import load_release
 from models.train import evaluate, train_central
 
@@ -265,8 +265,7 @@ def run_federated_bench(bench: BenchConfig, data_config: DataConfig | None = Non
         if HEAD == dp_trainable
         else _central(warm, pooled, valid, eval_set, trainable=HEAD, **central_args)
     )
-    every_array = ",".join(trainable_keys(model_config))
-    plain_config = plain_fl_config(shipped, every_array, data_epochs=epochs)
+    plain_config = plain_fl_config(shipped, "all", data_epochs=epochs)
     plain = _fl(dataclasses.replace(plain_config, run_dir=str(out / "plain")))
     dp = _fl(shipped)
     frontier, same_as_dp = [], None
