@@ -8,7 +8,6 @@ scored on the same held-out users:
                             pooled data of the N devices, early-stopped on their *later* lines
                             (never on held-out users)
     central_trainable_top1  the same, training only what the DP devices train (``trainable``);
-    central_head_top1       only the head (``w2``, ``b2``)
     plain_fl_top1           federated, no DP at all (no clip, no noise), plain aggregation, every array
                             trained (plain torch on the device), FedAdam, as many device passes over
                             their data as the central epochs (``plain_rounds`` x ``plain_devices_per_round``)
@@ -38,17 +37,16 @@ import torch
 from hushtype.pretrain import pretrain_public
 from keyboard_sim.dataset import DataConfig, FederatedData, build_federated_data
 from keyboard_sim.federation import FederationConfig, federation_fields, select_devices, trainable_arrays
-from keyboard_sim.plain_device import fuse_lstm
 from models.config import shipped_model_config
 from models.data import Examples
 from models.factory import build_model, load_weights, param_names
+from models.fused import fuse_lstm
 from models.release import load_release
 from models.train import evaluate, train_central
 
 __all__ = ["BenchConfig", "run_federated_bench", "plain_fl_config", "fine_tune", "EPSILONS"]
 
 EPSILONS = (1.0, 2.0, 4.0, 8.0, 16.0)
-HEAD = ("w2", "b2")  # the server head (central_head_top1)
 # the no-DP arm (measured in process, all 777 Shakespeare devices, README "Federated training"): every
 # array, plain torch SGD on the device, FedAdam on the server; its rounds spend the central data budget
 PLAIN_LR = 0.1  # device SGD lr (0.3 and 0.5 diverge on the full LSTM; local Adam drifts to the user)
@@ -66,7 +64,7 @@ class BenchConfig:
     out: str = "runs/bench_federated"
     seed: int = 0
     model: str = FederationConfig.model  # the kind federated (its shipped shape; lstm/mlp read 8 words)
-    central_epochs: float | None = None  # central (and no-DP arm) data budget; None: 0.5 quick, 1 full
+    central_epochs: float | None = None  # central (and no-DP arm) data budget; None: 2 quick, 1 full
 
     def data(self, data_config: DataConfig) -> DataConfig:
         """The dataset with the window the model kind reads."""
@@ -254,17 +252,12 @@ def run_federated_bench(bench: BenchConfig, data_config: DataConfig | None = Non
     eval_set = _eval_set(data.heldout, shipped)
     pooled, valid = _train_users_data(data, shipped)
     public = evaluate(_warm_model(warm), eval_set)
-    epochs = bench.central_epochs or (0.5 if bench.quick else 1.0)
+    epochs = bench.central_epochs or (2.0 if bench.quick else 1.0)
     central_args = dict(epochs=epochs, seed=bench.seed)
     central = _central(warm, pooled, valid, eval_set, **central_args)
     model_config = load_release(warm).config
     dp_trainable = trainable_arrays(shipped, model_config)
     central_trainable = _central(warm, pooled, valid, eval_set, trainable=dp_trainable, **central_args)
-    central_head = (
-        central_trainable
-        if HEAD == dp_trainable
-        else _central(warm, pooled, valid, eval_set, trainable=HEAD, **central_args)
-    )
     plain_config = plain_fl_config(shipped, "all", data_epochs=epochs)
     plain = _fl(dataclasses.replace(plain_config, run_dir=str(out / "plain")))
     dp = _fl(shipped)
@@ -290,7 +283,6 @@ def run_federated_bench(bench: BenchConfig, data_config: DataConfig | None = Non
     return {
         "central_top1": central["top1"],
         "central_trainable_top1": central_trainable["top1"],
-        "central_head_top1": central_head["top1"],
         "public_top1": public["top1"],
         "plain_fl_top1": plain["top1"],
         "dp_fl_top1": dp["top1"],
@@ -312,13 +304,11 @@ def run_federated_bench(bench: BenchConfig, data_config: DataConfig | None = Non
         "heldout_windows": len(eval_set),
         "topk_spread": float(np.sqrt(central["top1"] * (1 - central["top1"]) / len(eval_set))),
         "plain_fl_best_top1": plain["best_top1"],
-        "gap_closed_plain_vs_head": _gap(plain["top1"], public["top1"], central_head["top1"]),
         "gap_closed_dp_vs_trainable": _gap(dp["top1"], public["top1"], central_trainable["top1"]),
         "losses": {
             "public": public["loss"],
             "central": central["loss"],
             "central_trainable": central_trainable["loss"],
-            "central_head": central_head["loss"],
             "plain_fl": plain["loss"],
             "dp_fl": dp["loss"],
         },

@@ -10,10 +10,11 @@ import torch
 from keyboard_sim.client_app import _device_class
 from keyboard_sim.device import Device, LocalDPConfig
 from keyboard_sim.federation import FederationConfig
-from keyboard_sim.plain_device import PlainDevice, fuse_lstm, local_steps
+from keyboard_sim.plain_device import PlainDevice, local_steps
 from models.config import ModelConfig
 from models.data import Examples
 from models.factory import build_model, export_weights, trainable_keys
+from models.fused import fuse_lstm
 
 LSTM = ModelConfig(
     vocab_size=64, context=8, embed_dim=8, hidden=16, kind="lstm", width=16, layers=1, dropout=0.0
