@@ -98,11 +98,11 @@ class BenchConfig:
 
 
 def plain_fl_config(
-    config: FederationConfig, trainable: str = "default", data_epochs: float | None = None
+    config: FederationConfig, trainable: str = "all", data_epochs: float | None = None
 ) -> FederationConfig:
     """The same federation without any privacy: no user clip or noise, no example noise, plain sums.
 
-    ``trainable``: what its devices train (the bench passes every array); ``data_epochs``: the rounds at
+    ``trainable``: what its devices train (default every array); ``data_epochs``: the rounds at
     ``PLAIN_DEVICES_PER_ROUND`` devices make every device train about that many passes over its data,
     the central baseline's budget (None: the shipped rounds and cohort).
     """
@@ -258,7 +258,7 @@ def run_federated_bench(bench: BenchConfig, data_config: DataConfig | None = Non
     model_config = load_release(warm).config
     dp_trainable = trainable_arrays(shipped, model_config)
     central_trainable = _central(warm, pooled, valid, eval_set, trainable=dp_trainable, **central_args)
-    plain_config = plain_fl_config(shipped, "all", data_epochs=epochs)
+    plain_config = plain_fl_config(shipped, data_epochs=epochs)
     plain = _fl(dataclasses.replace(plain_config, run_dir=str(out / "plain")))
     dp = _fl(shipped)
     frontier, same_as_dp = [], None
