@@ -61,6 +61,7 @@ def test_a_bad_model_setting_fails_before_ray_starts(tmp_path: Path, monkeypatch
     assert not (tmp_path / "run" / "rounds.jsonl").exists()
 
 
+@pytest.mark.slow  # a real Ray federation of the whole LSTM (~45 s on a loaded 2-core machine)
 def test_the_no_dp_arm_trains_every_lstm_array_through_flower(tmp_path: Path) -> None:
     # Prepare: the bench's no-privacy arm on the tiny LSTM federation: every array, two passes of data
     from safetensors.numpy import load_file
