@@ -66,9 +66,9 @@ class FederationConfig:
     lr: float = 0.1  # eta_l, device SGD (measured: 0.1 x <= 25 steps lowers held-out loss; 1.0 diverges)
     local_optimizer: str = "sgd"  # "sgd" | "adam" (state reset every round; DP noise added before the step)
     trainable: str = "b2"  # what devices fine-tune and send: a comma list of the model's arrays, or
-    # "default" (models.factory.default_trainable: NPLM "b1,b2"). "b2" (the output bias, 4,096 numbers, any
-    # kind) is head-only: devices cache the frozen encoder's features once a round and never back-propagate
-    # through it (keyboard_sim.device), the fastest device step and the smallest noised update
+    # "default" (models.factory.default_trainable: NPLM "b1,b2") or "all". "b2" (the output bias, 4,096
+    # numbers, any kind) is head-only: devices cache the frozen encoder's features once a round and never
+    # back-propagate through it (keyboard_sim.device), the fastest device step and the smallest noised update
     batch_size: int = 32  # expected Poisson batch
     max_grad_norm: float = 1.0  # R, per-example clip
     example_noise_multiplier: float = 1.0  # z

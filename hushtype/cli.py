@@ -642,7 +642,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--model", choices=("nplm", "mlp", "lstm"), default="nplm", help="model kind (default: simulate's)"
     )
     fed.add_argument(
-        "--central-epochs", type=float, default=None, help="central fine-tuning epochs (0.5 quick, 2 full)"
+        "--central-epochs",
+        type=float,
+        default=None,
+        help="central epochs, also the no-DP arm's data passes (2 quick, 1 full)",
     )
     fed.add_argument("--out", default="runs/bench_federated", help="runs, warm start and frontier.png")
     fed.add_argument("--json", action="store_true", help="print one JSON object (always on)")

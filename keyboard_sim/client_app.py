@@ -38,6 +38,7 @@ from federation.public_base import BASE_SHA_KEY, with_base
 from federation.wire import CLIP_BIT_KEY, encode_stats
 from keyboard_sim.device import Device, LocalDPConfig, seed_for
 from keyboard_sim.federation import FederationConfig, device_examples, select_devices, trainable_arrays
+from keyboard_sim.plain_device import PlainDevice
 from models.config import ModelConfig
 from models.factory import HEAD_KEYS, config_from_weights
 
@@ -146,7 +147,7 @@ class _Fleet:
     """Per worker process: the device list and an LRU of live ``Device`` objects."""
 
     def __init__(self) -> None:
-        self.devices: OrderedDict[tuple[str, int], Device] = OrderedDict()
+        self.devices: OrderedDict[tuple[str, int], Device | PlainDevice] = OrderedDict()
         self._trainable: dict[tuple[str, str], tuple[str, ...]] = {}  # checked once per run and shape
 
     def trainable(self, config: FederationConfig, model_config: ModelConfig) -> tuple[str, ...]:
@@ -156,7 +157,9 @@ class _Fleet:
             self._trainable[key] = trainable_arrays(config, model_config)
         return self._trainable[key]
 
-    def get(self, config: FederationConfig, partition: int, model_config: ModelConfig) -> Device:
+    def get(
+        self, config: FederationConfig, partition: int, model_config: ModelConfig
+    ) -> Device | PlainDevice:
         key = (config.config_hash(), partition)
         if key in self.devices:
             self.devices.move_to_end(key)
@@ -174,11 +177,16 @@ class _Fleet:
             trainable=self.trainable(config, model_config),
             optimizer=config.local_optimizer,
         )
-        device = Device(user.user_id, user.train, model_config, dp)
+        device = _device_class(config)(user.user_id, user.train, model_config, dp)
         self.devices[key] = device
         while len(self.devices) > config.device_cache:
             self.devices.popitem(last=False)
         return device
+
+
+def _device_class(config: FederationConfig) -> type[Device] | type[PlainDevice]:
+    """Opacus' DP-SGD device, or plain torch when no example-level noise is added (epsilon inf)."""
+    return PlainDevice if config.example_noise_multiplier == 0 else Device
 
 
 _FLEET = _Fleet()

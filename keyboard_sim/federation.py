@@ -38,16 +38,19 @@ __all__ = [
 # ---------------------------------------------------------------------- model
 def trainable_arrays(config: FederationConfig, model_config: ModelConfig) -> tuple[str, ...]:
     """The arrays devices fine-tune: ``config.trainable`` ("default": the model's bias-like arrays,
-    ``models.factory.default_trainable``), checked against the model's arrays (ValueError names the field)."""
+    ``models.factory.default_trainable``; "all": every array), checked against the model's arrays
+    (ValueError names the field)."""
     if config.trainable == "default":
         return default_trainable(model_config)
+    if config.trainable == "all":
+        return trainable_keys(model_config)
     names = tuple(k.strip() for k in config.trainable.split(",") if k.strip())
     keys = trainable_keys(model_config)
     unknown = [k for k in names if k not in keys]
     if unknown or not names:
         raise ValueError(
             f"FederationConfig.trainable={config.trainable!r}: {unknown or 'nothing'} is not an array of the "
-            f"{model_config.kind!r} model; use 'default' or a comma list of {','.join(keys)}"
+            f"{model_config.kind!r} model; use 'default', 'all' or a comma list of {','.join(keys)}"
         )
     return names
 

@@ -45,6 +45,7 @@ from federation import FederationConfig
 from models.config import ModelConfig, shipped_model_config
 from models.data import Examples
 from models.factory import build_model, export_weights, load_weights
+from models.fused import fuse_lstm
 from models.release import load_release, save_release
 from models.train import evaluate
 from server.accounting import UserLevelAccountant, user_noise_for_epsilon
@@ -546,7 +547,7 @@ def run_federation(grid: Grid, config: FederationConfig, data: RunData) -> dict:
     start = time.perf_counter()
     w0, model_config, provenance = initial_weights(config, data.vocab.words)
     eval_set = heldout_sample(data.heldout, config.eval_max_examples, config.seed)
-    model = build_model(model_config)
+    model = fuse_lstm(build_model(model_config))  # evaluation only: torch's fused LSTM, ~4x faster
     noise = calibrate_noise(config)
     accountant = UserLevelAccountant(delta=config.user_delta, accountant=config.accountant)
     accounting = RoundAccounting(config, noise, accountant)

@@ -15,7 +15,7 @@ def test_plain_arm_has_no_privacy_and_keeps_the_federation() -> None:
     shipped = FederationConfig(devices=40, devices_per_round=8, rounds=3)
     plain = plain_fl_config(shipped)
     assert (plain.noise_multiplier, plain.example_noise_multiplier, plain.clip) == (0.0, 0.0, 0.0)
-    assert plain.aggregation == "plain" and not plain.adaptive_clip
+    assert plain.aggregation == "plain" and not plain.adaptive_clip and plain.trainable == "all"
     assert (plain.devices, plain.devices_per_round, plain.rounds) == (40, 8, 3)
 
 

@@ -59,3 +59,22 @@ def test_a_bad_model_setting_fails_before_ray_starts(tmp_path: Path, monkeypatch
     with pytest.raises(ValueError, match=r"FederationConfig\.model"):
         FederationConfig(model="gru")
     assert not (tmp_path / "run" / "rounds.jsonl").exists()
+
+
+@pytest.mark.slow  # a real Ray federation of the whole LSTM (~45 s on a loaded 2-core machine)
+def test_the_no_dp_arm_trains_every_lstm_array_through_flower(tmp_path: Path) -> None:
+    # Prepare: the bench's no-privacy arm on the tiny LSTM federation: every array, two passes of data
+    from safetensors.numpy import load_file
+
+    from hushtype.bench_federated import plain_fl_config
+
+    shipped = FederationConfig(**_tiny_lstm(tmp_path), run_dir=str(tmp_path / "run"))
+    cfg = plain_fl_config(shipped, data_epochs=2.0)
+    # Execute
+    card = run_federated(cfg)
+    # Assert: 2 passes of 6 devices, all 6 a round; plain-torch devices moved every array; no noise: eps inf
+    release = load_release(tmp_path / "run" / "release")
+    start = load_file(str(tmp_path / "run" / "checkpoints" / "round_000.safetensors"))
+    assert cfg.rounds == 2 and cfg.devices_per_round == 6
+    assert all(abs(release.weights[k] - start[k]).max() > 0 for k in start if k != "beta")
+    assert card["user_epsilon"] is None  # infinite: no noise (the card writes None)

@@ -1,0 +1,133 @@
+"""A device without example-level DP: plain torch local training of any arrays (the no-DP arm).
+
+With ``example_noise_multiplier=0`` a device adds no example-level noise, so its example-level epsilon
+is infinite whatever it clips; Opacus would only make the step slower (per-sample norms, and the LSTM as
+Opacus' ``DPLSTM``, which unrolls in Python). ``PlainDevice`` runs the same local SGD (or Adam) on the
+same arrays in plain torch, with the LSTM as torch's fused ``nn.LSTM`` (same parameters), and clips the
+batch gradient to ``max_grad_norm`` (a stability guard, not privacy). It has the ``Device`` interface the
+client app uses (``train``, ``state``, ``load_state``, ``rounds_trained``) and reports an infinite
+example-level epsilon. User-level clipping and noise still happen in the client app.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+import torch
+from torch import nn
+
+from keyboard_sim.device import LocalDPConfig, LocalResult
+from models.config import ModelConfig
+from models.data import Examples
+from models.factory import build_model, export_weights, load_weights, param_names, trainable_keys
+from models.fused import fuse_lstm
+
+__all__ = ["PlainDevice", "local_steps"]
+
+
+def local_steps(examples: int, batch_size: int, epochs: float, cap: int | None) -> int:
+    """Steps of one round: ``epochs`` passes of ``batch_size`` batches, capped at ``cap``, at least one."""
+    total = max(1, math.ceil(epochs * math.ceil(examples / min(batch_size, examples))))
+    return min(total, cap) if cap is not None else total
+
+
+class PlainDevice:
+    """One user's examples and a plain (non-private) local trainer of ``dp.trainable``."""
+
+    def __init__(
+        self, device_id: str, examples: Examples, model_config: ModelConfig, dp: LocalDPConfig
+    ) -> None:
+        if len(examples) == 0:
+            raise ValueError(f"device {device_id!r} has no training examples")
+        self.device_id = device_id
+        self.examples = examples
+        self.dp = dp
+        self._model = fuse_lstm(build_model(model_config))
+        keys = trainable_keys(model_config)
+        self.trainable: tuple[str, ...] = keys if dp.trainable is None else dp.trainable
+        unknown = [k for k in self.trainable if k not in keys]
+        if unknown:
+            raise ValueError(
+                f"LocalDPConfig.trainable: {unknown} are not arrays of the {model_config.kind!r} model; "
+                f"choose from {list(keys)}"
+            )
+        for key, name in param_names(self._model).items():
+            self._model.get_parameter(name).requires_grad_(key in self.trainable)
+        self.ledger: list[dict] = []
+
+    def _optimizer(self, lr: float) -> torch.optim.Optimizer:
+        params = [p for p in self._model.parameters() if p.requires_grad]
+        if self.dp.optimizer == "adam":
+            return torch.optim.Adam(params, lr=lr)
+        return torch.optim.SGD(params, lr=lr)
+
+    def train(
+        self,
+        global_weights: dict[str, np.ndarray],
+        *,
+        server_round: int,
+        seed: int,
+        lr: float | None = None,
+        local_epochs: float | None = None,
+        max_local_steps: int | None = None,
+        encoder_digest: str | None = None,
+    ) -> LocalResult:
+        """Local SGD/Adam from ``global_weights`` (shuffled batches); returns the update.
+
+        ``encoder_digest`` is accepted for the client app's sake: this device caches no features.
+        """
+        start = time.perf_counter()
+        load_weights(self._model, global_weights)
+        cap = self.dp.max_local_steps if max_local_steps is None else max_local_steps
+        epochs = self.dp.local_epochs if local_epochs is None else local_epochs
+        total = local_steps(len(self.examples), self.dp.batch_size, epochs, cap)
+        optimizer = self._optimizer(self.dp.lr if lr is None else lr)
+        params = [p for p in self._model.parameters() if p.requires_grad]
+        x, y = torch.from_numpy(self.examples.x), torch.from_numpy(self.examples.y)
+        generator = torch.Generator().manual_seed(seed)
+        torch.manual_seed(seed)  # dropout
+        self._model.train()
+        losses: list[float] = []
+        while len(losses) < total:
+            order = torch.randperm(len(y), generator=generator)
+            for batch in order.split(self.dp.batch_size):
+                loss = nn.functional.cross_entropy(self._model(x[batch]), y[batch])
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                nn.utils.clip_grad_norm_(params, self.dp.max_grad_norm)
+                optimizer.step()
+                losses.append(loss.item())
+                if len(losses) >= total:
+                    break
+        self._model.eval()
+        local = export_weights(self._model)
+        delta = {
+            k: (local[k] - np.asarray(global_weights[k], np.float32)).astype(np.float32)
+            for k in self.trainable
+        }
+        self.ledger.append({"round": int(server_round), "steps": total, "example_epsilon": math.inf})
+        return LocalResult(
+            delta=delta,
+            num_examples=len(self.examples),
+            steps=total,
+            train_loss=float(np.mean(losses)),
+            example_epsilon=math.inf,
+            seconds=time.perf_counter() - start,
+        )
+
+    def state(self) -> dict:
+        """JSON-ready state: the ledger (no accountant: nothing is private at the example level)."""
+        return {"device_id": self.device_id, "accountant": "none", "history": [], "ledger": list(self.ledger)}
+
+    def load_state(self, state: dict) -> None:
+        """Restore the ledger written by ``state()``."""
+        if state.get("device_id") != self.device_id:
+            raise ValueError(f"state belongs to device {state.get('device_id')!r}, not {self.device_id!r}")
+        self.ledger = list(state["ledger"])
+
+    @property
+    def rounds_trained(self) -> int:
+        """How many rounds this device has taken part in."""
+        return len(self.ledger)

@@ -1,0 +1,72 @@
+"""The no-DP device: plain torch local training of the named arrays, the LSTM fused, seeded."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from keyboard_sim.client_app import _device_class
+from keyboard_sim.device import Device, LocalDPConfig
+from keyboard_sim.federation import FederationConfig
+from keyboard_sim.plain_device import PlainDevice, local_steps
+from models.config import ModelConfig
+from models.data import Examples
+from models.factory import build_model, export_weights, trainable_keys
+from models.fused import fuse_lstm
+
+LSTM = ModelConfig(
+    vocab_size=64, context=8, embed_dim=8, hidden=16, kind="lstm", width=16, layers=1, dropout=0.0
+)
+
+
+def _examples(n: int) -> Examples:
+    rng = np.random.default_rng(0)
+    return Examples(rng.integers(0, 64, (n, 8)), rng.integers(2, 64, n))
+
+
+def _global() -> dict[str, np.ndarray]:
+    torch.manual_seed(0)
+    return export_weights(build_model(LSTM))
+
+
+def test_fused_lstm_computes_the_same_logits() -> None:
+    torch.manual_seed(0)
+    model = build_model(LSTM).eval()
+    x = torch.from_numpy(_examples(5).x)
+    before = model(x).detach()
+    after = fuse_lstm(model)(x).detach()
+    assert isinstance(model.encoder.lstm, torch.nn.LSTM)
+    torch.testing.assert_close(after, before, atol=1e-5, rtol=1e-5)
+
+
+def test_plain_device_trains_every_named_array_and_repeats_by_seed() -> None:
+    # Prepare: every array of the LSTM trainable, 3 steps of batch 10
+    w = _global()
+    dp = LocalDPConfig(batch_size=10, max_local_steps=3, lr=0.1, max_grad_norm=5.0)
+    device = PlainDevice("u", _examples(40), LSTM, dp)
+    # Execute: the same round twice from the same weights and seed, once more with another seed
+    first = device.train(w, server_round=1, seed=7)
+    again = device.train(w, server_round=2, seed=7)
+    other = device.train(w, server_round=3, seed=8)
+    # Assert: every array moved, the same seed repeats exactly, another seed differs; no DP: epsilon inf
+    assert set(first.delta) == set(trainable_keys(LSTM)) and first.steps == 3
+    assert all(np.abs(d).max() > 0 for d in first.delta.values())
+    for key in first.delta:
+        np.testing.assert_array_equal(first.delta[key], again.delta[key])
+    assert np.abs(first.delta["w2"] - other.delta["w2"]).max() > 0
+    assert math.isinf(first.example_epsilon) and device.rounds_trained == 3
+
+
+def test_plain_device_leaves_frozen_arrays() -> None:
+    dp = LocalDPConfig(batch_size=10, max_local_steps=2, lr=0.1, trainable=("b2",))
+    result = PlainDevice("u", _examples(30), LSTM, dp).train(_global(), server_round=1, seed=0)
+    assert set(result.delta) == {"b2"} and np.abs(result.delta["b2"]).max() > 0
+
+
+def test_steps_and_which_device_runs() -> None:
+    assert local_steps(40, 10, 1.0, None) == 4 and local_steps(40, 10, 2.0, 5) == 5
+    assert local_steps(5, 32, 0.1, None) == 1
+    assert _device_class(FederationConfig(example_noise_multiplier=0.0)) is PlainDevice
+    assert _device_class(FederationConfig()) is Device
