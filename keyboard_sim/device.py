@@ -60,6 +60,7 @@ __all__ = [
     "LocalDPConfig",
     "LocalResult",
     "Device",
+    "local_update",
     "seed_for",
     "feature_encoder",
     "head_features",
@@ -115,6 +116,13 @@ class LocalDPConfig:
             raise ValueError(
                 f"LocalDPConfig.accountant must be 'rdp', 'prv' or 'gdp', got {self.accountant!r}"
             )
+
+
+def local_update(
+    local: dict[str, np.ndarray], global_weights: dict[str, np.ndarray], keys: tuple[str, ...]
+) -> dict[str, np.ndarray]:
+    """The update a device sends: ``local - global`` (float32) of the arrays it trains."""
+    return {k: (local[k] - np.asarray(global_weights[k], np.float32)).astype(np.float32) for k in keys}
 
 
 class _HeadProjection(nn.Module):
@@ -416,11 +424,7 @@ class Device:
         self._optimizer.zero_grad(set_to_none=True)
         self._gsm.eval()
 
-        local = self._export()
-        delta = {
-            k: (local[k] - np.asarray(global_weights[k], np.float32)).astype(np.float32)
-            for k in self.trainable
-        }
+        delta = local_update(self._export(), global_weights, self.trainable)
         epsilon = self.example_epsilon()
         self.ledger.append(
             {

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from keyboard_sim.device import LocalDPConfig, LocalResult
+from keyboard_sim.device import LocalDPConfig, LocalResult, local_update
 from models.config import ModelConfig
 from models.data import Examples
 from models.factory import build_model, export_weights, load_weights, param_names, trainable_keys
@@ -102,11 +102,7 @@ class PlainDevice:
                 if len(losses) >= total:
                     break
         self._model.eval()
-        local = export_weights(self._model)
-        delta = {
-            k: (local[k] - np.asarray(global_weights[k], np.float32)).astype(np.float32)
-            for k in self.trainable
-        }
+        delta = local_update(export_weights(self._model), global_weights, self.trainable)
         self.ledger.append({"round": int(server_round), "steps": total, "example_epsilon": math.inf})
         return LocalResult(
             delta=delta,
