@@ -44,7 +44,7 @@ class QualityConfig:
 
     quick: bool = False
     model: str = SHIPPED_KIND  # the model kind trained, scored and (with release_dir) released
-    epochs: float | None = None  # default: 1 quick, 4 full (best epoch by validation top-1)
+    epochs: float | None = None  # default: 1 quick, 6 full (best epoch by validation top-1)
     lr: float = TrainConfig.lr  # the training recipe's fields default to the shipped TrainConfig
     batch_size: int = TrainConfig.batch_size
     weight_decay: float = TrainConfig.weight_decay
@@ -75,7 +75,7 @@ class QualityConfig:
     @property
     def train_epochs(self) -> float:
         """Epochs actually run."""
-        return self.epochs if self.epochs is not None else (1.0 if self.quick else 4.0)
+        return self.epochs if self.epochs is not None else (1.0 if self.quick else 6.0)
 
 
 def train_release(
