@@ -212,26 +212,42 @@ def _gap(x: float, public: float, central: float) -> float | None:
     return (x - public) / (central - public) if central != public else None
 
 
-def plot_frontier(path: Path, frontier: list[dict], refs: dict[str, float]) -> Path:
-    """frontier.png: held-out top-1 vs user-level epsilon, with the reference lines."""
+def epsilon_axes():  # noqa: ANN201 (matplotlib is imported lazily: no types at module level)
+    """A 6x4 in figure and its axes for a plot against user-level epsilon (headless backend)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot([p["epsilon"] for p in frontier], [p["top1"] for p in frontier], "o-", label="federated DP")
-    for i, (name, value) in enumerate(refs.items()):
-        ax.axhline(value, linestyle=":", color=f"C{i + 1}", label=name)
+    return plt.subplots(figsize=(6, 4))
+
+
+def save_epsilon_plot(
+    fig, ax, path: Path, ylabel: str, *, legend_size: int = 8, xticks: tuple[list, list] | None = None
+) -> Path:
+    """Finish a plot made by ``epsilon_axes`` (log2 epsilon axis, labels, legend, grid) and save it."""
+    import matplotlib.pyplot as plt
+
     ax.set_xscale("log", base=2)
+    if xticks is not None:  # after the scale: setting the scale resets the tick locator
+        ax.set_xticks(*xticks)
     ax.set_xlabel("user-level epsilon")
-    ax.set_ylabel("held-out top-1")
-    ax.legend(fontsize=8)
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize=legend_size)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def plot_frontier(path: Path, frontier: list[dict], refs: dict[str, float]) -> Path:
+    """frontier.png: held-out top-1 vs user-level epsilon, with the reference lines."""
+    fig, ax = epsilon_axes()
+    ax.plot([p["epsilon"] for p in frontier], [p["top1"] for p in frontier], "o-", label="federated DP")
+    for i, (name, value) in enumerate(refs.items()):
+        ax.axhline(value, linestyle=":", color=f"C{i + 1}", label=name)
+    return save_epsilon_plot(fig, ax, path, "held-out top-1")
 
 
 def run_federated_bench(bench: BenchConfig, data_config: DataConfig | None = None) -> dict:

@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from federation.wire import STAT_CAPS
-from hushtype.bench_federated import BenchConfig, plain_fl_config
+from hushtype.bench_federated import BenchConfig, epsilon_axes, plain_fl_config, save_epsilon_plot
 from hushtype.pretrain import pretrain_public
 from keyboard_sim.canaries import (
     Canary,
@@ -222,18 +222,13 @@ def _served(release_dir: Path, canaries: list[Canary], bench: PrivacyBenchConfig
 # ---------------------------------------------------------------------------------------- plot
 def plot_exposure(path: Path, result: dict) -> Path:
     """exposure.png: mean exposure (one user, by copies) vs user-level epsilon, chance band, no DP."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     dp = sorted(
         (s for s in result["settings"] if s.startswith("dp_eps_") or s == "dp_shipped"),
         key=lambda s: result["user_epsilon"][s],
     )
     xs = [result["user_epsilon"][s] for s in dp]
     x_inf = max(xs) * 4
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = epsilon_axes()
     for i, copies in enumerate(CANARY_COPIES):
         cell = f"copies={copies},users=1"
         means = [result["exposure"][s][cell]["mean"] for s in dp + ["no_dp"]]
@@ -256,16 +251,8 @@ def plot_exposure(path: Path, result: dict) -> Path:
         label="chance (warm start)",
     )
     ax.axhline(result["exposure_max"], color="k", linestyle=":", label="estimator maximum")
-    ax.set_xscale("log", base=2)
-    ax.set_xticks(xs + [x_inf], [f"{x:.3g}" for x in xs] + ["no DP"])
-    ax.set_xlabel("user-level epsilon")
-    ax.set_ylabel("exposure (bits)")
-    ax.legend(fontsize=7)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    ticks = (xs + [x_inf], [f"{x:.3g}" for x in xs] + ["no DP"])
+    return save_epsilon_plot(fig, ax, path, "exposure (bits)", legend_size=7, xticks=ticks)
 
 
 # ---------------------------------------------------------------------------------------- run
