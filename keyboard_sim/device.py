@@ -55,6 +55,7 @@ from models.factory import (
     load_weights,
     param_names,
 )
+from models.fused import fuse_lstm
 
 __all__ = [
     "LocalDPConfig",
@@ -145,15 +146,11 @@ class _FeatureEncoder:
 
     def __init__(self, config: ModelConfig) -> None:
         self.config = config
-        self.model = build_model(config).eval()
-        self.keys: tuple[str, ...] = tuple(param_names(self.model))  # = models.factory.trainable_keys
-        self.encoder_keys = tuple(k for k in self.keys if k not in HEAD_KEYS)
-        lstm = getattr(getattr(self.model, "encoder", None), "lstm", None)
         # an LSTM runs as torch's fused nn.LSTM (same arrays and arithmetic as Opacus' DPLSTM, which
         # unrolls in Python: ~4x slower; features need no per-sample gradients)
-        self.fused: nn.LSTM | None = None
-        if lstm is not None:
-            self.fused = nn.LSTM(lstm.input_size, lstm.hidden_size, lstm.num_layers, batch_first=True)
+        self.model = fuse_lstm(build_model(config)).eval()
+        self.keys: tuple[str, ...] = tuple(param_names(self.model))  # = models.factory.trainable_keys
+        self.encoder_keys = tuple(k for k in self.keys if k not in HEAD_KEYS)
 
     @torch.no_grad()
     def __call__(self, weights: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
@@ -161,15 +158,7 @@ class _FeatureEncoder:
         if self.config.kind == "nplm":
             return encode(self.config, {k: weights[k] for k in self.encoder_keys}, x)
         load_weights(self.model, weights)
-        encoder = self.model.encoder
-        if self.fused is None:
-            return encoder(torch.from_numpy(x)).numpy()
-        self.fused.load_state_dict(encoder.lstm.state_dict())
-        dplstm, encoder.lstm = encoder.lstm, self.fused
-        try:
-            return encoder(torch.from_numpy(x)).numpy()
-        finally:
-            encoder.lstm = dplstm
+        return self.model.encoder(torch.from_numpy(x)).numpy()
 
 
 _ENCODERS: dict[str, _FeatureEncoder] = {}
