@@ -1,57 +1,51 @@
-"""What is learned, shared by every side: tokenizer, vocabulary, the models, baselines, metrics, releases."""
+"""What is learned, shared by every side: tokenizer, vocabulary, the models, baselines, metrics, releases.
 
-from models.config import KINDS, SHIPPED_KIND, ModelConfig, shipped_model_config
-from models.data import Examples, make_examples
-from models.factory import (
-    HEAD_KEYS,
-    build_model,
-    encode,
-    encoder_keys,
-    export_weights,
-    load_weights,
-    param_names,
-    plaintext_logits,
-    split_weights,
-    trainable_keys,
-)
-from models.head import head_logits
-from models.keyboard_lm import KeyboardLM
-from models.metrics import next_word_metrics
-from models.ngram import KneserNeyTrigram
-from models.nplm import NPLM, client_features, server_logits
-from models.release import Release, load_release, save_release
-from models.tokenizer import tokenize, tokenize_sentences
-from models.vocab import Vocabulary, build_vocabulary
+Names are imported on first use (PEP 562), so ``import models.config`` (the CLI's parser, run
+configuration checks) does not load torch and Opacus.
+"""
 
-__all__ = [
-    "HEAD_KEYS",
-    "KINDS",
-    "NPLM",
-    "SHIPPED_KIND",
-    "Examples",
-    "KeyboardLM",
-    "KneserNeyTrigram",
-    "ModelConfig",
-    "Release",
-    "Vocabulary",
-    "build_model",
-    "build_vocabulary",
-    "client_features",
-    "encode",
-    "encoder_keys",
-    "export_weights",
-    "head_logits",
-    "load_release",
-    "load_weights",
-    "make_examples",
-    "next_word_metrics",
-    "param_names",
-    "plaintext_logits",
-    "save_release",
-    "server_logits",
-    "shipped_model_config",
-    "split_weights",
-    "tokenize",
-    "tokenize_sentences",
-    "trainable_keys",
-]
+from __future__ import annotations
+
+import importlib
+
+_HOME = {
+    "Examples": "models.data",
+    "HEAD_KEYS": "models.factory",
+    "KINDS": "models.config",
+    "KeyboardLM": "models.keyboard_lm",
+    "KneserNeyTrigram": "models.ngram",
+    "ModelConfig": "models.config",
+    "NPLM": "models.nplm",
+    "Release": "models.release",
+    "SHIPPED_KIND": "models.config",
+    "Vocabulary": "models.vocab",
+    "build_model": "models.factory",
+    "build_vocabulary": "models.vocab",
+    "client_features": "models.nplm",
+    "encode": "models.factory",
+    "encoder_keys": "models.factory",
+    "export_weights": "models.factory",
+    "head_logits": "models.head",
+    "load_release": "models.release",
+    "load_weights": "models.factory",
+    "make_examples": "models.data",
+    "next_word_metrics": "models.metrics",
+    "param_names": "models.factory",
+    "plaintext_logits": "models.factory",
+    "save_release": "models.release",
+    "server_logits": "models.nplm",
+    "shipped_model_config": "models.config",
+    "split_weights": "models.factory",
+    "tokenize": "models.tokenizer",
+    "tokenize_sentences": "models.tokenizer",
+    "trainable_keys": "models.factory",
+}
+
+
+def __getattr__(name: str) -> object:
+    if name not in _HOME:
+        raise AttributeError(f"module 'models' has no attribute {name!r}")
+    return getattr(importlib.import_module(_HOME[name]), name)
+
+
+__all__ = sorted(_HOME)

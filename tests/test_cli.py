@@ -61,3 +61,22 @@ def test_bad_input_is_a_clear_cli_error(tmp_path: Path) -> None:
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert out.returncode == 2
     assert "bad.jsonl:2" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_parser_and_config_errors_do_not_load_torch() -> None:
+    """A bad run configuration is refused in well under a second: the parser and the config's own
+    checks import neither torch nor Opacus (``models`` resolves its names on first use)."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys\n"
+        "from hushtype.cli import build_parser\n"
+        "from hushtype.simulation import main\n"
+        "build_parser()\n"
+        "assert main(['devices=0']) == 2\n"
+        "print(sorted(m for m in ('torch', 'opacus') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr
+    assert "FederationConfig.devices must be positive" in out.stderr
