@@ -38,13 +38,13 @@ def test_cli_predict_and_session_survives_server_crash(
         http_release, db, port, 1, tmp_path / "serve-1.log", allow_non_private=True
     )
     try:
-        run_load.wait_healthy(url, server, timeout=60)
+        run_load.wait_healthy(url, server, timeout=180)
         # the console client, end to end: keys, encrypted query, decrypted top-3
         history = tmp_path / "my_messages.txt"
         history.write_text("w3 w4 w5 w20\nw20 w21\n")
         cmd = [sys.executable, "-m", "hushtype.cli", "predict", "--server", url, "--json", "w3 w4 w5"]
         cmd += ["--history", str(history)]  # fitted on this machine, uploaded encrypted
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
         assert out.returncode == 0, out.stderr
         lines = [line for line in out.stdout.splitlines() if line.strip()]
         assert len(lines) == 1
@@ -59,11 +59,11 @@ def test_cli_predict_and_session_survives_server_crash(
         assert result["personalized"]["examples"] == 6 and result["personalized"]["adapter_bytes"] > 0
         bad = subprocess.run([*cmd[:-1], str(tmp_path / "missing.txt")], capture_output=True, text=True)
         assert bad.returncode == 2 and "cannot read --history" in bad.stderr
-        digits = subprocess.run([*cmd[:-2], "--typed", "w3"], capture_output=True, text=True, timeout=60)
+        digits = subprocess.run([*cmd[:-2], "--typed", "w3"], capture_output=True, text=True, timeout=180)
         assert digits.returncode == 2 and "no key" in digits.stderr  # this keyboard has no digit keys
 
         # a device's session with an encrypted adapter, over real HTTP
-        device = PredictionClient(url, http=httpx.Client(base_url=url, timeout=60.0)).open()
+        device = PredictionClient(url, http=httpx.Client(base_url=url, timeout=180.0)).open()
         bias = np.zeros(64)
         bias[17] = 25.0
         device.upload_personalization(bias)
@@ -76,7 +76,7 @@ def test_cli_predict_and_session_survives_server_crash(
         server = run_load.start_server(
             http_release, db, port, 1, tmp_path / "serve-2.log", allow_non_private=True
         )
-        health = run_load.wait_healthy(url, server, timeout=60)
+        health = run_load.wait_healthy(url, server, timeout=180)
         assert health["sessions"] == 1  # the CLI deleted its session; the device's is still stored
 
         # same session, same token, same adapter: the restarted server reads them back from SQLite
