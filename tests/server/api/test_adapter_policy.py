@@ -9,6 +9,7 @@ import numpy as np
 from fastapi.testclient import TestClient
 
 from keyboard_sim.api_client import PredictionClient
+from keyboard_sim.device_cache import DeviceCacheConfig
 from keyboard_sim.personalize import CacheAdapterConfig, adapter_from_statistics
 from models.release import record_card_field
 from server.api.main import create_app
@@ -66,10 +67,12 @@ def test_another_devices_adapter_makes_the_typed_logits_stale(api: TestClient) -
     _statistics_close(phone, reference)
 
 
-def test_the_client_derives_the_adapter_with_the_cards_settings(small_release: Path, tmp_path: Path) -> None:
+def test_the_client_uses_the_cards_settings(small_release: Path, tmp_path: Path) -> None:
     release = tmp_path / "release"
     shutil.copytree(small_release, release)
-    record_card_field(release, "personalization", {"scale": 1.0, "prior": 1.0, "policy": "per_sentence"})
+    cache = {"unigram_weight": 0.0, "bigram_weight": 0.3}
+    settings = {"scale": 1.0, "prior": 1.0, "policy": "per_sentence", "device_cache": cache}
+    record_card_field(release, "personalization", settings)
     with TestClient(create_app(make_settings(release, tmp_path / "api.db"))) as app:
         phone = _device(app).create_user().open()
         assert phone.model_version == _device(app).model_version  # the card edit keeps the version
@@ -81,3 +84,13 @@ def test_the_client_derives_the_adapter_with_the_cards_settings(small_release: P
             stored, adapter_from_statistics(counts, expected, phone.adapter_config), atol=1e-3
         )
         assert np.abs(stored - adapter_from_statistics(counts, expected)).max() > 0.1  # not the defaults
+        # the phone mixes its own cache LM (it typed w40 after w9); a second device shares only the adapter
+        laptop = _device(app).import_user(phone.export_user()).open()
+        assert phone.device_cache.config == DeviceCacheConfig(0.0, 0.3)
+        shared, other = (
+            phone.next_word_distribution("w3 w9", local=False),
+            laptop.next_word_distribution("w3 w9"),
+        )
+        np.testing.assert_allclose(shared, other, atol=1e-3)
+        w40 = phone.vocab.words.index("w40")
+        assert phone.next_word_distribution("w3 w9")[w40] > shared[w40] + 0.2
