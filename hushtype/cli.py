@@ -157,6 +157,14 @@ def _cmd_bench_personalization(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_adapter_settings(args: argparse.Namespace) -> int:
+    from hushtype.adapter_settings import record_adapter_settings
+
+    settings = record_adapter_settings(args.release, _data_config(args), users=args.users)
+    _print_json({"release": args.release, "personalization": settings})
+    return 0
+
+
 def _cmd_bench_autocorrect(args: argparse.Namespace) -> int:
     from hushtype.bench_autocorrect import run_autocorrect_bench
 
@@ -483,6 +491,15 @@ def build_parser() -> argparse.ArgumentParser:
     pre.add_argument("--out", default="runs/pretrained", help="release directory to write")
     pre.add_argument("--epochs", type=float, default=3.0)
     pre.set_defaults(func=_cmd_pretrain)
+
+    adapt = sub.add_parser(
+        "adapter-settings",
+        help="choose the user adapter's scale and prior on a release's train users; record them in its card",
+    )
+    _add_data_flags(adapt)
+    adapt.add_argument("--release", required=True, help="release directory whose model_card.json is updated")
+    adapt.add_argument("--users", type=int, default=60, help="train users to choose on (default: 60)")
+    adapt.set_defaults(func=_cmd_adapter_settings)
 
     sim = sub.add_parser(
         "simulate",

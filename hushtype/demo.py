@@ -5,11 +5,14 @@
 2. Warm start: the NPLM trained on the public plays only (no private text, no privacy cost).
 3. Federated training: simulated phones fine-tune with DP-SGD (Opacus) under Flower; their updates
    are CKKS-encrypted, summed by the aggregator, and only the sum is decrypted by the key authority.
-4. Serving: the DP release is served by the FastAPI service (real HTTP, worker processes).
+4. Serving: the user adapter's settings are chosen on train users and recorded in the release's card
+   (``hushtype.adapter_settings``); the DP release is served by the FastAPI service (real HTTP,
+   worker processes).
 5. Querying: a held-out user's phone creates a user key, uploads the statistics of its earlier lines
-   encrypted under it (an increment the server adds under HE) and derives the user's adapter; a
-   second device with only the exported user key gets suggestions the server computed on ciphertexts,
-   personalized at once.
+   encrypted under it (an increment the server adds under HE) and derives the user's adapter, then
+   types a sentence and sends it (``sentence_sent``: the adapter kept up to date); a second device
+   with only the exported user key gets suggestions the server computed on ciphertexts, personalized
+   at once.
 """
 
 from __future__ import annotations
@@ -35,6 +38,11 @@ def _say(step: str, text: str) -> None:
     print(f"[demo {step}] {text}", flush=True)
 
 
+def _shared(client, prompt: str) -> list[str]:
+    """The top-3 of the user's server-held personalization (without the device's own cache)."""
+    return [s.word for s in client.suggest(prompt, local=False)]
+
+
 def _query_encrypted(release_dir: Path, out: Path, data_config: DataConfig) -> dict:
     from keyboard_sim.api_client import PredictionClient
 
@@ -47,9 +55,17 @@ def _query_encrypted(release_dir: Path, out: Path, data_config: DataConfig) -> d
             load_users(data_config.source, data_config.jsonl_path, data_config.cache_dir), data_config.split
         )
         user = max(users.heldout, key=lambda u: len(u.lines))  # a held-out user: never trained on
-        earlier, _ = local_split(user.lines, data_config.split.later_fraction)
+        earlier, later = local_split(user.lines, data_config.split.later_fraction)
         phone = PredictionClient(url).create_user().open()
         added = phone.contribute(earlier)  # encrypted statistics; the text stays on the phone
+        words = later[0].split()
+        for n in range(len(words)):  # the keyboard suggests while the user types a new sentence ...
+            phone.suggest(" ".join(words[:n]))
+        sent = phone.sentence_sent(later[0])  # ... and adds it to the user's adapter once it is sent
+        _say(
+            "5/5",
+            f"sentence sent: increment {sent['increment_bytes']} B, {sent['contexts_queried']} re-queried",
+        )
         device = PredictionClient(url).import_user(phone.export_user()).open()  # a second device
         _say("5/5", f"user key shared with a second device; increment {added['increment_bytes']} B")
         results = {}
@@ -73,9 +89,9 @@ def _query_encrypted(release_dir: Path, out: Path, data_config: DataConfig) -> d
             "eval_key_bytes": len(device.eval_keys),
             "increment_bytes": added["increment_bytes"],
             "adapter_bytes": added["adapter_bytes"],
-            "second_device_same_top3": all(
-                [s.word for s in phone.suggest(p)] == [w for w, _ in results[p]] for p in DEMO_PROMPTS
-            ),
+            "sentence_sent": sent,
+            # the server-held personalization, without the device caches
+            "second_device_same_top3": all(_shared(phone, p) == _shared(device, p) for p in DEMO_PROMPTS),
             "bytes_sent": device.bytes_sent,
             "bytes_received": device.bytes_received,
         }
@@ -144,6 +160,10 @@ def run_demo(
         f"held-out top-1 {card['metrics']['start']['top1']:.4f} -> {card['metrics']['final']['top1']:.4f}",
     )
 
+    from hushtype.adapter_settings import record_adapter_settings
+
+    adapter = record_adapter_settings(str(out / "federated" / "release"), data_config)
+    _say("4/5", f"user adapter settings (chosen on {adapter['chosen_on']}): {adapter}")
     _say("4/5", "serving the DP release on encrypted input")
     served = _query_encrypted(out / "federated" / "release", out, data_config)
     summary = {

@@ -41,6 +41,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from hushtype.adapter_settings import PRIORS, SCALES, running_statistics
 from keyboard_sim.corpus import UserText, load_users
 from keyboard_sim.dataset import DataConfig, user_examples
 from keyboard_sim.personalize import (
@@ -321,7 +322,6 @@ def _cache_lm(train: list[_User], heldout: list[_User]) -> list[tuple[dict, np.n
 
 def _cache_adapter(train: list[_User], heldout: list[_User]) -> tuple[dict, np.ndarray]:
     """Today's adapter (``keyboard_sim.personalize``), its scale and prior chosen on train users."""
-    from hushtype.bench_personalization import PRIORS, SCALES
 
     def scores(users: list[_User], config: CacheAdapterConfig) -> np.ndarray:
         out = []
@@ -336,30 +336,17 @@ def _cache_adapter(train: list[_User], heldout: list[_User]) -> tuple[dict, np.n
 
 
 def _dynamic_scores(user: _User, config: CacheAdapterConfig, per_word: bool = False) -> tuple[float, float]:
-    """The cache adapter kept up to date while the user types the later lines: target t sees the
-    statistics of the earlier lines and of the later sentences before its own (a device that sends an
-    increment per sentence), or (``per_word``) of every later word before it (a device that also
-    adds its own current words locally)."""
-    y = user.model_ids(user.later_y)
+    """The cache adapter kept up to date while the user types the later lines
+    (``hushtype.adapter_settings.running_statistics``: an increment per sentence, or ``per_word``)."""
     counts0, expected0 = user_statistics(user.train_logits, user.model_ids(user.train_y))
-    onehot = np.zeros((len(y), len(counts0)))
-    onehot[np.arange(len(y)), y] = 1.0
-    onehot[:, :2] = 0.0
-    expected = _softmax(user.later_logits)
-    expected[:, :2] = 0.0
-    before_c = np.cumsum(onehot, axis=0) - onehot  # (n, V) counts strictly before t
-    before_e = np.cumsum(expected, axis=0) - expected
-    if not per_word:  # only what was sent before t's sentence started (prev word <s>)
-        starts = np.maximum.accumulate(np.where(user.later_prev == 1, np.arange(len(y)), 0))
-        before_c, before_e = before_c[starts], before_e[starts]
-    u = adapter_from_statistics(counts0[None, :] + before_c, expected0[None, :] + before_e, config)
-    return _score(user, user.later_logits + u)
+    c, e = running_statistics(
+        counts0, expected0, user.later_logits, user.model_ids(user.later_y), user.later_prev, per_word
+    )
+    return _score(user, user.later_logits + adapter_from_statistics(c, e, config))
 
 
 def _cache_adapter_dynamic(train: list[_User], heldout: list[_User]) -> tuple[dict, np.ndarray, np.ndarray]:
     """(config chosen on train users, per-sentence scores, per-word scores) of the up-to-date adapter."""
-    from hushtype.bench_personalization import PRIORS, SCALES
-
     grid = [CacheAdapterConfig(scale=s, prior=a) for s in SCALES for a in PRIORS]
     best = max(grid, key=lambda c: np.nanmean([_dynamic_scores(u, c)[0] for u in train]))
     per_sentence = np.array([_dynamic_scores(u, best) for u in heldout])

@@ -13,7 +13,15 @@ its public evaluation keys; ``export_user()`` gives the bytes another of the use
 ``import_user()`` (the user key and the user's id and token: keep them on the user's devices, never
 upload them). ``open()`` then opens a session bound to the user, whose predictions include the user's
 encrypted adapter; ``contribute(history)`` uploads the encrypted statistics of new text as an increment
-and re-derives the adapter (``sync_adapter``).
+and re-derives the adapter (``sync_adapter``) with the settings the release's card records (published
+by ``GET /v1/model``; ``CacheAdapterConfig.from_card``). A keyboard keeps the user's adapter up to date
+by calling ``sentence_sent(sentence)`` after each sentence the user sends: the increment of that
+sentence, whose expected counts reuse the logits this client decrypted while it was typed.
+
+On top of the decrypted distribution the device mixes its own cache LM (``keyboard_sim.device_cache``:
+the unigram and bigram of what the user typed on this device, kept here, never uploaded), with the
+weights the card records; ``suggest(text, local=False)`` gives the server's personalized distribution
+alone, which every device of the user shares.
 """
 
 from __future__ import annotations
@@ -31,9 +39,11 @@ from ckks.nplm_circuit import query_slots
 from ckks.params import HEParams
 from ckks.session_keys import KIND_STATISTICS, SessionSecret
 from ckks.user_keys import UserKey
+from keyboard_sim.device_cache import DeviceCache, DeviceCacheConfig
+from keyboard_sim.personalize import CacheAdapterConfig, adapter_from_statistics, user_statistics
 from keyboard_sim.touch import TouchModel
 from models.config import ModelConfig
-from models.data import last_context
+from models.data import last_context, line_examples
 from models.factory import encode
 from models.nplm import client_features
 from models.release import card_context_scope
@@ -45,6 +55,7 @@ __all__ = ["Suggestion", "PredictionClient", "APIError", "context_ids"]
 _OCTETS = {"Content-Type": "application/octet-stream"}
 _USER_FILE = struct.Struct("<4sI")  # b"HTUF" | u32 length of the JSON {"user_id", "token"} | JSON | HTUK
 _ADAPTER_ATTEMPTS = 10  # re-derivations when other devices add increments meanwhile (412)
+_KEPT_LOGITS = 512  # decrypted logits kept since the last adapter sync, for the next increment
 
 
 class APIError(RuntimeError):
@@ -94,6 +105,9 @@ class PredictionClient:
         self.model_config = ModelConfig(**info["card"]["model"])
         self.context = self.model_config.context
         self.context_scope = card_context_scope(info["card"])  # contexts built as in training
+        self.adapter_config = CacheAdapterConfig.from_card(info["card"])  # the user adapter's settings
+        # what the user typed on this device, mixed into the decrypted distribution (never uploaded)
+        self.device_cache = DeviceCache(len(self.vocab), DeviceCacheConfig.from_card(info["card"]))
         # the public encoder only: a thin client never holds the head (w2, b2, beta)
         self.encoder = load_safetensors(_check(self.http.get(info["artifacts"]["encoder"])).content)
         self.secret = SessionSecret.generate(
@@ -107,6 +121,10 @@ class PredictionClient:
         self.token: str | None = None
         self.bytes_sent = self.bytes_received = 0
         self._vocab_index: tuple | None = None  # ((sigma, lm weight), the Autocorrector built for them)
+        # logits decrypted since this client last stored the user's adapter (of that revision): reused
+        # for the next increment's expected counts while no other device has changed the adapter
+        self._decrypted: dict[tuple, np.ndarray] = {}
+        self._synced_revision: int | None = None
 
     @property
     def eval_keys(self) -> bytes:
@@ -163,20 +181,47 @@ class PredictionClient:
     def statistics_increment(self, history: Iterable[str], max_contexts: int = 128) -> bytes:
         """The encrypted statistics of ``history`` (counts + the global model's expected counts, packed
         as c + i e in one ciphertext under the user key): what ``contribute`` uploads."""
-        counts, expected = self._history_statistics(history, max_contexts)
+        counts, expected, _ = self._history_statistics(history, max_contexts)
+        return self._encrypt_statistics(counts, expected)
+
+    def _encrypt_statistics(self, counts: np.ndarray, expected: np.ndarray) -> bytes:
         return self.secret.encrypt_bias(
             counts + 1j * expected, self.he["statistics_scale"], kind=KIND_STATISTICS
         )
 
+    def _remember(self, history: list[str]) -> None:
+        """Count this device's text in its cache LM."""
+        for line in history:
+            for sentence in self.vocab.encode_text(line):
+                self.device_cache.add_sentence(sentence)
+
     def contribute(self, history: Iterable[str], max_contexts: int = 128) -> dict:
         """Add this device's new text to the user's encrypted statistics (an increment the server adds
-        under HE) and re-derive the user's adapter from the sum. ``history`` never leaves the device."""
-        blob = self.statistics_increment(history, max_contexts)
+        under HE) and re-derive the user's adapter from the sum; the device's cache LM counts it too.
+        ``history`` never leaves the device."""
+        history = list(history)
+        self._remember(history)
+        counts, expected, queried = self._history_statistics(history, max_contexts)
+        blob = self._encrypt_statistics(counts, expected)
         added = _check(
             self.http.post(f"/v1/users/{self.user_id}/increments", content=blob, headers=self._user_auth())
         ).json()
         self.bytes_sent += len(blob)
-        return {"increment_bytes": len(blob), "revision": added["revision"], **self.sync_adapter()}
+        return {
+            "increment_bytes": len(blob),
+            "revision": added["revision"],
+            "contexts_queried": queried,
+            **self.sync_adapter(),
+        }
+
+    def sentence_sent(self, sentence: str) -> dict:
+        """Keep the user's adapter up to date: call it after each sentence the user sends. Uploads the
+        sentence's encrypted statistics as an increment (its contexts' logits are the ones this client
+        decrypted while the sentence was typed, when still valid; the others are queried) and stores
+        the adapter of the new sum, so the user's other devices read it at once."""
+        if self.user_id is None:
+            raise RuntimeError("no user: call create_user() or import_user() first")
+        return self.contribute([sentence])
 
     def user_statistics(self) -> tuple[np.ndarray, np.ndarray, int]:
         """The user's decrypted statistics (counts, expected counts) and their revision."""
@@ -185,28 +230,33 @@ class PredictionClient:
         z = self.secret.decrypt_bias(r.content, len(self.vocab), kind=KIND_STATISTICS, complex_values=True)
         return z.real, z.imag, int(r.headers["X-Revision"])
 
-    def user_adapter(self) -> np.ndarray | None:
-        """The user's decrypted adapter as the server holds it (None before the first)."""
+    def _stored_adapter(self) -> tuple[np.ndarray | None, int | None]:
+        """The user's decrypted adapter as the server holds it and the revision it was derived from."""
         r = self.http.get(f"/v1/users/{self.user_id}/adapter", headers=self._user_auth())
         if r.status_code == 404:
-            return None
-        return self.secret.decrypt_bias(_check(r).content, len(self.vocab))
+            return None, None
+        self.bytes_received += len(_check(r).content)
+        return self.secret.decrypt_bias(r.content, len(self.vocab)), int(r.headers["X-Revision"])
+
+    def user_adapter(self) -> np.ndarray | None:
+        """The user's decrypted adapter as the server holds it (None before the first)."""
+        return self._stored_adapter()[0]
 
     def sync_adapter(self) -> dict:
-        """Derive the adapter from the user's current statistics and store it (``If-Match`` on their
-        revision; repeated when another device added an increment meanwhile)."""
-        from keyboard_sim.personalize import adapter_from_statistics
-
+        """Derive the adapter from the user's current statistics (with ``adapter_config``, the card's
+        settings) and store it (``If-Match`` on their revision; repeated when another device added an
+        increment meanwhile)."""
         for _ in range(_ADAPTER_ATTEMPTS):
             counts, expected, revision = self.user_statistics()
-            blob = self.secret.encrypt_bias(
-                adapter_from_statistics(counts, expected), self.he["output_scale"]
-            )
+            adapter = adapter_from_statistics(counts, expected, self.adapter_config)
+            blob = self.secret.encrypt_bias(adapter, self.he["output_scale"])
             headers = {**self._user_auth(), "If-Match": str(revision)}
             r = self.http.put(f"/v1/users/{self.user_id}/adapter", content=blob, headers=headers)
             if r.status_code != 412:
                 _check(r)
                 self.bytes_sent += len(blob)
+                self._decrypted.clear()  # taken with the previous adapter
+                self._synced_revision = revision
                 return {"adapter_revision": revision, "adapter_bytes": len(blob)}
         raise APIError(412, f"the user's statistics kept changing over {_ADAPTER_ATTEMPTS} attempts")
 
@@ -242,16 +292,17 @@ class PredictionClient:
         self.bytes_sent += len(blob)
         return len(blob)
 
-    def _history_statistics(self, history: Iterable[str], max_contexts: int) -> tuple[np.ndarray, np.ndarray]:
-        """(counts, expected counts) of the user's text (``keyboard_sim.personalize.user_statistics``).
+    def _history_statistics(
+        self, history: Iterable[str], max_contexts: int
+    ) -> tuple[np.ndarray, np.ndarray, int]:
+        """(counts, expected counts) of the user's text (``keyboard_sim.personalize.user_statistics``)
+        and how many contexts were queried for them.
 
         The client holds no head, so the global logits come from the server, computed on encrypted
-        contexts (one query per distinct context of the ``max_contexts`` most recent; the statistics
-        cover the examples with those contexts); a user's own adapter is taken off them first.
+        contexts (one query per distinct context of the ``max_contexts`` most recent, unless this client
+        decrypted it since its last adapter sync; the statistics cover the examples with those
+        contexts); a user's own adapter is taken off them first.
         """
-        from keyboard_sim.personalize import user_statistics
-        from models.data import line_examples
-
         lines = (self.vocab.encode_text(line) for line in history)
         examples = line_examples(lines, self.context, self.vocab.bos_id, self.context_scope)
         recent: dict[tuple, int] = {}
@@ -260,13 +311,16 @@ class PredictionClient:
                 recent.setdefault(tuple(row), len(recent))
         if not recent:
             zeros = np.zeros(len(self.vocab))
-            return zeros, zeros.copy()
+            return zeros, zeros.copy(), 0
         contexts = sorted(recent, key=recent.__getitem__)
-        own = self.user_adapter() if self.user_id is not None else None
-        base = np.stack([self.logits(np.asarray(c)) for c in contexts]) - (0.0 if own is None else own)
+        own, revision = self._stored_adapter() if self.user_id is not None else (None, None)
+        reuse = revision is not None and revision == self._synced_revision
+        known = self._decrypted if reuse else {}
+        personal = [known[c] if c in known else self.logits(np.asarray(c)) for c in contexts]
+        base = np.stack(personal) - (0.0 if own is None else own)
         keep = np.array([tuple(row) in recent for row in examples.x.tolist()], dtype=bool)
         rows = [recent[tuple(row)] for row in examples.x[keep].tolist()]
-        return user_statistics(base[rows], examples.y[keep])
+        return (*user_statistics(base[rows], examples.y[keep]), sum(c not in known for c in contexts))
 
     def personalize(self, history: Iterable[str], max_contexts: int = 128) -> dict:
         """Personalize this session from the user's earlier text, computed on the device.
@@ -276,12 +330,12 @@ class PredictionClient:
         (``keyboard_sim.personalize``), uploaded encrypted as the session's personalization; call it on
         an open session without personalization. Returns the sizes sent.
         """
-        from keyboard_sim.personalize import adapter_from_statistics
-
         if self.user_id is not None:
             return self.contribute(history, max_contexts)
-        counts, expected = self._history_statistics(history, max_contexts)
-        size = self.upload_personalization(adapter_from_statistics(counts, expected))
+        history = list(history)
+        self._remember(history)
+        counts, expected, _ = self._history_statistics(history, max_contexts)
+        size = self.upload_personalization(adapter_from_statistics(counts, expected, self.adapter_config))
         return {"examples": int(counts.sum()), "adapter_bytes": size}
 
     def close(self) -> None:
@@ -310,7 +364,10 @@ class PredictionClient:
         )
         self.bytes_sent += len(query)
         self.bytes_received += len(response.content)
-        return self.secret.decrypt_logits(response.content, len(self.vocab))
+        z = self.secret.decrypt_logits(response.content, len(self.vocab))
+        if self.user_id is not None and len(self._decrypted) < _KEPT_LOGITS:
+            self._decrypted[tuple(np.asarray(ids).tolist())] = z.copy()
+        return z
 
     def autocorrect(
         self,
@@ -338,9 +395,10 @@ class PredictionClient:
             config = AutocorrectConfig(sigma=sigma)
             config.prior_weight = lm_weight or config.prior_weight
             self._vocab_index = ((sigma, lm_weight), default_autocorrector(config, lm_words=self.vocab.words))
-        z = self.logits(context_ids(text, self.vocab, self.context, self.context_scope))
-        z[self.vocab.bos_id] = -np.inf  # <unk>'s mass goes to the words outside the model (by frequency)
-        logp = z - (z.max() + np.log(np.exp(z - z.max()).sum()))  # log-softmax over the vocabulary
+        p = self.next_word_distribution(text)
+        p[self.vocab.bos_id] = 0.0  # <unk>'s mass goes to the words outside the model (by frequency)
+        with np.errstate(divide="ignore"):
+            logp = np.log(p / p.sum())
         found = self._vocab_index[1].candidates(typed, logp, top_k=k)
         if not found:
             return []
@@ -348,11 +406,23 @@ class PredictionClient:
         p = np.exp(scores - scores.max())
         return [Suggestion(c.word, float(q)) for c, q in zip(found, p / p.sum(), strict=True)]
 
-    def suggest(self, text: str, k: int = 3) -> list[Suggestion]:
-        """Top-k next words after ``text``, with probabilities; never ``<unk>`` or ``<s>``."""
-        z = self.logits(context_ids(text, self.vocab, self.context, self.context_scope))
+    def next_word_distribution(self, text: str, local: bool = True) -> np.ndarray:
+        """The next-word distribution (V,) after ``text``: the server's personalized one (computed on
+        ciphertexts), mixed with this device's cache LM unless ``local`` is False. ``text`` is the
+        text field's content, not yet sent: its words count in the cache as they are typed."""
+        ids = context_ids(text, self.vocab, self.context, self.context_scope)
+        z = self.logits(ids)
         p = np.exp(z - z.max())
         p /= p.sum()
+        if not local or not self.device_cache.config.enabled:
+            return p
+        typed = [w for sentence in self.vocab.encode_text(text) for w in [*sentence, self.vocab.bos_id]]
+        return self.device_cache.mix(p, int(ids[-1]), typed[:-1])
+
+    def suggest(self, text: str, k: int = 3, local: bool = True) -> list[Suggestion]:
+        """Top-k next words after ``text``, with probabilities; never ``<unk>`` or ``<s>``. ``local``:
+        with this device's cache LM (False: what the server's personalized model alone suggests)."""
+        p = self.next_word_distribution(text, local)
         p[[self.vocab.unk_id, self.vocab.bos_id]] = -1.0
         top = np.argsort(-p)[:k]
         return [Suggestion(self.vocab.words[i], float(p[i])) for i in top]

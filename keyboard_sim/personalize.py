@@ -31,6 +31,7 @@ import torch
 
 from models.data import Examples
 from models.nplm import NPLM
+from models.release import card_adapter_settings
 
 __all__ = [
     "CacheAdapterConfig",
@@ -43,7 +44,8 @@ __all__ = [
 ]
 
 _NEVER_SUGGESTED = (0, 1)  # <unk>, <s>
-# Cache adapter defaults, chosen on train users (see CacheAdapterConfig and the README's measurements).
+# Cache adapter defaults for releases whose card records no settings (chosen on the default corpus's
+# train users for the adapter built once; a release's card records its own: ``CacheAdapterConfig.from_card``).
 SCALE_DEFAULT = 0.5
 PRIOR_DEFAULT = 4.0
 
@@ -77,6 +79,20 @@ class CacheAdapterConfig:
         for name in ("scale", "prior", "max_abs"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"CacheAdapterConfig.{name} must be positive")
+
+    @classmethod
+    def from_card(cls, card: dict) -> CacheAdapterConfig:
+        """The settings a release's model card records (``personalization``: chosen on its train users
+        when the release was written); the defaults for cards without them."""
+        recorded = card_adapter_settings(card)
+        try:
+            return cls(**{k: float(recorded[k]) for k in ("scale", "prior", "max_abs") if k in recorded})
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"model card: bad personalization settings {recorded!r} ({exc})") from None
+
+    def to_card(self) -> dict:
+        """The card's ``personalization`` fields for these settings."""
+        return {"scale": self.scale, "prior": self.prior, "max_abs": self.max_abs}
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:

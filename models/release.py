@@ -30,9 +30,11 @@ __all__ = [
     "ENCODER_FILE",
     "HEAD_FILE",
     "Release",
+    "card_adapter_settings",
     "card_context_scope",
     "expected_shapes",
     "load_release",
+    "record_card_field",
     "save_release",
     "weights_digest",
 ]
@@ -78,6 +80,22 @@ class Release:
 def card_context_scope(card: dict) -> str:
     """The card's ``data.context_scope``; "sentence" for releases made before the field existed."""
     return (card.get("data") or {}).get("context_scope", "sentence")
+
+
+def card_adapter_settings(card: dict) -> dict:
+    """The card's optional ``personalization`` field: the user adapter's settings chosen on train users
+    (``{"scale", "prior", ...}``); empty for releases made before it (clients use their defaults)."""
+    return dict(card.get("personalization") or {})
+
+
+def record_card_field(directory: str | Path, key: str, value: object) -> dict:
+    """Set one optional field of a release's model card in place (the weights and version are unchanged)."""
+    if key in ("model", "version", "parts"):
+        raise ValueError(f"the card's {key!r} is written by save_release only")
+    path = Path(directory) / _CARD
+    card = {**json.loads(path.read_text(encoding="utf-8")), key: value}
+    path.write_text(json.dumps(card, indent=2, sort_keys=True), encoding="utf-8")
+    return card
 
 
 def weights_digest(weights: dict[str, np.ndarray]) -> str:

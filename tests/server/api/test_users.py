@@ -47,8 +47,10 @@ def test_two_devices_share_one_adapter(api: TestClient) -> None:
     assert 0.5 * counts.sum() < expected.sum() < counts.sum()  # the model's mass on <unk>/<s> is left out
     # ... the adapter equals the one built from all the text on one device ...
     one = _device(api).create_user().open()
-    c1, e1 = one._history_statistics(PHONE + LAPTOP, 128)
-    np.testing.assert_allclose(laptop.user_adapter(), adapter_from_statistics(c1, e1), atol=1e-3)
+    c1, e1, _ = one._history_statistics(PHONE + LAPTOP, 128)
+    np.testing.assert_allclose(
+        laptop.user_adapter(), adapter_from_statistics(c1, e1, one.adapter_config), atol=1e-3
+    )
     # ... and a fresh device with only the exported user gets the same personalized top-3 at once
     fresh = _device(api).import_user(phone.export_user()).open()
     assert _top3(fresh) == _top3(phone) == _top3(laptop) != before
