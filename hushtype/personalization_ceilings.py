@@ -43,7 +43,7 @@ import torch
 
 from hushtype.adapter_settings import PRIORS, SCALES, running_statistics
 from keyboard_sim.corpus import UserText, load_users
-from keyboard_sim.dataset import DataConfig, user_examples
+from keyboard_sim.dataset import DataConfig, release_data_config, user_examples
 from keyboard_sim.personalize import (
     CacheAdapterConfig,
     PersonalizationConfig,
@@ -106,7 +106,7 @@ def _encode(
     out = []
     for text in users:
         ext, n_personal = _extended_vocab(vocab, text, config.split.later_fraction)
-        ex = user_examples(text, ext, config.context, config.split.later_fraction)
+        ex = user_examples(text, ext, config.context, config.split.later_fraction, config.context_scope)
         if len(ex.train) < 20 or len(ex.later) < 10:
             continue
         v = len(vocab)
@@ -374,7 +374,7 @@ def personalization_ceilings(
     """Every family's top-3 lift on held-out users' later lines, one run (see the module docstring)."""
     release = load_release(release_dir)
     model = load_weights(build_model(release.config), release.weights).eval()
-    config = dataclasses.replace(data_config or DataConfig(), context=release.config.context)
+    config = release_data_config(release, data_config)  # the release's k and context scope
     split = split_users(load_users(config.source, config.jsonl_path, config.cache_dir), config.split)
     train = _encode(model, release.vocab, split.train, config, max_train_users)
     heldout = _encode(model, release.vocab, split.heldout, config, max_heldout_users)
