@@ -69,6 +69,10 @@ class FederationConfig:
     # "default" (models.factory.default_trainable: NPLM "b1,b2") or "all". "b2" (the output bias, 4,096
     # numbers, any kind) is head-only: devices cache the frozen encoder's features once a round and never
     # back-propagate through it (keyboard_sim.device), the fastest device step and the smallest noised update
+    # "lora<r>" (optionally ",b2"): a rank-r adapter on the head's W2 (models.lora, FFA-LoRA): devices train
+    # only B (V x r) on the cached features, A (r x H) is drawn from lora_seed (public), the release merges
+    # W2 + B A
+    lora_seed: int = 0
     batch_size: int = 32  # expected Poisson batch
     max_grad_norm: float = 1.0  # R, per-example clip
     example_noise_multiplier: float = 1.0  # z
