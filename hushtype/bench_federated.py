@@ -41,6 +41,7 @@ from models.config import shipped_model_config
 from models.data import Examples
 from models.factory import build_model, load_weights, param_names
 from models.fused import fuse_lstm
+from models.lora import LORA_A, LORA_B, LoRAProjection
 from models.release import load_release
 from models.train import evaluate, train_central
 
@@ -152,18 +153,40 @@ def fine_tune(
     epochs: float,
     seed: int,
     trainable: tuple[str, ...] | None = None,
+    adapter_arrays: dict[str, np.ndarray] | None = None,
 ) -> tuple[torch.nn.Module, dict]:
     """Warm start + Adam on ``pooled`` (no DP), early-stopped on ``valid`` (the devices' later lines);
-    ``trainable``: only those arrays train (the rest stay the warm start's). Returns (model, summary)."""
+    ``trainable``: only those arrays train (the rest stay the warm start's); ``adapter_arrays``: a LoRA
+    adapter on W2 (``models.lora``) trains too, merged into W2 at the end. Returns (model, summary)."""
     model = _warm_model(warm_start)
     if trainable is not None:
         for key, name in param_names(model).items():
             model.get_parameter(name).requires_grad_(key in trainable)
+    adapter = _attach_adapter(model, adapter_arrays) if adapter_arrays else None
     torch.manual_seed(seed)
     summary = train_central(
         model, pooled, epochs=epochs, lr=CENTRAL_LR, batch_size=512, seed=seed, valid=valid
     )
+    if adapter is not None:  # W2 + B A back in the head's place: the model has the released shape again
+        model.set_submodule(_head_name(model), adapter.merged())
     return model, summary
+
+
+def _head_name(model: torch.nn.Module) -> str:
+    """The submodule name of the head's projection (W2, b2): "head.proj" (LSTM/MLP) or "fc2" (NPLM)."""
+    return param_names(model)["w2"].rsplit(".", 1)[0]
+
+
+def _attach_adapter(model: torch.nn.Module, arrays: dict[str, np.ndarray]) -> LoRAProjection:
+    """Put a ``LoRAProjection`` (A and B from ``arrays``) in place of the head's projection; only B (and
+    the projection's bias, if it was left trainable) trains."""
+    proj = model.get_submodule(_head_name(model))
+    adapter = LoRAProjection(proj, rank=arrays[LORA_A].shape[0])
+    with torch.no_grad():
+        adapter.down.copy_(torch.from_numpy(arrays[LORA_A]))
+        adapter.lora.weight.copy_(torch.from_numpy(arrays[LORA_B]))
+    model.set_submodule(_head_name(model), adapter)
+    return adapter
 
 
 def _central(warm_start: Path, pooled: Examples, valid: Examples, eval_set: Examples, **fit) -> dict:
@@ -273,7 +296,12 @@ def run_federated_bench(bench: BenchConfig, data_config: DataConfig | None = Non
     central = _central(warm, pooled, valid, eval_set, **central_args)
     model_config = load_release(warm).config
     dp_trainable = trainable_arrays(shipped, model_config)
-    central_trainable = _central(warm, pooled, valid, eval_set, trainable=dp_trainable, **central_args)
+    from server.server_app import adapter_weights
+
+    adapter = adapter_weights(shipped, model_config)  # a trainable=lora<r> run's A and B = 0, else none
+    central_trainable = _central(
+        warm, pooled, valid, eval_set, trainable=dp_trainable, adapter_arrays=adapter, **central_args
+    )
     plain_config = plain_fl_config(shipped, data_epochs=epochs)
     plain = _fl(dataclasses.replace(plain_config, run_dir=str(out / "plain")))
     dp = _fl(shipped)

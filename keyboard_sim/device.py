@@ -56,7 +56,7 @@ from models.factory import (
     param_names,
 )
 from models.fused import fuse_lstm
-from models.lora import LORA_A, LORA_B
+from models.lora import LORA_A, LORA_B, LoRAProjection
 
 __all__ = [
     "LocalDPConfig",
@@ -137,19 +137,6 @@ class _HeadProjection(nn.Module):
 
     def forward(self, a: torch.Tensor) -> torch.Tensor:
         return self.proj(a)  # (B, V)
-
-
-class _LoRAHead(_HeadProjection):
-    """The head with a low-rank adapter (``models.lora``): a -> W2 a + b2 + B (A a); A is a fixed buffer
-    (no gradient, set each round from the received ``lora_a``), B = ``lora.weight`` (V, r)."""
-
-    def __init__(self, hidden: int, vocab_size: int, rank: int) -> None:
-        super().__init__(hidden, vocab_size)
-        self.register_buffer("down", torch.zeros(rank, hidden))  # A (r, H)
-        self.lora = nn.Linear(rank, vocab_size, bias=False)  # B (V, r)
-
-    def forward(self, a: torch.Tensor) -> torch.Tensor:
-        return self.proj(a) + self.lora(a @ self.down.T)  # (B, V); z = A a is (B, r)
 
 
 _HEAD_PARAMS = {"w2": "proj.weight", "b2": "proj.bias"}
@@ -318,7 +305,7 @@ class Device:
             return _HeadProjection(hidden, vocab)
         if LORA_B not in global_weights:
             raise ValueError(f"trainable names {LORA_B!r}, but the server sent no adapter arrays")
-        return _LoRAHead(hidden, vocab, rank=int(np.shape(global_weights[LORA_B])[1]))
+        return LoRAProjection(nn.Linear(hidden, vocab), rank=int(np.shape(global_weights[LORA_B])[1]))
 
     def _make_private_once(self, global_weights: dict[str, np.ndarray]) -> None:
         """Wrap model/optimizer/loader with Opacus; called exactly once per device."""
@@ -359,7 +346,7 @@ class Device:
     def _param_names(self) -> dict[str, str]:
         if not self.head_only:
             return param_names(self._model)
-        return dict(_LORA_PARAMS) if isinstance(self._model, _LoRAHead) else dict(_HEAD_PARAMS)
+        return dict(_LORA_PARAMS) if isinstance(self._model, LoRAProjection) else dict(_HEAD_PARAMS)
 
     def _load_global(self, global_weights: dict[str, np.ndarray], encoder_digest: str | None) -> None:
         """w_t into the trained module; head-only: also this round's features from w_t's encoder
@@ -370,7 +357,7 @@ class Device:
         with torch.no_grad():
             for key, name in self._param_names().items():
                 self._model.get_parameter(name).copy_(torch.from_numpy(np.asarray(global_weights[key])))
-            if isinstance(self._model, _LoRAHead):
+            if isinstance(self._model, LoRAProjection):
                 self._model.down.copy_(torch.from_numpy(np.asarray(global_weights[LORA_A])))
             cache_key = (
                 _FeatureCache.key(self.device_id, encoder_digest, self.examples.x) if encoder_digest else None

@@ -22,8 +22,19 @@ from __future__ import annotations
 import re
 
 import numpy as np
+import torch
+from torch import nn
 
-__all__ = ["LORA_A", "LORA_B", "LORA_KEYS", "lora_rank", "lora_arrays", "lora_a", "merge_lora"]
+__all__ = [
+    "LORA_A",
+    "LORA_B",
+    "LORA_KEYS",
+    "LoRAProjection",
+    "lora_rank",
+    "lora_arrays",
+    "lora_a",
+    "merge_lora",
+]
 
 LORA_A = "lora_a"  # (r, H) float32: fixed, public
 LORA_B = "lora_b"  # (V, r) float32: what devices train
@@ -63,3 +74,25 @@ def merge_lora(weights: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     out = {k: v for k, v in weights.items() if k not in LORA_KEYS}
     out["w2"] = (np.asarray(weights["w2"], np.float64) + b @ a).astype(np.float32)  # (V, H)
     return out
+
+
+class LoRAProjection(nn.Module):
+    """a (B, H) -> W2 a + b2 + B (A a) (B, V): ``proj`` holds W2, b2; ``down`` is the fixed A (a buffer:
+    never trained); ``lora.weight`` is B (V, r), zero at start. One module for the device's head-only
+    DP-SGD (``keyboard_sim.device``) and central training of the adapter (``hushtype bench federated``)."""
+
+    def __init__(self, proj: nn.Linear, rank: int) -> None:
+        super().__init__()
+        self.proj = proj
+        self.register_buffer("down", torch.zeros(rank, proj.in_features))  # A (r, H)
+        self.lora = nn.Linear(rank, proj.out_features, bias=False)  # B (V, r)
+        nn.init.zeros_(self.lora.weight)
+
+    def forward(self, a: torch.Tensor) -> torch.Tensor:
+        return self.proj(a) + self.lora(a @ self.down.T)  # (B, V); z = A a is (B, r)
+
+    @torch.no_grad()
+    def merged(self) -> nn.Linear:
+        """``proj`` with W2 <- W2 + B A (the adapter folded in; this module's B is left as it is)."""
+        self.proj.weight.add_(self.lora.weight @ self.down)
+        return self.proj
