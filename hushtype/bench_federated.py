@@ -7,7 +7,8 @@ scored on the same held-out users:
     central_top1            the warm start fine-tuned centrally (Adam, no DP, every array) on the
                             pooled data of the N devices, early-stopped on their *later* lines
                             (never on held-out users)
-    central_trainable_top1  the same, training only what the DP devices train (``trainable``);
+    central_trainable_top1  the same, training only what the DP devices train (``trainable``; a
+                            ``lora<r>`` adapter is trained, then merged into W2);
     plain_fl_top1           federated, no DP at all (no clip, no noise), plain aggregation, every array
                             trained (plain torch on the device), FedAdam, as many device passes over
                             their data as the central epochs (``plain_rounds`` x ``plain_devices_per_round``)
@@ -15,9 +16,11 @@ scored on the same held-out users:
     frontier                federated DP at user-level epsilon in {1, 2, 4, 8, 16} (shipped defaults
                             otherwise, plain aggregation: CKKS changes the mean by < 1e-5)
 
-``gap_closed_x = (x - public) / (central - public)``. ``client_rounds_per_min`` is device updates
-aggregated per minute of round time in the DP + HE run; ``he_round_ratio`` its mean round time over the
-epsilon-8 frontier run's (the same configuration with plain aggregation). Every federated run is a
+``gap_closed_x = (x - public) / (central - public)``. ``dp_noise_over_clip`` is the user-level noise
+norm on the mean update over the clip, ``update_sigma * sqrt(d) / m`` for the ``dp_trained_numbers`` d.
+``client_rounds_per_min`` is device updates aggregated per minute of round time in the DP + HE run;
+``he_round_ratio`` its mean round time over the epsilon-8 frontier run's (the same configuration with
+plain aggregation). Every federated run is a
 real Flower simulation (``hushtype.simulation.run_federated``). Prints one JSON object; writes
 ``frontier.png`` to ``--out``.
 """
@@ -41,6 +44,7 @@ from models.config import shipped_model_config
 from models.data import Examples
 from models.factory import build_model, load_weights, param_names
 from models.fused import fuse_lstm
+from models.lora import LORA_A, LORA_B, LoRAProjection
 from models.release import load_release
 from models.train import evaluate, train_central
 
@@ -152,18 +156,40 @@ def fine_tune(
     epochs: float,
     seed: int,
     trainable: tuple[str, ...] | None = None,
+    adapter_arrays: dict[str, np.ndarray] | None = None,
 ) -> tuple[torch.nn.Module, dict]:
     """Warm start + Adam on ``pooled`` (no DP), early-stopped on ``valid`` (the devices' later lines);
-    ``trainable``: only those arrays train (the rest stay the warm start's). Returns (model, summary)."""
+    ``trainable``: only those arrays train (the rest stay the warm start's); ``adapter_arrays``: a LoRA
+    adapter on W2 (``models.lora``) trains too, merged into W2 at the end. Returns (model, summary)."""
     model = _warm_model(warm_start)
     if trainable is not None:
         for key, name in param_names(model).items():
             model.get_parameter(name).requires_grad_(key in trainable)
+    adapter = _attach_adapter(model, adapter_arrays) if adapter_arrays else None
     torch.manual_seed(seed)
     summary = train_central(
         model, pooled, epochs=epochs, lr=CENTRAL_LR, batch_size=512, seed=seed, valid=valid
     )
+    if adapter is not None:  # W2 + B A back in the head's place: the model has the released shape again
+        model.set_submodule(_head_name(model), adapter.merged())
     return model, summary
+
+
+def _head_name(model: torch.nn.Module) -> str:
+    """The submodule name of the head's projection (W2, b2): "head.proj" (LSTM/MLP) or "fc2" (NPLM)."""
+    return param_names(model)["w2"].rsplit(".", 1)[0]
+
+
+def _attach_adapter(model: torch.nn.Module, arrays: dict[str, np.ndarray]) -> LoRAProjection:
+    """Put a ``LoRAProjection`` (A and B from ``arrays``) in place of the head's projection; only B (and
+    the projection's bias, if it was left trainable) trains."""
+    proj = model.get_submodule(_head_name(model))
+    adapter = LoRAProjection(proj, rank=arrays[LORA_A].shape[0])
+    with torch.no_grad():
+        adapter.down.copy_(torch.from_numpy(arrays[LORA_A]))
+        adapter.lora.weight.copy_(torch.from_numpy(arrays[LORA_B]))
+    model.set_submodule(_head_name(model), adapter)
+    return adapter
 
 
 def _central(warm_start: Path, pooled: Examples, valid: Examples, eval_set: Examples, **fit) -> dict:
@@ -201,6 +227,7 @@ def _fl(config: FederationConfig) -> dict:
         "best_top1": max(r["top1"] for r in trained),
         "user_epsilon": card["user_epsilon"],
         "user_delta": card["user_delta"],
+        "update_sigma": card.get("user_update_noise_multiplier"),
         "participants": card["participants"],
         "client_rounds_per_min": 60.0 * card["participants"] / round_seconds if round_seconds else None,
         "round_seconds": round_seconds / len(trained) if trained else None,
@@ -271,9 +298,16 @@ def run_federated_bench(bench: BenchConfig, data_config: DataConfig | None = Non
     epochs = bench.central_epochs or (2.0 if bench.quick else 1.0)
     central_args = dict(epochs=epochs, seed=bench.seed)
     central = _central(warm, pooled, valid, eval_set, **central_args)
-    model_config = load_release(warm).config
+    warm_release = load_release(warm)
+    model_config = warm_release.config
     dp_trainable = trainable_arrays(shipped, model_config)
-    central_trainable = _central(warm, pooled, valid, eval_set, trainable=dp_trainable, **central_args)
+    from server.server_app import adapter_weights
+
+    adapter = adapter_weights(shipped, model_config)  # a trainable=lora<r> run's A and B = 0, else none
+    central_trainable = _central(
+        warm, pooled, valid, eval_set, trainable=dp_trainable, adapter_arrays=adapter, **central_args
+    )
+    dp_numbers = sum(int(np.size({**warm_release.weights, **adapter}[k])) for k in dp_trainable)
     plain_config = plain_fl_config(shipped, data_epochs=epochs)
     plain = _fl(dataclasses.replace(plain_config, run_dir=str(out / "plain")))
     dp = _fl(shipped)
@@ -321,6 +355,9 @@ def run_federated_bench(bench: BenchConfig, data_config: DataConfig | None = Non
         "topk_spread": float(np.sqrt(central["top1"] * (1 - central["top1"]) / len(eval_set))),
         "plain_fl_best_top1": plain["best_top1"],
         "gap_closed_dp_vs_trainable": _gap(dp["top1"], public["top1"], central_trainable["top1"]),
+        "dp_trained_numbers": dp_numbers,  # d: what each device clips, noises and sends
+        # user-level noise norm on the mean update over the clip: update_sigma * sqrt(d) / m
+        "dp_noise_over_clip": (dp["update_sigma"] or 0.0) * math.sqrt(dp_numbers) / shipped.devices_per_round,
         "losses": {
             "public": public["loss"],
             "central": central["loss"],

@@ -36,11 +36,11 @@ from flwr.clientapp import ClientApp
 
 from federation.public_base import BASE_SHA_KEY, with_base
 from federation.wire import CLIP_BIT_KEY, encode_stats
-from keyboard_sim.device import Device, LocalDPConfig, seed_for
+from keyboard_sim.device import DEVICE_HEAD_KEYS, Device, LocalDPConfig, seed_for
 from keyboard_sim.federation import FederationConfig, device_examples, select_devices, trainable_arrays
 from keyboard_sim.plain_device import PlainDevice
 from models.config import ModelConfig
-from models.factory import HEAD_KEYS, config_from_weights
+from models.factory import config_from_weights
 
 logging.getLogger("flwr").propagate = False  # opacus calls basicConfig: Flower lines would print twice
 
@@ -245,7 +245,7 @@ def _save_state(context: Context, config: FederationConfig, run_id: str, partiti
 def _encoder_digest(round_config: ConfigRecord, received: dict[str, np.ndarray]) -> str | None:
     """The base's sha256 when the message left every encoder array (and ``beta``) to the base, else None."""
     digest = round_config.get(BASE_SHA_KEY)
-    encoder_sent = any(k not in HEAD_KEYS or k == "beta" for k in received)
+    encoder_sent = any(k not in DEVICE_HEAD_KEYS or k == "beta" for k in received)  # (or its adapter)
     return None if digest is None or encoder_sent else str(digest)
 
 

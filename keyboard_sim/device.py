@@ -56,6 +56,7 @@ from models.factory import (
     param_names,
 )
 from models.fused import fuse_lstm
+from models.lora import LORA_A, LORA_B, LoRAProjection
 
 __all__ = [
     "LocalDPConfig",
@@ -66,6 +67,7 @@ __all__ = [
     "feature_encoder",
     "head_features",
     "rdp_epsilon",
+    "DEVICE_HEAD_KEYS",
 ]
 
 
@@ -138,6 +140,8 @@ class _HeadProjection(nn.Module):
 
 
 _HEAD_PARAMS = {"w2": "proj.weight", "b2": "proj.bias"}
+_LORA_PARAMS = {**_HEAD_PARAMS, LORA_B: "lora.weight"}
+DEVICE_HEAD_KEYS = (*HEAD_KEYS, LORA_B)  # what a head-only device may train: the head and its adapter
 
 
 class _FeatureEncoder:
@@ -276,16 +280,16 @@ class Device:
         self.dp = dp
         keys = feature_encoder(model_config).keys
         self.trainable: tuple[str, ...] = keys if dp.trainable is None else dp.trainable
-        unknown = [k for k in self.trainable if k not in keys]
+        self.head_only = set(self.trainable) <= set(DEVICE_HEAD_KEYS)  # train on cached head features
+        unknown = [k for k in self.trainable if k not in keys and not (k == LORA_B and self.head_only)]
         if unknown:
             raise ValueError(
                 f"LocalDPConfig.trainable: {unknown} are not arrays of the {model_config.kind!r} model; "
-                f"choose from {list(keys)}"
+                f"choose from {list(keys)} (or {LORA_B} with head arrays only)"
             )
         with warnings.catch_warnings():  # "Secure RNG turned off": known and documented above
             warnings.filterwarnings("ignore", message="Secure RNG turned off")
             self.privacy_engine = PrivacyEngine(accountant=dp.accountant)
-        self.head_only = set(self.trainable) <= set(HEAD_KEYS)  # train on cached head features
         self.ledger: list[dict] = []  # one entry per round this device took part in
         self._model: nn.Module | None = None  # the plain module, shared with the GradSampleModule
         self._gsm: nn.Module | None = None
@@ -294,10 +298,19 @@ class Device:
         self._criterion: nn.Module = nn.CrossEntropyLoss()
 
     # ----------------------------------------------------------------- lifetime
-    def _make_private_once(self) -> None:
+    def _head_module(self, global_weights: dict[str, np.ndarray]) -> nn.Module:
+        """The trained module of a head-only device: the projection, with the adapter when it trains B."""
+        hidden, vocab = self.model_config.hidden, self.model_config.vocab_size
+        if LORA_B not in self.trainable:
+            return _HeadProjection(hidden, vocab)
+        if LORA_B not in global_weights:
+            raise ValueError(f"trainable names {LORA_B!r}, but the server sent no adapter arrays")
+        return LoRAProjection(nn.Linear(hidden, vocab), rank=int(np.shape(global_weights[LORA_B])[1]))
+
+    def _make_private_once(self, global_weights: dict[str, np.ndarray]) -> None:
         """Wrap model/optimizer/loader with Opacus; called exactly once per device."""
         if self.head_only:
-            self._model = _HeadProjection(self.model_config.hidden, self.model_config.vocab_size)
+            self._model = self._head_module(global_weights)
             inputs = torch.zeros((len(self.examples), self.model_config.hidden))  # features, set each round
         else:
             self._model = build_model(self.model_config)
@@ -331,7 +344,9 @@ class Device:
             self._gsm, self._optimizer, self._loader = wrapped
 
     def _param_names(self) -> dict[str, str]:
-        return dict(_HEAD_PARAMS) if self.head_only else param_names(self._model)
+        if not self.head_only:
+            return param_names(self._model)
+        return dict(_LORA_PARAMS) if isinstance(self._model, LoRAProjection) else dict(_HEAD_PARAMS)
 
     def _load_global(self, global_weights: dict[str, np.ndarray], encoder_digest: str | None) -> None:
         """w_t into the trained module; head-only: also this round's features from w_t's encoder
@@ -340,8 +355,10 @@ class Device:
             load_weights(self._model, global_weights)
             return
         with torch.no_grad():
-            for key, name in _HEAD_PARAMS.items():
+            for key, name in self._param_names().items():
                 self._model.get_parameter(name).copy_(torch.from_numpy(np.asarray(global_weights[key])))
+            if isinstance(self._model, LoRAProjection):
+                self._model.down.copy_(torch.from_numpy(np.asarray(global_weights[LORA_A])))
             cache_key = (
                 _FeatureCache.key(self.device_id, encoder_digest, self.examples.x) if encoder_digest else None
             )
@@ -355,7 +372,8 @@ class Device:
     def _export(self) -> dict[str, np.ndarray]:
         if not self.head_only:
             return export_weights(self._model)
-        return {k: self._model.get_parameter(n).detach().numpy().copy() for k, n in _HEAD_PARAMS.items()}
+        names = self._param_names().items()
+        return {k: self._model.get_parameter(n).detach().numpy().copy() for k, n in names}
 
     @property
     def sample_rate(self) -> float:
@@ -381,7 +399,7 @@ class Device:
         """
         start = time.perf_counter()
         if self._gsm is None:
-            self._make_private_once()
+            self._make_private_once(global_weights)
         assert self._model is not None and self._optimizer is not None and self._loader is not None
         self._load_global(global_weights, encoder_digest)
         self._optimizer.original_optimizer.state.clear()  # Adam moments start afresh each round

@@ -23,6 +23,7 @@ from keyboard_sim.split import SplitConfig
 from models.config import ModelConfig
 from models.data import Examples
 from models.factory import default_trainable, trainable_keys
+from models.lora import LORA_B, lora_rank
 
 __all__ = [
     "FederationConfig",
@@ -38,21 +39,41 @@ __all__ = [
 # ---------------------------------------------------------------------- model
 def trainable_arrays(config: FederationConfig, model_config: ModelConfig) -> tuple[str, ...]:
     """The arrays devices fine-tune: ``config.trainable`` ("default": the model's bias-like arrays,
-    ``models.factory.default_trainable``; "all": every array), checked against the model's arrays
-    (ValueError names the field)."""
+    ``models.factory.default_trainable``; "all": every array; ``lora<r>``: the head's low-rank adapter B,
+    ``models.lora.LORA_B``), checked against the model's arrays (ValueError names the field)."""
     if config.trainable == "default":
         return default_trainable(model_config)
     if config.trainable == "all":
         return trainable_keys(model_config)
     names = tuple(k.strip() for k in config.trainable.split(",") if k.strip())
     keys = trainable_keys(model_config)
-    unknown = [k for k in names if k not in keys]
+    rank = _adapter_rank(config, model_config, names)
+    unknown = [k for k in names if k not in keys and not (rank and k == f"lora{rank}")]
     if unknown or not names:
         raise ValueError(
             f"FederationConfig.trainable={config.trainable!r}: {unknown or 'nothing'} is not an array of the "
-            f"{model_config.kind!r} model; use 'default', 'all' or a comma list of {','.join(keys)}"
+            f"{model_config.kind!r} model; use 'default', 'all', 'lora<r>[,b2]' or a comma list of "
+            f"{','.join(keys)}"
         )
-    return names
+    return tuple(LORA_B if k == f"lora{rank}" else k for k in names)
+
+
+def _adapter_rank(config: FederationConfig, model_config: ModelConfig, names: tuple[str, ...]) -> int | None:
+    """r of a ``lora<r>`` among ``names`` (None: none); it trains on cached head features, so it goes
+    only with head arrays (``w2``, ``b2``) and needs 1 <= r <= H (ValueError names the field)."""
+    try:
+        rank = lora_rank(names)
+    except ValueError as err:
+        raise ValueError(f"FederationConfig.trainable={config.trainable!r}: {err}") from err
+    if rank is None:
+        return None
+    others = [k for k in names if k != f"lora{rank}" and k not in ("w2", "b2")]
+    if others or rank > model_config.hidden:
+        raise ValueError(
+            f"FederationConfig.trainable={config.trainable!r}: the adapter lora<r> needs 1 <= r <= "
+            f"{model_config.hidden} and goes only with the head arrays w2, b2 (got {others or f'r={rank}'})"
+        )
+    return rank
 
 
 # ---------------------------------------------------------------------- data

@@ -46,6 +46,7 @@ from models.config import ModelConfig, shipped_model_config
 from models.data import Examples
 from models.factory import build_model, export_weights, load_weights
 from models.fused import fuse_lstm
+from models.lora import lora_arrays, lora_rank, merge_lora
 from models.release import load_release, save_release
 from models.train import evaluate
 from server.accounting import UserLevelAccountant, user_noise_for_epsilon
@@ -58,6 +59,7 @@ __all__ = [
     "make_server_app",
     "run_federation",
     "initial_weights",
+    "adapter_weights",
     "heldout_sample",
     "RunRecorder",
     "RoundAccounting",
@@ -105,6 +107,15 @@ def initial_weights(
     model_config = fresh_model_config(config, len(vocab_words))
     torch.manual_seed(config.seed)
     return export_weights(build_model(model_config)), model_config, f"random init (seed {config.seed})"
+
+
+def adapter_weights(config: FederationConfig, model_config: ModelConfig) -> dict[str, np.ndarray]:
+    """The adapter arrays of a ``trainable=lora<r>`` run (``models.lora``: A from ``lora_seed``, B = 0),
+    else none; the release merges them into W2."""
+    rank = lora_rank([k.strip() for k in config.trainable.split(",")])
+    if rank is None:
+        return {}
+    return lora_arrays(rank, model_config.hidden, model_config.vocab_size, config.lora_seed)
 
 
 def heldout_sample(heldout: Examples, max_examples: int | None, seed: int) -> Examples:
@@ -546,6 +557,7 @@ def run_federation(grid: Grid, config: FederationConfig, data: RunData) -> dict:
     """The whole server-side job; returns the model card it wrote."""
     start = time.perf_counter()
     w0, model_config, provenance = initial_weights(config, data.vocab.words)
+    w0 = {**w0, **adapter_weights(config, model_config)}
     eval_set = heldout_sample(data.heldout, config.eval_max_examples, config.seed)
     model = fuse_lstm(build_model(model_config))  # evaluation only: torch's fused LSTM, ~4x faster
     noise = calibrate_noise(config)
@@ -611,7 +623,7 @@ def run_federation(grid: Grid, config: FederationConfig, data: RunData) -> dict:
 
         def evaluate_fn(flower_round: int, arrays: ArrayRecord) -> MetricRecord:
             weights = arrays_to_numpy(arrays)
-            scores = evaluate(load_weights(model, weights), eval_set, unk_id=data.vocab.unk_id)
+            scores = evaluate(load_weights(model, merge_lora(weights)), eval_set, unk_id=data.vocab.unk_id)
             metrics = MetricRecord({"top1": scores["top1"], "top3": scores["top3"], "loss": scores["loss"]})
             if offset and flower_round == 0:  # the resumed checkpoint: its row is already recorded
                 return metrics
@@ -669,7 +681,8 @@ def run_federation(grid: Grid, config: FederationConfig, data: RunData) -> dict:
         "heldout_users": len(data.heldout_users),
         "seconds": time.perf_counter() - start,
     }
-    return write_release(config, recorder, final, model_config, data.vocab, _model_card(config, run))
+    card = _model_card(config, run)
+    return write_release(config, recorder, merge_lora(final), model_config, data.vocab, card)
 
 
 LoadData = Callable[[FederationConfig], RunData]

@@ -39,23 +39,31 @@ def test_no_clip_and_the_clip_bit() -> None:
     assert add_clip_bit(delta, norm, clip=4.0, std=0.0, rng=rng)[CLIP_BIT_KEY][0] == 0.0
 
 
-def test_central_baseline_trains_only_the_named_arrays(tmp_path: Path) -> None:
-    # Prepare: a tiny warm start release and a few windows
+def _tiny_warm_start(path: Path):  # noqa: ANN202 (models.data.Examples, imported lazily)
+    """A tiny NPLM warm-start release at ``path`` and 600 random windows of its vocabulary."""
     import torch
 
-    from hushtype.bench_federated import fine_tune
     from models.config import ModelConfig
     from models.data import Examples
     from models.factory import build_model, export_weights
-    from models.release import load_release, save_release
+    from models.release import save_release
     from models.vocab import Vocabulary
 
     config = ModelConfig(vocab_size=32, context=4, embed_dim=4, hidden=8, dropout=0.0)
     torch.manual_seed(0)
     vocab = Vocabulary(["<unk>", "<s>", *[f"w{i}" for i in range(30)]], source="test")
-    save_release(tmp_path / "warm", export_weights(build_model(config)), config, vocab, {"epsilon": None})
+    save_release(path, export_weights(build_model(config)), config, vocab, {"epsilon": None})
     rng = np.random.default_rng(0)
-    windows = Examples(rng.integers(0, 32, (600, 4)), rng.integers(2, 32, 600))
+    return Examples(rng.integers(0, 32, (600, 4)), rng.integers(2, 32, 600))
+
+
+def test_central_baseline_trains_only_the_named_arrays(tmp_path: Path) -> None:
+    # Prepare: a tiny warm start release and a few windows
+    from hushtype.bench_federated import fine_tune
+    from models.factory import export_weights
+    from models.release import load_release
+
+    windows = _tiny_warm_start(tmp_path / "warm")
     # Execute: only the output bias trains
     model, summary = fine_tune(tmp_path / "warm", windows, windows, epochs=2.0, seed=0, trainable=("b2",))
     # Assert: early-stopped per epoch; b2 moved, every other array is the warm start's
@@ -64,3 +72,29 @@ def test_central_baseline_trains_only_the_named_arrays(tmp_path: Path) -> None:
     assert np.abs(tuned["b2"] - warm["b2"]).max() > 1e-4
     for key in ("embedding", "w1", "b1", "w2"):
         np.testing.assert_array_equal(tuned[key], warm[key])
+
+
+def test_central_adapter_training_returns_the_merged_head(tmp_path: Path) -> None:
+    # Prepare: the tiny warm start and a rank-2 adapter (A from a seed, B = 0)
+    import torch
+
+    from hushtype.bench_federated import fine_tune
+    from models.factory import export_weights
+    from models.lora import LORA_B, lora_a, lora_arrays
+    from models.release import load_release
+
+    windows = _tiny_warm_start(tmp_path / "warm")
+    adapter = lora_arrays(2, 8, 32, seed=0)
+    # Execute: B trains (no model array does)
+    model, _ = fine_tune(
+        tmp_path / "warm", windows, windows, epochs=2.0, seed=0, trainable=(LORA_B,), adapter_arrays=adapter
+    )
+    # Assert: a plain model again; only W2 moved, by a rank-2 matrix in A's row space
+    warm, tuned = load_release(tmp_path / "warm").weights, export_weights(model)
+    assert isinstance(model.fc2, torch.nn.Linear)
+    for key in ("embedding", "w1", "b1", "b2"):
+        np.testing.assert_array_equal(tuned[key], warm[key])
+    moved = tuned["w2"] - warm["w2"]  # = B A
+    a = lora_a(2, 8, seed=0)
+    assert np.abs(moved).max() > 1e-4 and np.linalg.matrix_rank(moved, tol=1e-5) == 2
+    np.testing.assert_allclose(moved, moved @ a.T @ a, atol=1e-5)

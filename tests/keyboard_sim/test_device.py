@@ -70,6 +70,47 @@ def test_head_only_device_trains_on_cached_features_like_the_whole_model() -> No
     assert a.example_epsilon == pytest.approx(b.example_epsilon)
 
 
+def test_a_lora_device_takes_the_exact_sgd_step_on_b_over_projected_features() -> None:
+    # Prepare: rank-2 adapter, B = 0; every example in the (full) batch, no noise, no clipping in reach
+    from keyboard_sim.device import head_features
+    from models.lora import LORA_A, LORA_B, lora_arrays, merge_lora
+
+    w = {**_global(), **lora_arrays(2, TINY.hidden, TINY.vocab_size, seed=0)}
+    ex = _examples(20)
+    dp = LocalDPConfig(
+        batch_size=20, max_local_steps=1, noise_multiplier=0.0, max_grad_norm=1e6, lr=0.5, trainable=(LORA_B,)
+    )
+    device = Device("u", ex, TINY, dp)
+    # Execute
+    result = device.train(w, server_round=1, seed=0)
+    # Assert: only B moved, by -lr * mean_i (softmax(W2 a_i + b2) - onehot(y_i)) (A a_i)^T
+    assert device.head_only and set(result.delta) == {LORA_B} and result.delta[LORA_B].shape == (64, 2)
+    a = head_features(TINY, w, ex.x).astype(np.float64)
+    logits = a @ w["w2"].T + w["b2"]
+    p = np.exp(logits - logits.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    p[np.arange(len(ex.y)), ex.y] -= 1.0
+    expected = -0.5 * p.T @ (a @ w[LORA_A].T) / len(ex.y)  # (V, r)
+    np.testing.assert_allclose(result.delta[LORA_B], expected, rtol=1e-4, atol=1e-6)
+    assert np.abs(expected).max() > 1e-3
+    # the device's own head with the trained B gives the merged head's logits
+    trained = {**w, LORA_B: w[LORA_B] + result.delta[LORA_B]}
+    with torch.no_grad():
+        got = device._model(torch.from_numpy(a.astype(np.float32))).numpy()
+    merged = merge_lora(trained)
+    np.testing.assert_allclose(got, a @ merged["w2"].T + merged["b2"], rtol=1e-4, atol=1e-4)
+
+
+def test_a_lora_device_needs_the_adapter_and_the_head_path() -> None:
+    from models.lora import LORA_B
+
+    with pytest.raises(ValueError, match="not arrays of the 'nplm' model"):
+        Device("u", _examples(4), TINY, LocalDPConfig(trainable=(LORA_B, "w1")))
+    device = Device("u", _examples(4), TINY, LocalDPConfig(trainable=(LORA_B, "b2")))
+    with pytest.raises(ValueError, match="sent no adapter arrays"):
+        device.train(_global(), server_round=1, seed=0)
+
+
 def test_same_seed_same_update_and_hooks_mode_works() -> None:
     w = _global()
     a = Device("u", _examples(30), TINY, LocalDPConfig(batch_size=10, max_local_steps=2)).train(

@@ -54,11 +54,31 @@ def test_a_bad_model_setting_fails_before_ray_starts(tmp_path: Path, monkeypatch
         run_federated(FederationConfig(**{**_tiny_lstm(tmp_path), "trainable": "b1,b2"}, run_dir=run))
     with pytest.raises(ValueError, match=r"FederationConfig\.trainable='enc\.nope'"):
         run_federated(FederationConfig(**{**_tiny_lstm(tmp_path), "trainable": "enc.nope"}, run_dir=run))
+    with pytest.raises(ValueError, match=r"FederationConfig\.trainable='lora4,enc\.norm\.bias'.*head arrays"):
+        run_federated(
+            FederationConfig(**{**_tiny_lstm(tmp_path), "trainable": "lora4,enc.norm.bias"}, run_dir=run)
+        )
+    with pytest.raises(ValueError, match=r"FederationConfig\.trainable='lora99'.*r <= 16"):
+        run_federated(FederationConfig(**{**_tiny_lstm(tmp_path), "trainable": "lora99"}, run_dir=run))
     with pytest.raises(ValueError, match=r"FederationConfig\.context=4 .*'lstm' reads 8"):
         run_federated(FederationConfig(**{**_tiny_lstm(tmp_path), "context": 4}, run_dir=run))
     with pytest.raises(ValueError, match=r"FederationConfig\.model"):
         FederationConfig(model="gru")
     assert not (tmp_path / "run" / "rounds.jsonl").exists()
+
+
+def test_a_lora_trainable_names_the_adapter_and_the_server_starts_it_at_zero() -> None:
+    from keyboard_sim.federation import trainable_arrays
+    from models.config import ModelConfig
+    from models.lora import LORA_A, LORA_B
+    from server.server_app import adapter_weights
+
+    model = ModelConfig(vocab_size=64, context=8, embed_dim=8, hidden=16, kind="lstm", width=16, layers=1)
+    cfg = FederationConfig(model="lstm", context=8, trainable="lora4,b2", lora_seed=5)
+    assert trainable_arrays(cfg, model) == (LORA_B, "b2")
+    adapter = adapter_weights(cfg, model)
+    assert adapter[LORA_A].shape == (4, 16) and adapter[LORA_B].shape == (64, 4)
+    assert not adapter[LORA_B].any() and adapter_weights(FederationConfig(), model) == {}
 
 
 @pytest.mark.slow  # a real Ray federation of the whole LSTM (~45 s on a loaded 2-core machine)
@@ -78,3 +98,29 @@ def test_the_no_dp_arm_trains_every_lstm_array_through_flower(tmp_path: Path) ->
     assert cfg.rounds == 2 and cfg.devices_per_round == 6
     assert all(abs(release.weights[k] - start[k]).max() > 0 for k in start if k != "beta")
     assert card["user_epsilon"] is None  # infinite: no noise (the card writes None)
+
+
+@pytest.mark.slow  # a real Ray federation (~40 s on a loaded 2-core machine)
+def test_a_lora_federation_trains_b_and_releases_the_merged_head(tmp_path: Path) -> None:
+    # Prepare: the tiny LSTM federation, devices train a rank-2 adapter and the output bias, HE sums
+    import numpy as np
+    from safetensors.numpy import load_file
+
+    from models.lora import LORA_A, LORA_B, merge_lora
+
+    cfg = FederationConfig(
+        **{**_tiny_lstm(tmp_path), "trainable": "lora2,b2"},
+        noise_multiplier=0.5,
+        run_dir=str(tmp_path / "run"),
+    )
+    # Execute
+    run_federated(cfg)
+    # Assert: B moved from 0 (A did not), w2 and the encoder did not; the release is the merged plain head
+    start = load_file(str(tmp_path / "run" / "checkpoints" / "round_000.safetensors"))
+    final = load_file(str(tmp_path / "run" / "checkpoints" / "round_002.safetensors"))
+    assert not start[LORA_B].any() and np.abs(final[LORA_B]).max() > 0
+    assert {k for k in start if np.abs(final[k] - start[k]).max() > 0} == {LORA_B, "b2"}
+    release = load_release(tmp_path / "run" / "release")
+    assert set(release.head) == {"w2", "b2", "beta"} and LORA_A not in release.weights
+    np.testing.assert_allclose(release.weights["w2"], merge_lora(final)["w2"], atol=1e-6)
+    assert np.abs(release.weights["w2"] - start["w2"]).max() > 0
