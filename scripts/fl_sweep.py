@@ -154,7 +154,7 @@ def federated(bench: Bench, arm: Arm) -> None:
         for i in rng.choice(len(devices), arm.m, replace=False):
             device.examples = devices[i]
             result = device.train(w, server_round=r, seed=arm.seed * 10**6 + r * 1000 + int(i))
-            seen += result.steps * min(arm.B, len(devices[i]))
+            seen += min(result.steps * arm.B, len(devices[i]))
             for k in mean:
                 mean[k] += result.delta[k] / arm.m
         server_step(arm, r, w, mean, state)
