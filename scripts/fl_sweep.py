@@ -51,6 +51,7 @@ class Arm:
     K: int = 8
     B: int = 32
     lr: float = 0.05
+    opt: str = "sgd"  # the device's optimizer: "sgd" | "adam" (fresh state every round)
     server: str = "fedadam"  # "fedadam" | "fedavgm"
     eta: float = 2e-3
     b1: float = 0.9
@@ -143,7 +144,12 @@ def federated(bench: Bench, arm: Arm) -> None:
     model = bench.warm()
     w = export_weights(model)
     dp = LocalDPConfig(
-        noise_multiplier=0.0, max_grad_norm=5.0, batch_size=arm.B, lr=arm.lr, max_local_steps=arm.K
+        noise_multiplier=0.0,
+        max_grad_norm=5.0,
+        batch_size=arm.B,
+        lr=arm.lr,
+        max_local_steps=arm.K,
+        optimizer=arm.opt,
     )
     device = PlainDevice("sweep", devices[0], bench.release.config, dp)
     state: dict = {}
