@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
+import pytest
 
-from hushtype.bench_federated import _gap, plain_fl_config, plot_frontier
+from hushtype.bench_federated import (
+    PLAIN_DEVICES_PER_ROUND,
+    PLAIN_LOCAL_STEPS,
+    _gap,
+    plain_fl_config,
+    plot_frontier,
+)
 from keyboard_sim.client_app import CLIP_BIT_KEY, add_clip_bit, clip_update
 from keyboard_sim.federation import FederationConfig
 
@@ -17,6 +25,22 @@ def test_plain_arm_has_no_privacy_and_keeps_the_federation() -> None:
     assert (plain.noise_multiplier, plain.example_noise_multiplier, plain.clip) == (0.0, 0.0, 0.0)
     assert plain.aggregation == "plain" and not plain.adaptive_clip and plain.trainable == "all"
     assert (plain.devices, plain.devices_per_round, plain.rounds) == (40, 8, 3)
+
+
+def test_plain_arm_spends_the_central_data_budget_in_short_rounds() -> None:
+    # Prepare: 40 devices, half with more windows than K batches, half with fewer
+    shipped = FederationConfig(devices=40, devices_per_round=8, rounds=3, eval_max_examples=20000)
+    windows = [1000] * 20 + [100] * 20
+    per_device = (20 * PLAIN_LOCAL_STEPS * shipped.batch_size + 20 * 100) / 40
+    # Execute
+    plain = plain_fl_config(shipped, data_epochs=2.0, device_windows=windows)
+    # Assert: K steps a device, rounds = 2 passes of every window / the windows a round trains on
+    assert plain.devices_per_round == min(PLAIN_DEVICES_PER_ROUND, 40)
+    assert plain.rounds == math.ceil(2.0 * sum(windows) / (plain.devices_per_round * per_device))
+    assert plain.max_local_steps == PLAIN_LOCAL_STEPS and plain.server_optimizer == "fedadam"
+    assert plain.eval_max_examples == 2000 and plain.checkpoint_every == plain.rounds
+    with pytest.raises(ValueError, match="device_windows"):
+        plain_fl_config(shipped, data_epochs=2.0)
 
 
 def test_gap_closed() -> None:

