@@ -89,7 +89,7 @@ def test_the_no_dp_arm_trains_every_lstm_array_through_flower(tmp_path: Path) ->
     from hushtype.bench_federated import plain_fl_config
 
     shipped = FederationConfig(**_tiny_lstm(tmp_path), run_dir=str(tmp_path / "run"))
-    cfg = plain_fl_config(shipped, data_epochs=2.0, device_windows=[100] * 6)  # < K batches each
+    cfg = plain_fl_config(shipped, data_epochs=2.0, device_windows=[50] * 6)  # < K batches of 8 each
     # Execute
     card = run_federated(cfg)
     # Assert: 2 passes of 6 devices, all 6 a round; plain-torch devices moved every array; no noise: eps inf
