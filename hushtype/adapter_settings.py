@@ -27,7 +27,7 @@ import torch
 from keyboard_sim.corpus import UserText, load_users
 from keyboard_sim.dataset import DataConfig, release_data_config, user_examples
 from keyboard_sim.device_cache import DeviceCache, DeviceCacheConfig, mix_cache
-from keyboard_sim.personalize import CacheAdapterConfig, adapter_from_statistics, user_statistics
+from keyboard_sim.personalize import CacheAdapterConfig, adapter_from_statistics, softmax, user_statistics
 from keyboard_sim.split import split_users
 from models.factory import build_model, load_weights
 from models.release import load_release, record_card_field
@@ -39,6 +39,7 @@ __all__ = [
     "AdapterUser",
     "PRIORS",
     "SCALES",
+    "adapter_grid",
     "choose_adapter_config",
     "choose_device_cache",
     "choose_settings",
@@ -128,9 +129,7 @@ def running_statistics(
     onehot = np.zeros_like(later_logits, dtype=np.float64)
     onehot[np.arange(n), later_y] = 1.0
     onehot[:, _SPECIALS] = 0.0
-    z = later_logits - later_logits.max(axis=1, keepdims=True)
-    soft = np.exp(z)
-    soft /= soft.sum(axis=1, keepdims=True)
+    soft = softmax(later_logits)
     soft[:, _SPECIALS] = 0.0
     before_c = np.cumsum(onehot, axis=0) - onehot
     before_e = np.cumsum(soft, axis=0) - soft
@@ -156,9 +155,14 @@ def per_sentence_top3(user: AdapterUser, config: CacheAdapterConfig, sentences=N
     return top3(user.later_logits, user.later_y, adapter_from_statistics(c, e, config)[sentence])
 
 
+def adapter_grid() -> list[CacheAdapterConfig]:
+    """Every (scale, prior) of ``SCALES`` x ``PRIORS``: the settings any adapter choice searches."""
+    return [CacheAdapterConfig(scale=s, prior=a) for s in SCALES for a in PRIORS]
+
+
 def choose_adapter_config(users: list[AdapterUser]) -> CacheAdapterConfig:
     """The grid's settings with the best mean top-3 of the per-sentence policy on ``users`` (train)."""
-    grid = [CacheAdapterConfig(scale=s, prior=a) for s in SCALES for a in PRIORS]
+    grid = adapter_grid()
     totals = np.zeros(len(grid))
     for user in users:
         sentences = _sentence_statistics(user)
@@ -169,9 +173,7 @@ def choose_adapter_config(users: list[AdapterUser]) -> CacheAdapterConfig:
 def personalized(user: AdapterUser, config: CacheAdapterConfig) -> np.ndarray:
     """(n, V) the distribution a device decrypts: the model + the up-to-date adapter, softmax."""
     c, e, sentence = _sentence_statistics(user)
-    z = user.later_logits + adapter_from_statistics(c, e, config)[sentence]
-    p = np.exp(z - z.max(axis=1, keepdims=True))
-    return p / p.sum(axis=1, keepdims=True)
+    return softmax(user.later_logits + adapter_from_statistics(c, e, config)[sentence])
 
 
 def device_cache_parts(user: AdapterUser) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -32,9 +32,8 @@ import numpy as np
 
 from hushtype.adapter_settings import (
     CHOICE_USERS,
-    PRIORS,
-    SCALES,
     AdapterUser,
+    adapter_grid,
     choose_settings,
     device_cache_parts,
     encode_users,
@@ -46,7 +45,7 @@ from hushtype.adapter_settings import (
 from keyboard_sim.corpus import load_users
 from keyboard_sim.dataset import DataConfig, release_data_config
 from keyboard_sim.device_cache import DeviceCacheConfig
-from keyboard_sim.personalize import CacheAdapterConfig, adapter_from_statistics, fit_bias_to_logits
+from keyboard_sim.personalize import CacheAdapterConfig, adapter_from_statistics, fit_bias_to_logits, softmax
 from keyboard_sim.split import local_split, split_users
 from models.factory import build_model, load_weights
 from models.release import card_adapter_settings, load_release
@@ -83,8 +82,7 @@ def _scores(users: list[AdapterUser], adapter) -> np.ndarray:
 
 def _static_config(train: list[AdapterUser]) -> CacheAdapterConfig:
     """The settings of the adapter built once from the earlier lines, chosen on train users."""
-    grid = [CacheAdapterConfig(scale=s, prior=a) for s in SCALES for a in PRIORS]
-    return max(grid, key=lambda c: _scores(train, _cache(c)).mean())
+    return max(adapter_grid(), key=lambda c: _scores(train, _cache(c)).mean())
 
 
 def _cache(config: CacheAdapterConfig):
@@ -106,8 +104,7 @@ def _device_cache_fields(heldout: list[AdapterUser], base: np.ndarray, adapter, 
     for user in heldout:
         parts = device_cache_parts(user)
         both.append(with_device_cache_top3(user, personalized(user, adapter), cache, parts))
-        plain = np.exp(user.later_logits - user.later_logits.max(axis=1, keepdims=True))
-        alone.append(with_device_cache_top3(user, plain / plain.sum(axis=1, keepdims=True), cache, parts))
+        alone.append(with_device_cache_top3(user, softmax(user.later_logits), cache, parts))
     both, alone = np.array(both), np.array(alone)
     full, only = _summary(base, both), _summary(base, alone)
     over_adapter = _summary(adapted, both)

@@ -41,14 +41,16 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from hushtype.adapter_settings import PRIORS, SCALES, running_statistics
+from hushtype.adapter_settings import adapter_grid, running_statistics
 from keyboard_sim.corpus import UserText, load_users
 from keyboard_sim.dataset import DataConfig, release_data_config, user_examples
+from keyboard_sim.device_cache import DeviceCacheConfig, mix_cache
 from keyboard_sim.personalize import (
     CacheAdapterConfig,
     PersonalizationConfig,
     adapter_from_statistics,
     fit_bias_to_logits,
+    softmax,
     user_statistics,
 )
 from keyboard_sim.split import local_split, split_users
@@ -270,16 +272,10 @@ def _finetune(
     return {"lr": lr, "steps": steps, "users": len(heldout)}, scores
 
 
-def _softmax(z: np.ndarray) -> np.ndarray:
-    z = z - z.max(axis=1, keepdims=True)
-    p = np.exp(z)
-    return p / p.sum(axis=1, keepdims=True)
-
-
 def _cache_parts(user: _User) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(p_model, unigram cache, bigram cache rows, prev seen) over V ids for the later lines."""
     size = user.vocab_size  # in-vocabulary words only: the user's own words are ``personal_vocab``'s
-    p_model = _softmax(user.later_logits)
+    p_model = softmax(user.later_logits)
     p_model[:, 0] = 0.0  # <unk> is never suggested: its mass is not a word
     y = user.model_ids(user.train_y)
     uni = np.bincount(y, minlength=size)[:size].astype(np.float64)
@@ -300,8 +296,7 @@ def _cache_parts(user: _User) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.nd
 
 def _cache_scores(parts, l_u: float, l_b: float) -> np.ndarray:
     p_model, uni, rows, seen = parts
-    lb = l_b * seen[:, None]
-    return np.log((1.0 - l_u - lb) * p_model + l_u * uni[None, :] + lb * rows + 1e-30)
+    return np.log(mix_cache(p_model, uni, rows, seen, DeviceCacheConfig(l_u, l_b)) + 1e-30)
 
 
 def _cache_lm(train: list[_User], heldout: list[_User]) -> list[tuple[dict, np.ndarray]]:
@@ -330,8 +325,7 @@ def _cache_adapter(train: list[_User], heldout: list[_User]) -> tuple[dict, np.n
             out.append(_score(u, u.later_logits + adapter_from_statistics(counts, expected, config)))
         return np.array(out)
 
-    grid = [CacheAdapterConfig(scale=s, prior=a) for s in SCALES for a in PRIORS]
-    best = max(grid, key=lambda c: np.nanmean(scores(train, c)[:, 0]))
+    best = max(adapter_grid(), key=lambda c: np.nanmean(scores(train, c)[:, 0]))
     return {"scale": best.scale, "prior": best.prior}, scores(heldout, best)
 
 
@@ -347,8 +341,7 @@ def _dynamic_scores(user: _User, config: CacheAdapterConfig, per_word: bool = Fa
 
 def _cache_adapter_dynamic(train: list[_User], heldout: list[_User]) -> tuple[dict, np.ndarray, np.ndarray]:
     """(config chosen on train users, per-sentence scores, per-word scores) of the up-to-date adapter."""
-    grid = [CacheAdapterConfig(scale=s, prior=a) for s in SCALES for a in PRIORS]
-    best = max(grid, key=lambda c: np.nanmean([_dynamic_scores(u, c)[0] for u in train]))
+    best = max(adapter_grid(), key=lambda c: np.nanmean([_dynamic_scores(u, c)[0] for u in train]))
     per_sentence = np.array([_dynamic_scores(u, best) for u in heldout])
     per_word = np.array([_dynamic_scores(u, best, per_word=True) for u in heldout])
     return {"scale": best.scale, "prior": best.prior}, per_sentence, per_word

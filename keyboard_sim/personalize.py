@@ -39,6 +39,7 @@ __all__ = [
     "adapter_from_statistics",
     "fit_bias_to_logits",
     "fit_vocab_bias",
+    "softmax",
     "topk_accuracy_with_bias",
     "user_statistics",
 ]
@@ -95,9 +96,9 @@ class CacheAdapterConfig:
         return {"scale": self.scale, "prior": self.prior, "max_abs": self.max_abs}
 
 
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    z = np.asarray(logits, dtype=np.float64)
-    z = z - z.max(axis=1, keepdims=True)
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax of (n, V) logits, in their dtype."""
+    z = logits - logits.max(axis=1, keepdims=True)
     p = np.exp(z)
     return p / p.sum(axis=1, keepdims=True)
 
@@ -109,10 +110,10 @@ def user_statistics(logits: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray
     ``logits`` (n, V) are the frozen global model's (on the device, or decrypted from the server's
     answers; without the personal adapter), ``targets`` (n,) the words typed.
     """
-    logits = np.asarray(logits)
+    logits = np.asarray(logits, dtype=np.float64)
     vocab_size = logits.shape[1]
     counts = np.bincount(np.asarray(targets, dtype=np.int64), minlength=vocab_size).astype(np.float64)
-    expected = _softmax(logits).sum(axis=0) if len(logits) else np.zeros(vocab_size)
+    expected = softmax(logits).sum(axis=0) if len(logits) else np.zeros(vocab_size)
     counts[list(_NEVER_SUGGESTED)] = expected[list(_NEVER_SUGGESTED)] = 0.0
     return counts, expected
 
