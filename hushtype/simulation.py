@@ -107,6 +107,7 @@ def run_federated(config: FederationConfig, *, verbose: bool = False) -> dict:
     """Run the whole federation on the simulation engine; returns the final model card."""
     from flwr.simulation import run_simulation
 
+    from hushtype import vce_feed
     from keyboard_sim.client_app import make_client_app
     from server.server_app import FederationAborted, make_server_app, resume_point
 
@@ -118,6 +119,7 @@ def run_federated(config: FederationConfig, *, verbose: bool = False) -> dict:
     (run_dir / "abort.json").unlink(missing_ok=True)
     (run_dir / "model_card.json").unlink(missing_ok=True)
     logging.getLogger("flwr").propagate = False  # opacus' basicConfig would print every Flower line twice
+    vce_feed.install()  # Flower's feeder scans every message once per node: one core busy at 777 nodes
     # Ray workers must import this project: make sure its root is on their path.
     root = str(Path(__file__).resolve().parents[1])
     paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
