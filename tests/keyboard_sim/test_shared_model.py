@@ -6,8 +6,8 @@ import numpy as np
 import torch
 
 from keyboard_sim.device import LocalDPConfig
-from keyboard_sim.plain_device import PlainDevice
 from keyboard_sim.plain_device import _MODELS as SHARED
+from keyboard_sim.plain_device import PlainDevice
 from models.config import ModelConfig
 from models.data import Examples
 from models.factory import build_model, export_weights
