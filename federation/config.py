@@ -98,6 +98,8 @@ class FederationConfig:
     warm_start: str | None = None  # release directory (models.release) to start from
     # evaluation, output, operations
     eval_max_examples: int | None = 20000  # held-out windows scored per round (seeded subset)
+    eval_every: int = 1  # score the held-out sample every k rounds (and rounds 0 and T); every round is
+    # still recorded and accounted (rounds.jsonl: top1/top3/loss/perplexity null where not scored)
     run_dir: str = "runs/federated"
     resume: bool = False  # continue the run in run_dir from its last checkpoint (same config_hash)
     checkpoint_every: int = 1
@@ -143,6 +145,7 @@ class FederationConfig:
             "hidden",
             "vocab_size",
             "checkpoint_every",
+            "eval_every",
             "device_cache",
             "min_clients",
             "lr",

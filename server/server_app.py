@@ -68,6 +68,7 @@ __all__ = [
     "key_authority",
     "build_strategy",
     "write_release",
+    "eval_due",
 ]
 
 INFO = logging.INFO
@@ -185,9 +186,10 @@ class RunRecorder:
         import matplotlib.pyplot as plt
 
         rounds = [r["round"] for r in self.rows]
+        scored = [r for r in self.rows if r["top1"] is not None]  # eval_every: not every round is scored
         fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(6, 6), sharex=True)
-        ax1.plot(rounds, [r["top1"] for r in self.rows], "o-", label="top-1")
-        ax1.plot(rounds, [r["top3"] for r in self.rows], "s-", label="top-3")
+        ax1.plot([r["round"] for r in scored], [r["top1"] for r in scored], "o-", label="top-1")
+        ax1.plot([r["round"] for r in scored], [r["top3"] for r in scored], "s-", label="top-3")
         for i, (name, value) in enumerate(sorted((references or {}).items())):
             ax1.axhline(value, color=f"C{i + 4}", linestyle=":", label=name)
         ax1.set_ylabel("held-out accuracy")
@@ -519,6 +521,21 @@ def _model_card(config: FederationConfig, run: dict) -> dict:
     }
 
 
+UNSCORED: dict[str, float | None] = {"top1": None, "top3": None, "loss": None, "perplexity": None}
+
+
+def eval_due(config: FederationConfig, server_round: int) -> bool:
+    """Whether round t's model is scored on the held-out sample: t = 0, t = T, and every ``eval_every``-th."""
+    return server_round == 0 or server_round >= config.rounds or server_round % config.eval_every == 0
+
+
+def _scores_text(row: dict) -> str:
+    """The log's view of a row's held-out scores ("not scored" between ``eval_every`` rounds)."""
+    if row["top1"] is None:
+        return "not scored"
+    return f"top1 {row['top1']:.4f} top3 {row['top3']:.4f} loss {row['loss']:.3f}"
+
+
 def _round_row(server_round: int, scores: dict, stats: dict, user_eps: float, device_bound: float) -> dict:
     """One line of rounds.jsonl: held-out scores, epsilons, participation and the devices' statistics as
     means over the round's devices (decrypted as one aggregate under HE), never one device's value."""
@@ -558,7 +575,7 @@ def run_federation(grid: Grid, config: FederationConfig, data: RunData) -> dict:
     start = time.perf_counter()
     w0, model_config, provenance = initial_weights(config, data.vocab.words)
     w0 = {**w0, **adapter_weights(config, model_config)}
-    eval_set = heldout_sample(data.heldout, config.eval_max_examples, config.seed)
+    eval_set, vocab = heldout_sample(data.heldout, config.eval_max_examples, config.seed), data.vocab
     model = fuse_lstm(build_model(model_config))  # evaluation only: torch's fused LSTM, ~4x faster
     noise = calibrate_noise(config)
     accountant = UserLevelAccountant(delta=config.user_delta, accountant=config.accountant)
@@ -621,13 +638,14 @@ def run_federation(grid: Grid, config: FederationConfig, data: RunData) -> dict:
         )
         progress = tqdm(total=config.rounds, initial=offset, desc="rounds", unit="round", dynamic_ncols=True)
 
-        def evaluate_fn(flower_round: int, arrays: ArrayRecord) -> MetricRecord:
-            weights = arrays_to_numpy(arrays)
-            scores = evaluate(load_weights(model, merge_lora(weights)), eval_set, unk_id=data.vocab.unk_id)
-            metrics = MetricRecord({"top1": scores["top1"], "top3": scores["top3"], "loss": scores["loss"]})
+        def evaluate_fn(flower_round: int, arrays: ArrayRecord) -> MetricRecord | None:
             if offset and flower_round == 0:  # the resumed checkpoint: its row is already recorded
-                return metrics
+                return None
             server_round = offset + flower_round
+            weights = arrays_to_numpy(arrays)
+            scores = UNSCORED
+            if eval_due(config, server_round):
+                scores = evaluate(load_weights(model, merge_lora(weights)), eval_set, unk_id=vocab.unk_id)
             stats = accounting.stats.get(server_round, {})
             device_bound = example_epsilon_bound(config, server_round)  # public: no device's own value
             row = _round_row(server_round, scores, stats, accountant.user_epsilon(), device_bound)
@@ -638,12 +656,10 @@ def run_federation(grid: Grid, config: FederationConfig, data: RunData) -> dict:
                 progress.update(1)
             log(
                 INFO,
-                "round %d/%d: top1 %.4f top3 %.4f loss %.3f | user eps %s | %d answered, %d dropouts | C %s",
+                "round %d/%d: %s | user eps %s | %d answered, %d dropouts | C %s",
                 server_round,
                 config.rounds,
-                row["top1"],
-                row["top3"],
-                row["loss"],
+                _scores_text(row),
                 row["user_epsilon"],
                 row["participants"],
                 row["dropouts"],
@@ -658,7 +674,9 @@ def run_federation(grid: Grid, config: FederationConfig, data: RunData) -> dict:
                     encoding="utf-8",
                 )
                 raise FederationAborted(reason)
-            return metrics
+            if scores is UNSCORED:
+                return None
+            return MetricRecord({"top1": scores["top1"], "top3": scores["top3"], "loss": scores["loss"]})
 
         try:
             result = strategy.start(

@@ -33,6 +33,8 @@ def test_config_run_config_round_trip() -> None:
         FederationConfig(vocab_source="wiki")
     with pytest.raises(ValueError, match="min_clients"):
         FederationConfig(min_clients=0)
+    with pytest.raises(ValueError, match=r"FederationConfig\.eval_every must be positive"):
+        FederationConfig.from_run_config({"eval-every": 0})
 
 
 def test_data_config_carries_vocabulary_source_and_split_seed() -> None:
@@ -123,10 +125,11 @@ def test_a_seeded_plain_run_repeats_exactly(tmp_path: Path) -> None:
 
 
 def test_a_restarted_server_resumes_from_its_last_checkpoint(tmp_path: Path) -> None:
-    # Prepare: an uninterrupted 3-round run, and a copy of it cut back to "crashed after round 2"
+    # Prepare: an uninterrupted 3-round run scored every 2nd round, and a copy of it cut back to "crashed
+    # after round 2"
     import shutil
 
-    common = _tiny_federation(tmp_path, rounds=3, aggregation="plain", seed=3)
+    common = _tiny_federation(tmp_path, rounds=3, aggregation="plain", seed=3, eval_every=2)
     whole = run_federated(FederationConfig(**common, run_dir=str(tmp_path / "whole")))
     crashed = tmp_path / "crashed"
     shutil.copytree(tmp_path / "whole", crashed)
@@ -147,6 +150,11 @@ def test_a_restarted_server_resumes_from_its_last_checkpoint(tmp_path: Path) -> 
         ]
 
     assert rows(crashed) == rows(tmp_path / "whole")
+    # eval_every=2: rounds 0, 2 and the last scored, round 1 recorded and charged all the same
+    recorded = rows(tmp_path / "whole")
+    assert [r["top1"] is None for r in recorded] == [False, True, False, False]
+    assert recorded[1]["participants"] > 0 and recorded[1]["loss"] is None
+    assert 0 < recorded[1]["user_epsilon"] < recorded[2]["user_epsilon"] < recorded[3]["user_epsilon"]
     assert card["user_epsilon"] == whole["user_epsilon"] and card["round"] == 3
     assert card["metrics"]["final"] == whole["metrics"]["final"]
     # round 3's devices had already trained once before the crash: their ledgers count it again (the
