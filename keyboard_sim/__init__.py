@@ -1,37 +1,40 @@
 """The device side: corpus, user splits, touch typing, autocorrect, personalization.
 
-Heavier device modules are imported by name where needed, so that importing this package stays
-cheap: ``keyboard_sim.device`` (DP-SGD), ``keyboard_sim.client_app`` (Flower ClientApp),
-``keyboard_sim.federation`` (federation config and data), ``keyboard_sim.api_client``
-(encrypted prediction client).
+Names are imported on first use (PEP 562), so importing a light module of this package (the corpus,
+the split, the dataset: what a configuration check needs) does not load torch. Heavier device modules
+are imported by name where needed: ``keyboard_sim.device`` (DP-SGD), ``keyboard_sim.client_app``
+(Flower ClientApp), ``keyboard_sim.federation`` (federation config and data),
+``keyboard_sim.api_client`` (encrypted prediction client).
 """
 
-from keyboard_sim.corpus import CorpusError, UserText, load_jsonl, load_users
-from keyboard_sim.dataset import DataConfig, FederatedData, UserExamples, build_federated_data
-from keyboard_sim.personalize import (
-    CacheAdapterConfig,
-    PersonalizationConfig,
-    adapter_from_statistics,
-    fit_vocab_bias,
-    user_statistics,
-)
-from keyboard_sim.split import SplitConfig, local_split, split_users
+from __future__ import annotations
 
-__all__ = [
-    "CacheAdapterConfig",
-    "CorpusError",
-    "DataConfig",
-    "FederatedData",
-    "PersonalizationConfig",
-    "SplitConfig",
-    "UserExamples",
-    "UserText",
-    "adapter_from_statistics",
-    "build_federated_data",
-    "fit_vocab_bias",
-    "load_jsonl",
-    "load_users",
-    "local_split",
-    "split_users",
-    "user_statistics",
-]
+import importlib
+
+_HOME = {
+    "CacheAdapterConfig": "keyboard_sim.personalize",
+    "CorpusError": "keyboard_sim.corpus",
+    "DataConfig": "keyboard_sim.dataset",
+    "FederatedData": "keyboard_sim.dataset",
+    "PersonalizationConfig": "keyboard_sim.personalize",
+    "SplitConfig": "keyboard_sim.split",
+    "UserExamples": "keyboard_sim.dataset",
+    "UserText": "keyboard_sim.corpus",
+    "adapter_from_statistics": "keyboard_sim.personalize",
+    "build_federated_data": "keyboard_sim.dataset",
+    "fit_vocab_bias": "keyboard_sim.personalize",
+    "load_jsonl": "keyboard_sim.corpus",
+    "load_users": "keyboard_sim.corpus",
+    "local_split": "keyboard_sim.split",
+    "split_users": "keyboard_sim.split",
+    "user_statistics": "keyboard_sim.personalize",
+}
+
+
+def __getattr__(name: str) -> object:
+    if name not in _HOME:
+        raise AttributeError(f"module 'keyboard_sim' has no attribute {name!r}")
+    return getattr(importlib.import_module(_HOME[name]), name)
+
+
+__all__ = sorted(_HOME)

@@ -10,12 +10,15 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from keyboard_sim.corpus import UserText, load_users
 from keyboard_sim.split import SplitConfig, local_split, split_users
 from models.data import CONTEXT_SCOPES, Examples, line_examples
-from models.release import Release
 from models.vocab import Vocabulary, build_vocabulary
+
+if TYPE_CHECKING:  # models.release imports torch: a configuration check loads data without it
+    from models.release import Release
 
 __all__ = [
     "DataConfig",

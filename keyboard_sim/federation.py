@@ -22,8 +22,6 @@ from keyboard_sim.dataset import DataConfig, FederatedData, UserExamples, build_
 from keyboard_sim.split import SplitConfig
 from models.config import ModelConfig
 from models.data import Examples
-from models.factory import default_trainable, trainable_keys
-from models.lora import LORA_B, lora_rank
 
 __all__ = [
     "FederationConfig",
@@ -41,6 +39,9 @@ def trainable_arrays(config: FederationConfig, model_config: ModelConfig) -> tup
     """The arrays devices fine-tune: ``config.trainable`` ("default": the model's bias-like arrays,
     ``models.factory.default_trainable``; "all": every array; ``lora<r>``: the head's low-rank adapter B,
     ``models.lora.LORA_B``), checked against the model's arrays (ValueError names the field)."""
+    from models.factory import default_trainable, trainable_keys  # torch: not for the data-only checks
+    from models.lora import LORA_B
+
     if config.trainable == "default":
         return default_trainable(model_config)
     if config.trainable == "all":
@@ -61,6 +62,8 @@ def trainable_arrays(config: FederationConfig, model_config: ModelConfig) -> tup
 def _adapter_rank(config: FederationConfig, model_config: ModelConfig, names: tuple[str, ...]) -> int | None:
     """r of a ``lora<r>`` among ``names`` (None: none); it trains on cached head features, so it goes
     only with head arrays (``w2``, ``b2``) and needs 1 <= r <= H (ValueError names the field)."""
+    from models.lora import lora_rank
+
     try:
         rank = lora_rank(names)
     except ValueError as err:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -174,6 +176,17 @@ def test_a_bad_configuration_fails_before_ray_starts(tmp_path: Path) -> None:
         run_federated(cfg)
     assert time.perf_counter() - start < 30
     assert not (tmp_path / "run" / "rounds.jsonl").exists()
+    # the devices check runs on the data alone: a fresh process exits without importing torch or Flower
+    config_json = json.dumps(cfg.to_run_config())
+    script = (
+        "import json, sys\n"
+        "from hushtype.simulation import FederationConfig, run_federated\n"
+        f"cfg = FederationConfig.from_run_config(json.loads({config_json!r}))\n"
+        "try:\n    run_federated(cfg)\nexcept ValueError as err:\n    print(err)\n"
+        "print(sorted(m for m in ('torch', 'flwr', 'opacus', 'tenseal') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+    assert "FederationConfig.devices=500" in out and out.strip().endswith("[]")
     with pytest.raises(ValueError, match="warm_start"):
         run_federated(
             FederationConfig(**_tiny_federation(tmp_path), warm_start=str(tmp_path), run_dir=str(tmp_path))
