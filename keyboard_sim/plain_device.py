@@ -22,7 +22,7 @@ from torch import nn
 from keyboard_sim.device import LocalDPConfig, LocalResult, local_update
 from models.config import ModelConfig
 from models.data import Examples
-from models.factory import build_model, export_weights, load_weights, param_names, trainable_keys
+from models.factory import build_model, export_weights, load_weights, param_names
 from models.fused import fuse_lstm
 
 __all__ = ["PlainDevice", "local_steps", "shared_model"]
@@ -65,7 +65,7 @@ class PlainDevice:
         self.examples = examples
         self.dp = dp
         self._model = shared_model(model_config, dp.trainable)
-        keys = trainable_keys(model_config)
+        keys = tuple(param_names(self._model))  # = trainable_keys(model_config), without a build
         self.trainable: tuple[str, ...] = keys if dp.trainable is None else dp.trainable
         unknown = [k for k in self.trainable if k not in keys]
         if unknown:

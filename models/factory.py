@@ -127,16 +127,9 @@ def config_from_weights(weights: dict[str, np.ndarray], context: int) -> ModelCo
     raise ValueError(f"cannot tell the model kind from arrays {sorted(weights)}")
 
 
-_TRAINABLE_KEYS: dict[str, tuple[str, ...]] = {}  # repr(config) -> names: a model is built only once
-
-
 def trainable_keys(config: ModelConfig) -> tuple[str, ...]:
-    """The arrays training can change (all but ``beta``), in export order (memoised per shape: building
-    the model to list them cost a federated device ~20-40 ms a message)."""
-    key = repr(config)
-    if key not in _TRAINABLE_KEYS:
-        _TRAINABLE_KEYS[key] = tuple(param_names(build_model(config)))
-    return _TRAINABLE_KEYS[key]
+    """The arrays training can change (all but ``beta``), in export order."""
+    return tuple(param_names(build_model(config)))
 
 
 def default_trainable(config: ModelConfig) -> tuple[str, ...]:
