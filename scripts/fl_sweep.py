@@ -15,6 +15,7 @@ Prints one JSON line per scored point.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import json
 import sys
@@ -27,7 +28,8 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from federation import FederationConfig  # noqa: E402 - after the path fix
+from federation import FederationConfig  # noqa: E402
+from federation.mime import MimeState  # noqa: E402 - after the path fix
 from keyboard_sim.dataset import DataConfig, build_federated_data  # noqa: E402
 from keyboard_sim.device import LocalDPConfig  # noqa: E402
 from keyboard_sim.federation import select_devices  # noqa: E402
@@ -51,12 +53,15 @@ class Arm:
     K: int = 8
     B: int = 32
     lr: float = 0.05
-    opt: str = "sgd"  # the device's optimizer: "sgd" | "adam" (fresh state every round)
-    server: str = "fedadam"  # "fedadam" | "fedavgm"
+    opt: str = "sgd"  # the device's optimizer: "sgd" | "adam" (fresh state every round) | "mime"
+    server: str = "fedadam"  # "fedadam" | "fedavgm" | "mime" (server-held Adam state, FedAvg of deltas)
     eta: float = 2e-3
     b1: float = 0.9
     b2: float = 0.99
     tau: float = 1e-6
+    vstat: str = "b512"  # mime: v from "g2" (mean per-step g^2), "gbar2" (squared mean g) or "b512"
+    eps: float = 1e-8  # mime: the device's Adam epsilon
+    gvs: float = 1.0  # mime: scales the weight of the step's own g^2 in the device's denominator
     iid: int = 0
     seed: int = 0
 
@@ -149,21 +154,35 @@ def federated(bench: Bench, arm: Arm) -> None:
         batch_size=arm.B,
         lr=arm.lr,
         max_local_steps=arm.K,
-        optimizer=arm.opt,
+        optimizer="sgd" if arm.opt == "mime" else arm.opt,
     )
     device = PlainDevice("sweep", devices[0], bench.release.config, dp)
     state: dict = {}
+    mime = MimeState(arm.b1, arm.b2, arm.eps, arm.vstat)
     marks, seen, r, start = [e for e in MARKS if e <= arm.data], 0, 0, time.perf_counter()
     while seen < arm.data * len(bench.pooled):
         r += 1
         mean = {k: np.zeros_like(w[k]) for k in device.trainable}
+        stats: dict = {}
+        frozen = mime.frozen({k: w[k] for k in device.trainable}) if arm.opt == "mime" else None
+        if frozen is not None and arm.gvs != 1.0:
+            frozen = dataclasses.replace(frozen, gv=frozen.gv * arm.gvs)
         for i in rng.choice(len(devices), arm.m, replace=False):
             device.examples = devices[i]
-            result = device.train(w, server_round=r, seed=arm.seed * 10**6 + r * 1000 + int(i))
+            seed = arm.seed * 10**6 + r * 1000 + int(i)
+            result = device.train(w, server_round=r, seed=seed, frozen=frozen)
             seen += min(result.steps * arm.B, len(devices[i]))
             for k in mean:
                 mean[k] += result.delta[k] / arm.m
-        server_step(arm, r, w, mean, state)
+            for k, s in result.stats.items():
+                stats[k] = stats.get(k, 0) + s / arm.m
+        if arm.server == "mime":
+            for k in mean:
+                w[k] = (w[k] + arm.eta * mean[k]).astype(np.float32)
+            keys = device.trainable
+            mime.update({k: stats[f"g/{k}"] for k in keys}, {k: stats[f"g2/{k}"] for k in keys}, arm.B)
+        else:
+            server_step(arm, r, w, mean, state)
         while marks and seen / len(bench.pooled) >= marks[0] - 1e-9:
             scores = bench.score(load_weights(model, w))
             row = {"arm": arm.__dict__, "round": r, "data": marks.pop(0), **scores}
