@@ -5,7 +5,11 @@ the server step is Flower's FedAdam / FedAvgM update rule written out (``flwr.se
 bias-corrected eta, ``server_round`` = r); no Ray, no messages, so a sweep costs the devices' compute
 only. Every eligible train user is a device; scores are on the bench's 20,000 held-out windows
 (``server_app.heldout_sample``, seed 0); "data" counts windows trained on / the devices' windows (central
-epochs). ``iid=1`` is the heterogeneity oracle: the same device sizes, windows dealt at random.
+epochs). ``iid=1`` is the heterogeneity oracle: the same device sizes, windows dealt at random; ``iid=2``
+one device holding every window (with K=1, m=1, B=5120 the FL code path is central large-batch Adam).
+``opt=mime,server=mime`` is MimeLite (``federation.mime``: server-held Adam moments, devices step with
+them frozen, ``keyboard_sim.plain_device.FrozenAdam``); ``wt=1`` weights the mean by windows trained.
+``--central-batch``/``--central-lr`` give the device-batch and round-batch oracles of central Adam.
 Prints one JSON line per scored point.
 
     python scripts/fl_sweep.py --warm /tmp/fl8d/warm/pretrained_lstm --central 1.0 \\
@@ -63,7 +67,9 @@ class Arm:
     eps: float = 1e-8  # mime: the device's Adam epsilon
     skip1: int = 0  # mime: round 1 only gathers the statistics (its updates are not applied)
     gvs: float = 1.0  # mime: scales the weight of the step's own g^2 in the device's denominator
-    iid: int = 0
+    wt: int = 0  # 1: the mean weights each device by the windows it trained on this round (else uniform)
+    clip: float = 5.0  # the device's batch-gradient norm clip (PlainDevice's max_grad_norm)
+    iid: int = 0  # 1: IID oracle (user-sized devices, random windows); 2: one device holding every window
     seed: int = 0
 
     @classmethod
@@ -147,13 +153,13 @@ def server_step(arm: Arm, r: int, w: dict, mean: dict, state: dict) -> None:
 
 def federated(bench: Bench, arm: Arm) -> None:
     """Rounds of ``arm`` until it has trained on ``arm.data`` passes of the windows; scored at MARKS."""
-    devices = bench.iid_devices() if arm.iid else bench.devices
+    devices = [bench.pooled] if arm.iid == 2 else bench.iid_devices() if arm.iid else bench.devices
     rng = np.random.default_rng(arm.seed)
     model = bench.warm()
     w = export_weights(model)
     dp = LocalDPConfig(
         noise_multiplier=0.0,
-        max_grad_norm=5.0,
+        max_grad_norm=arm.clip,
         batch_size=arm.B,
         lr=arm.lr,
         max_local_steps=arm.K,
@@ -167,6 +173,7 @@ def federated(bench: Bench, arm: Arm) -> None:
         r += 1
         mean = {k: np.zeros_like(w[k]) for k in device.trainable}
         stats: dict = {}
+        total = 0.0
         frozen = mime.frozen({k: w[k] for k in device.trainable}) if arm.opt == "mime" else None
         if frozen is not None and arm.gvs != 1.0:
             frozen = dataclasses.replace(frozen, gv=frozen.gv * arm.gvs)
@@ -175,10 +182,14 @@ def federated(bench: Bench, arm: Arm) -> None:
             seed = arm.seed * 10**6 + r * 1000 + int(i)
             result = device.train(w, server_round=r, seed=seed, frozen=frozen)
             seen += min(result.steps * arm.B, len(devices[i]))
+            share = min(result.steps * arm.B, len(devices[i])) if arm.wt else 1.0
+            total += share
             for k in mean:
-                mean[k] += result.delta[k] / arm.m
+                mean[k] += result.delta[k] * share
             for k, s in result.stats.items():
                 stats[k] = stats.get(k, 0) + s / arm.m
+        for k in mean:
+            mean[k] /= total
         if arm.server == "mime":
             for k in mean:
                 w[k] = (w[k] + arm.eta * mean[k] * (r > arm.skip1)).astype(np.float32)
