@@ -6,7 +6,8 @@ Opacus' ``DPLSTM``, which unrolls in Python). ``PlainDevice`` runs the same loca
 same arrays in plain torch, with the LSTM as torch's fused ``nn.LSTM`` (same parameters), and clips the
 batch gradient to ``max_grad_norm`` (a stability guard, not privacy). It has the ``Device`` interface the
 client app uses (``train``, ``state``, ``load_state``, ``rounds_trained``) and reports an infinite
-example-level epsilon. User-level clipping and noise still happen in the client app.
+example-level epsilon. User-level clipping and noise still happen in the client app. Its ``num_examples``
+is the windows this round's steps covered (K batches, or all it has), the weight of ``weighting=examples``.
 """
 
 from __future__ import annotations
@@ -161,7 +162,7 @@ class PlainDevice:
         self.ledger.append({"round": int(server_round), "steps": total, "example_epsilon": math.inf})
         return LocalResult(
             delta=delta,
-            num_examples=len(self.examples),
+            num_examples=min(total * self.dp.batch_size, len(self.examples)),  # windows trained this round
             steps=total,
             train_loss=float(np.mean(losses)),
             example_epsilon=math.inf,

@@ -57,6 +57,7 @@ def test_plain_device_trains_every_named_array_and_repeats_by_seed() -> None:
         np.testing.assert_array_equal(first.delta[key], again.delta[key])
     assert np.abs(first.delta["w2"] - other.delta["w2"]).max() > 0
     assert math.isinf(first.example_epsilon) and device.rounds_trained == 3
+    assert first.num_examples == 30  # 3 batches of 10 of its 40 windows: the mean's weight
 
 
 def test_plain_device_leaves_frozen_arrays() -> None:
