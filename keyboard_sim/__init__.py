@@ -9,7 +9,7 @@ are imported by name where needed: ``keyboard_sim.device`` (DP-SGD), ``keyboard_
 
 from __future__ import annotations
 
-import importlib
+from models.lazy import lazy_getattr
 
 _HOME = {
     "CacheAdapterConfig": "keyboard_sim.personalize",
@@ -30,11 +30,7 @@ _HOME = {
     "user_statistics": "keyboard_sim.personalize",
 }
 
-
-def __getattr__(name: str) -> object:
-    if name not in _HOME:
-        raise AttributeError(f"module 'keyboard_sim' has no attribute {name!r}")
-    return getattr(importlib.import_module(_HOME[name]), name)
+__getattr__ = lazy_getattr(__name__, _HOME)
 
 
 __all__ = sorted(_HOME)

@@ -6,7 +6,7 @@ configuration checks) does not load torch and Opacus.
 
 from __future__ import annotations
 
-import importlib
+from models.lazy import lazy_getattr
 
 _HOME = {
     "Examples": "models.data",
@@ -41,11 +41,7 @@ _HOME = {
     "trainable_keys": "models.factory",
 }
 
-
-def __getattr__(name: str) -> object:
-    if name not in _HOME:
-        raise AttributeError(f"module 'models' has no attribute {name!r}")
-    return getattr(importlib.import_module(_HOME[name]), name)
+__getattr__ = lazy_getattr(__name__, _HOME)
 
 
 __all__ = sorted(_HOME)
