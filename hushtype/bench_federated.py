@@ -40,7 +40,13 @@ import torch
 
 from hushtype.pretrain import pretrain_public
 from keyboard_sim.dataset import DataConfig, FederatedData, build_federated_data
-from keyboard_sim.federation import FederationConfig, federation_fields, select_devices, trainable_arrays
+from keyboard_sim.federation import (
+    FederationConfig,
+    eligible_users,
+    federation_fields,
+    select_devices,
+    trainable_arrays,
+)
 from models.config import shipped_model_config
 from models.data import Examples
 from models.factory import build_model, load_weights, param_names
@@ -236,6 +242,30 @@ def _central(warm_start: Path, pooled: Examples, valid: Examples, eval_set: Exam
     }
 
 
+@dataclass
+class BenchSplit:
+    """One benchmark's data: the shipped federation sized for it and the windows its arms share."""
+
+    data: FederatedData
+    shipped: FederationConfig  # the shipped defaults with every eligible train user a device (quick: 100)
+    eval_set: Examples  # the held-out users' windows every arm is scored on
+    pooled: Examples  # the N devices' training windows (central's data)
+    valid: Examples  # up to 20,000 of their later windows (central's early stopping)
+
+    def device_windows(self) -> list[int]:
+        """Every device's training window count (the no-DP arm's data budget)."""
+        return [len(u.train) for u in select_devices(self.data.train_users, self.shipped)]
+
+
+def bench_split(bench: BenchConfig, data_config: DataConfig, warm: Path, run_dir: Path) -> BenchSplit:
+    """Build the dataset and size the shipped federation (run in ``run_dir``, from ``warm``) for ``bench``."""
+    data = build_federated_data(data_config)
+    eligible = len(eligible_users(data.train_users, FederationConfig()))
+    shipped = bench.federation(data_config, warm, run_dir, eligible)
+    pooled, valid = _train_users_data(data, shipped)
+    return BenchSplit(data, shipped, _eval_set(data.heldout, shipped), pooled, valid)
+
+
 def _train_users_data(data: FederatedData, config: FederationConfig) -> tuple[Examples, Examples]:
     """(the N devices' pooled training windows, up to 20,000 of their later windows for early stopping)."""
     devices = select_devices(data.train_users, config)
@@ -327,12 +357,8 @@ def run_federated_bench(bench: BenchConfig, data_config: DataConfig | None = Non
         pretrain_public(
             data_config, warm, epochs=1.0 if bench.quick else 2.0, seed=bench.seed, kind=bench.model
         )
-    data = build_federated_data(data_config)
-    probe = FederationConfig()
-    eligible = sum(1 for u in data.train_users if len(u.train) >= probe.min_device_examples)
-    shipped = bench.federation(data_config, warm, out / "dp_he", eligible)
-    eval_set = _eval_set(data.heldout, shipped)
-    pooled, valid = _train_users_data(data, shipped)
+    split = bench_split(bench, data_config, warm, out / "dp_he")
+    shipped, eval_set, pooled, valid = split.shipped, split.eval_set, split.pooled, split.valid
     public = evaluate(_warm_model(warm), eval_set)
     epochs = bench.central_epochs or (2.0 if bench.quick else 1.0)
     central_args = dict(epochs=epochs, seed=bench.seed)
@@ -347,8 +373,7 @@ def run_federated_bench(bench: BenchConfig, data_config: DataConfig | None = Non
         warm, pooled, valid, eval_set, trainable=dp_trainable, adapter_arrays=adapter, **central_args
     )
     dp_numbers = sum(int(np.size({**warm_release.weights, **adapter}[k])) for k in dp_trainable)
-    device_windows = [len(u.train) for u in select_devices(data.train_users, shipped)]
-    plain_config = plain_fl_config(shipped, data_epochs=epochs, device_windows=device_windows)
+    plain_config = plain_fl_config(shipped, data_epochs=epochs, device_windows=split.device_windows())
     plain = _fl(dataclasses.replace(plain_config, run_dir=str(out / "plain")), eval_set)
     dp = _fl(shipped)
     frontier, same_as_dp = [], None

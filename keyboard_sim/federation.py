@@ -27,6 +27,7 @@ __all__ = [
     "FederationConfig",
     "data_config",
     "load_data",
+    "eligible_users",
     "select_devices",
     "write_device_shards",
     "device_examples",
@@ -114,11 +115,16 @@ def load_data(config: FederationConfig) -> FederatedData:
 
 
 # ------------------------------------------------------------------- devices
-def select_devices(train_users: list[UserExamples], config: FederationConfig) -> list[UserExamples]:
-    """The N train users that become devices: enough examples, seeded choice, stable order."""
-    eligible = sorted(
+def eligible_users(train_users: list[UserExamples], config: FederationConfig) -> list[UserExamples]:
+    """The train users with at least ``min_device_examples`` windows, in user-id order."""
+    return sorted(
         (u for u in train_users if len(u.train) >= config.min_device_examples), key=lambda u: u.user_id
     )
+
+
+def select_devices(train_users: list[UserExamples], config: FederationConfig) -> list[UserExamples]:
+    """The N train users that become devices: enough examples, seeded choice, stable order."""
+    eligible = eligible_users(train_users, config)
     if len(eligible) < config.devices:
         raise ValueError(
             f"FederationConfig.devices={config.devices}, but only {len(eligible)} train users have >= "

@@ -16,18 +16,16 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from federation import FederationConfig  # noqa: E402 - after the path fix
-from hushtype.bench_federated import (  # noqa: E402
+from hushtype.bench_federated import (  # noqa: E402 - after the path fix
     BenchConfig,
     _central,
-    _eval_set,
     _fl,
-    _train_users_data,
+    _gap,
     _warm_model,
+    bench_split,
     plain_fl_config,
 )
-from keyboard_sim.dataset import DataConfig, build_federated_data  # noqa: E402
-from keyboard_sim.federation import select_devices  # noqa: E402
+from keyboard_sim.dataset import DataConfig  # noqa: E402
 from models.train import evaluate  # noqa: E402
 
 
@@ -38,19 +36,14 @@ def main() -> None:
     args = parser.parse_args()
     out = Path(args.out)
     bench = BenchConfig(model="lstm", out=str(out))
-    data_config = bench.data(DataConfig())
-    data = build_federated_data(data_config)
-    eligible = sum(1 for u in data.train_users if len(u.train) >= FederationConfig().min_device_examples)
-    shipped = bench.federation(data_config, out / "pretrained_lstm", out / "dp", eligible)
-    eval_set = _eval_set(data.heldout, shipped)
-    pooled, valid = _train_users_data(data, shipped)
-    public = evaluate(_warm_model(out / "pretrained_lstm"), eval_set)
-    central = _central(out / "pretrained_lstm", pooled, valid, eval_set, epochs=args.epochs, seed=0)
+    warm = out / "pretrained_lstm"
+    split = bench_split(bench, bench.data(DataConfig()), warm, out / "dp")
+    public = evaluate(_warm_model(warm), split.eval_set)
+    central = _central(warm, split.pooled, split.valid, split.eval_set, epochs=args.epochs, seed=0)
     print(json.dumps({"public": public, "central": central}), flush=True)
-    windows = [len(u.train) for u in select_devices(data.train_users, shipped)]
-    config = plain_fl_config(shipped, data_epochs=args.epochs, device_windows=windows)
-    plain = _fl(dataclasses.replace(config, run_dir=str(out / "plain")), eval_set)
-    gap = (plain["top1"] - public["top1"]) / (central["top1"] - public["top1"])
+    config = plain_fl_config(split.shipped, data_epochs=args.epochs, device_windows=split.device_windows())
+    plain = _fl(dataclasses.replace(config, run_dir=str(out / "plain")), split.eval_set)
+    gap = _gap(plain["top1"], public["top1"], central["top1"])
     loss_gap = (public["loss"] - plain["loss"]) / (public["loss"] - central["loss"])
     row = {"epochs": args.epochs, "rounds": config.rounds, "plain": plain}
     print(json.dumps({**row, "gap_closed_plain": gap, "loss_gap_closed": loss_gap}), flush=True)

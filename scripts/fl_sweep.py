@@ -36,7 +36,7 @@ from federation import FederationConfig  # noqa: E402
 from federation.mime import MimeState  # noqa: E402 - after the path fix
 from keyboard_sim.dataset import DataConfig, build_federated_data  # noqa: E402
 from keyboard_sim.device import LocalDPConfig  # noqa: E402
-from keyboard_sim.federation import select_devices  # noqa: E402
+from keyboard_sim.federation import eligible_users, select_devices  # noqa: E402
 from keyboard_sim.plain_device import PlainDevice  # noqa: E402
 from models.data import Examples  # noqa: E402
 from models.factory import build_model, export_weights, load_weights  # noqa: E402
@@ -87,7 +87,7 @@ class Bench:
 
     def __init__(self, warm: Path, data_config: DataConfig) -> None:
         data = build_federated_data(data_config)
-        eligible = sum(1 for u in data.train_users if len(u.train) >= 16)
+        eligible = len(eligible_users(data.train_users, FederationConfig()))
         fed = FederationConfig(devices=eligible, devices_per_round=20, context=data_config.context)
         self.devices = [u.train for u in select_devices(data.train_users, fed)]
         self.pooled = Examples.concat(self.devices, data_config.context)
