@@ -8,14 +8,15 @@ Per round t (``Strategy.start`` runs the loop; this module supplies the pieces):
     3. ``RoundAccounting`` (called by the strategy after aggregation, evaluation or not) steps the
        user-level accountant (q = m / N; the noise that arrived: sigma_t = sigma * sqrt(|A_t| / m))
        and counts rounds with fewer than ``min_clients`` usable replies;
-    4. ``evaluate_fn`` scores w_{t+1} on held-out users, appends a line to rounds.jsonl, writes a
-       checkpoint, and aborts the run (abort.json, ``FederationAborted``) after
+    4. ``RoundScorer`` (the strategy's ``evaluate_fn``) scores w_{t+1} on held-out users, appends a
+       line to rounds.jsonl, writes a checkpoint, and aborts the run (abort.json, ``FederationAborted``) after
        ``abort_after_failed_rounds`` failed rounds in a row;
     5. after the last round (``write_release``): progress.png, the model card and the release.
 
 The pieces: ``calibrate_noise`` (sigma, and its split with the adaptive-clipping count),
 ``key_authority`` (the key authority process for the run's lifetime), ``build_strategy`` (the server
-optimizer over plain or CKKS-summed deltas), ``RoundAccounting``, ``RunRecorder``, ``write_release``.
+optimizer over plain or CKKS-summed deltas), ``RoundAccounting``, ``RoundScorer``, ``RunRecorder``,
+``write_release``.
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ __all__ = [
     "heldout_sample",
     "RunRecorder",
     "RoundAccounting",
+    "RoundScorer",
     "FederationAborted",
     "calibrate_noise",
     "key_authority",
@@ -570,29 +572,166 @@ class RunData(Protocol):
     heldout_users: list  # for the model card's count
 
 
-def run_federation(grid: Grid, config: FederationConfig, data: RunData) -> dict:
-    """The whole server-side job; returns the model card it wrote."""
-    start = time.perf_counter()
-    w0, model_config, provenance = initial_weights(config, data.vocab.words)
-    w0 = {**w0, **adapter_weights(config, model_config)}
-    eval_set, vocab = heldout_sample(data.heldout, config.eval_max_examples, config.seed), data.vocab
-    model = fuse_lstm(build_model(model_config))  # evaluation only: torch's fused LSTM, ~4x faster
-    noise = calibrate_noise(config)
-    accountant = UserLevelAccountant(delta=config.user_delta, accountant=config.accountant)
-    accounting = RoundAccounting(config, noise, accountant)
-    kept_rows: list[dict] = []
-    optimizer_state: dict[str, np.ndarray] = {}
-    if config.resume:  # a restarted server: continue from the last checkpoint, as if never stopped
-        kept_rows, w0, optimizer_state = resume_point(config)
-        accounting.replay(kept_rows)
-        log(INFO, "resuming %s after round %d of %d", config.run_dir, kept_rows[-1]["round"], config.rounds)
-    offset = kept_rows[-1]["round"] if kept_rows else 0
+class RoundScorer:
+    """Flower's ``evaluate_fn``: scores round t's model when due, records its row (and checkpoint), logs
+    it, and aborts a run whose rounds keep failing (abort.json, ``FederationAborted``)."""
+
+    def __init__(
+        self,
+        config: FederationConfig,
+        model: torch.nn.Module,
+        eval_set: Examples,
+        unk_id: int,
+        accounting: RoundAccounting,
+        recorder: RunRecorder,
+        strategy: DeltaAggregation,
+        offset: int,
+    ) -> None:
+        self.config, self.eval_set, self.unk_id = config, eval_set, unk_id
+        self.accounting, self.recorder, self.strategy = accounting, recorder, strategy
+        self.offset = offset  # rounds done before a resume: Flower counts from 0 again
+        self.model = model  # evaluation only
+        self.progress = tqdm(
+            total=config.rounds, initial=offset, desc="rounds", unit="round", dynamic_ncols=True
+        )
+
+    def __call__(self, flower_round: int, arrays: ArrayRecord) -> MetricRecord | None:
+        if self.offset and flower_round == 0:  # the resumed checkpoint: its row is already recorded
+            return None
+        server_round = self.offset + flower_round
+        weights = arrays_to_numpy(arrays)
+        scores = UNSCORED
+        if eval_due(self.config, server_round):
+            scores = evaluate(
+                load_weights(self.model, merge_lora(weights)), self.eval_set, unk_id=self.unk_id
+            )
+        self.record(server_round, scores, weights)
+        self.abort_if_failing(server_round)
+        if scores is UNSCORED:
+            return None
+        return MetricRecord({"top1": scores["top1"], "top3": scores["top3"], "loss": scores["loss"]})
+
+    def record(self, server_round: int, scores: dict, weights: dict[str, np.ndarray]) -> None:
+        """The round's row in rounds.jsonl (and checkpoint), the progress bar and the round's log line."""
+        config = self.config
+        stats = self.accounting.stats.get(server_round, {})
+        device_bound = example_epsilon_bound(config, server_round)  # public: no device's own value
+        row = _round_row(server_round, scores, stats, self.accounting.accountant.user_epsilon(), device_bound)
+        state = self.strategy.optimizer_state()
+        self.recorder.record(row, weights, final=server_round == config.rounds, state=state)
+        if server_round > 0:
+            self.progress.update(1)
+        log(
+            INFO,
+            "round %d/%d: %s | user eps %s | %d answered, %d dropouts | C %s",
+            server_round,
+            config.rounds,
+            _scores_text(row),
+            row["user_epsilon"],
+            row["participants"],
+            row["dropouts"],
+            row["clip"],
+        )
+
+    def abort_if_failing(self, server_round: int) -> None:
+        """After ``abort_after_failed_rounds`` failed rounds in a row: abort.json, ``FederationAborted``."""
+        if self.accounting.failed_in_a_row < self.config.abort_after_failed_rounds:
+            return
+        stats = self.accounting.stats.get(server_round, {})
+        reason = abort_reason(self.config, server_round, stats)
+        record = {"round": server_round, "reason": reason, "failures": stats.get("failures", [])}
+        (self.recorder.run_dir / "abort.json").write_text(json.dumps(record), encoding="utf-8")
+        raise FederationAborted(reason)
+
+    def close(self) -> None:
+        self.progress.close()
+
+
+def _resume(
+    config: FederationConfig, accounting: RoundAccounting, w0: dict[str, np.ndarray]
+) -> tuple[list[dict], dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """A restarted server's rows, weights and optimizer state (charged to the accountant again); a new
+    run's: none, ``w0`` and none."""
+    if not config.resume:
+        return [], w0, {}
+    kept_rows, weights, optimizer_state = resume_point(config)
+    accounting.replay(kept_rows)
+    log(INFO, "resuming %s after round %d of %d", config.run_dir, kept_rows[-1]["round"], config.rounds)
+    return kept_rows, weights, optimizer_state
+
+
+def _open_run(config: FederationConfig, offset: int, kept_rows: list[dict]) -> tuple[str, RunRecorder]:
+    """The run id (a resumed run keeps its own) and the recorder; writes run.json, clears abort.json."""
     run_file = Path(config.run_dir) / "run.json"
     run_id = json.loads(run_file.read_text(encoding="utf-8"))["run_id"] if offset else uuid.uuid4().hex
     recorder = RunRecorder(config.run_dir, checkpoint_every=config.checkpoint_every, kept_rows=kept_rows)
     (recorder.run_dir / "abort.json").unlink(missing_ok=True)
     run_record = {"run_id": run_id, "config_hash": config.config_hash(), "config": asdict(config)}
     run_file.write_text(json.dumps(run_record, default=list), encoding="utf-8")
+    return run_id, recorder
+
+
+def _train_config(config: FederationConfig, run_id: str) -> ConfigRecord:
+    """What every sampled device is told each round besides the weights."""
+    return ConfigRecord(
+        {
+            "lr": config.lr,
+            "local-epochs": config.local_epochs,
+            "fail-partitions": ",".join(str(p) for p in config.fail_partitions),
+            "drop-probability": config.drop_probability,
+            "run-id": run_id,  # devices keep their privacy ledgers per run
+        }
+    )
+
+
+def _enrol_devices(grid: Grid, config: FederationConfig, strategy: DeltaAggregation) -> dict[int, int]:
+    """The roll call, with the codec (and the HE public context) riding along: ``{node_id: device_id}``."""
+    enrol = ConfigRecord()
+    strategy.rounds_setup.mean_update.configure(enrol)
+    device_ids = roll_call(
+        grid,
+        expected=config.devices,
+        connect_timeout=min(config.round_timeout, 60.0),
+        reply_timeout=config.round_timeout,
+        enrol=enrol,
+    )
+    strategy.device_ids = device_ids
+    _check_nodes(grid, config, strategy)
+    return device_ids
+
+
+def _log_start(config: FederationConfig, noise: NoisePlan, provenance: str, run_dir: Path) -> None:
+    log(
+        INFO,
+        "hushtype federation: N=%d, m=%d (q=%.3f), T=%d, %s eta=%g, C=%g%s, sigma=%.4f, delta=%.2e, %s; %s",
+        config.devices,
+        config.devices_per_round,
+        config.sample_rate,
+        config.rounds,
+        config.server_optimizer,
+        config.server_lr,
+        config.clip,
+        " (adaptive)" if config.adaptive_clip else "",
+        noise.sigma,
+        config.user_delta,
+        provenance,
+        run_dir.resolve(),
+    )
+
+
+def run_federation(grid: Grid, config: FederationConfig, data: RunData) -> dict:
+    """The whole server-side job; returns the model card it wrote."""
+    start = time.perf_counter()
+    w0, model_config, provenance = initial_weights(config, data.vocab.words)
+    w0 = {**w0, **adapter_weights(config, model_config)}
+    eval_set = heldout_sample(data.heldout, config.eval_max_examples, config.seed)
+    model = fuse_lstm(build_model(model_config))  # evaluation only: torch's fused LSTM, ~4x faster
+    noise = calibrate_noise(config)
+    accountant = UserLevelAccountant(delta=config.user_delta, accountant=config.accountant)
+    accounting = RoundAccounting(config, noise, accountant)
+    kept_rows, w0, optimizer_state = _resume(config, accounting, w0)
+    offset = kept_rows[-1]["round"] if kept_rows else 0
+    run_id, recorder = _open_run(config, offset, kept_rows)
 
     with key_authority(config) as authority:
         strategy = build_strategy(config, noise, authority)
@@ -600,95 +739,22 @@ def run_federation(grid: Grid, config: FederationConfig, data: RunData) -> dict:
         if offset:
             strategy.resume_after(offset, config.devices)
             strategy.load_optimizer_state(optimizer_state)
-        train_config = ConfigRecord(
-            {
-                "lr": config.lr,
-                "local-epochs": config.local_epochs,
-                "fail-partitions": ",".join(str(p) for p in config.fail_partitions),
-                "drop-probability": config.drop_probability,
-                "run-id": run_id,  # devices keep their privacy ledgers per run
-            }
+        _enrol_devices(grid, config, strategy)
+        _log_start(config, noise, provenance, recorder.run_dir)
+        scorer = RoundScorer(
+            config, model, eval_set, data.vocab.unk_id, accounting, recorder, strategy, offset
         )
-        enrol = ConfigRecord()
-        strategy.rounds_setup.mean_update.configure(enrol)  # the codec (and the HE public context)
-        strategy.device_ids = roll_call(
-            grid,
-            expected=config.devices,
-            connect_timeout=min(config.round_timeout, 60.0),
-            reply_timeout=config.round_timeout,
-            enrol=enrol,
-        )
-        _check_nodes(grid, config, strategy)
-        log(
-            INFO,
-            "hushtype federation: N=%d, m=%d (q=%.3f), T=%d, %s eta=%g, C=%g%s, sigma=%.4f, delta=%.2e, "
-            "%s; %s",
-            config.devices,
-            config.devices_per_round,
-            config.sample_rate,
-            config.rounds,
-            config.server_optimizer,
-            config.server_lr,
-            config.clip,
-            " (adaptive)" if config.adaptive_clip else "",
-            noise.sigma,
-            config.user_delta,
-            provenance,
-            recorder.run_dir.resolve(),
-        )
-        progress = tqdm(total=config.rounds, initial=offset, desc="rounds", unit="round", dynamic_ncols=True)
-
-        def evaluate_fn(flower_round: int, arrays: ArrayRecord) -> MetricRecord | None:
-            if offset and flower_round == 0:  # the resumed checkpoint: its row is already recorded
-                return None
-            server_round = offset + flower_round
-            weights = arrays_to_numpy(arrays)
-            scores = UNSCORED
-            if eval_due(config, server_round):
-                scores = evaluate(load_weights(model, merge_lora(weights)), eval_set, unk_id=vocab.unk_id)
-            stats = accounting.stats.get(server_round, {})
-            device_bound = example_epsilon_bound(config, server_round)  # public: no device's own value
-            row = _round_row(server_round, scores, stats, accountant.user_epsilon(), device_bound)
-            recorder.record(
-                row, weights, final=server_round == config.rounds, state=strategy.optimizer_state()
-            )
-            if server_round > 0:
-                progress.update(1)
-            log(
-                INFO,
-                "round %d/%d: %s | user eps %s | %d answered, %d dropouts | C %s",
-                server_round,
-                config.rounds,
-                _scores_text(row),
-                row["user_epsilon"],
-                row["participants"],
-                row["dropouts"],
-                row["clip"],
-            )
-            if accounting.failed_in_a_row >= config.abort_after_failed_rounds:
-                reason = abort_reason(config, server_round, stats)
-                (recorder.run_dir / "abort.json").write_text(
-                    json.dumps(
-                        {"round": server_round, "reason": reason, "failures": stats.get("failures", [])}
-                    ),
-                    encoding="utf-8",
-                )
-                raise FederationAborted(reason)
-            if scores is UNSCORED:
-                return None
-            return MetricRecord({"top1": scores["top1"], "top3": scores["top3"], "loss": scores["loss"]})
-
         try:
             result = strategy.start(
                 grid=grid,
                 initial_arrays=numpy_to_arrays(w0),
                 num_rounds=config.rounds - offset,
                 timeout=config.round_timeout,
-                train_config=train_config,
-                evaluate_fn=evaluate_fn,
+                train_config=_train_config(config, run_id),
+                evaluate_fn=scorer,
             )
         finally:
-            progress.close()
+            scorer.close()
     final = arrays_to_numpy(result.arrays) if len(result.arrays) else w0
     run = {
         "rows": recorder.rows,
