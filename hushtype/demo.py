@@ -5,6 +5,8 @@
 2. Warm start: the NPLM trained on the public plays only (no private text, no privacy cost).
 3. Federated training: simulated phones fine-tune with DP-SGD (Opacus) under Flower; their updates
    are CKKS-encrypted, summed by the aggregator, and only the sum is decrypted by the key authority.
+   Beside it, the same devices without any privacy (the bench's no-DP arm, one pass over their windows),
+   so a reader sees what federated training learns and what user-level DP at epsilon 8 costs.
 4. Serving: the user adapter's settings are chosen on train users and recorded in the release's card
    (``hushtype.adapter_settings``); the DP release is served by the FastAPI service (real HTTP,
    worker processes).
@@ -17,10 +19,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
 
+from federation import FederationConfig
 from hushtype.bench_quality import QualityConfig, run_quality
 from hushtype.pretrain import pretrain_public
 from hushtype.serve_process import free_port, start_server, stop_server, wait_healthy
@@ -102,6 +106,27 @@ def _query_encrypted(release_dir: Path, out: Path, data_config: DataConfig) -> d
         stop_server(server)  # the whole process group: uvicorn and its HE workers
 
 
+def _start_to_final(card: dict) -> str:
+    start, final = card["metrics"]["start"], card["metrics"]["final"]
+    return (
+        f"top-1 {start['top1']:.4f} -> {final['top1']:.4f}, loss {start['loss']:.3f} -> {final['loss']:.3f}"
+    )
+
+
+def _federated_without_dp(fed_cfg: FederationConfig, data_config: DataConfig, run_dir: Path) -> dict:
+    """The bench's no-DP arm (``plain_fl_config``) on the demo's devices, one pass over their windows."""
+    from hushtype.bench_federated import plain_fl_config
+    from hushtype.simulation import run_federated
+    from keyboard_sim.dataset import build_federated_data
+    from keyboard_sim.federation import select_devices
+
+    windows = [len(u.train) for u in select_devices(build_federated_data(data_config).train_users, fed_cfg)]
+    plain = plain_fl_config(fed_cfg, data_epochs=1.0, device_windows=windows)
+    return run_federated(
+        dataclasses.replace(plain, run_dir=str(run_dir), eval_max_examples=fed_cfg.eval_max_examples)
+    )
+
+
 def run_demo(
     out: Path,
     data_config: DataConfig,
@@ -127,7 +152,7 @@ def run_demo(
     warm = pretrain_public(data_config, out / "pretrained", seed=seed)
     _say("2/5", f"public-only model: held-out top-1 {warm['metrics']['heldout']['top1']:.3f}")
 
-    from hushtype.simulation import FederationConfig, run_federated
+    from hushtype.simulation import run_federated
     from keyboard_sim.federation import federation_fields
 
     _say(
@@ -157,7 +182,12 @@ def run_demo(
         "3/5",
         f"user-level epsilon {card['user_epsilon']:.2f} (delta {card['user_delta']:.1e}); "
         f"max device example-level epsilon {card['max_device_example_epsilon']:.2f}; "
-        f"held-out top-1 {card['metrics']['start']['top1']:.4f} -> {card['metrics']['final']['top1']:.4f}",
+        f"held-out {_start_to_final(card)}",
+    )
+    no_dp = _federated_without_dp(fed_cfg, data_config, out / "federated_no_dp")
+    _say(
+        "3/5",
+        f"the same devices without DP (no clip, no noise, plain sums): held-out {_start_to_final(no_dp)}",
     )
 
     from hushtype.adapter_settings import record_adapter_settings
@@ -170,6 +200,7 @@ def run_demo(
         "quality": quality,
         "pretrained": warm["metrics"]["heldout"],
         "federated": card,
+        "federated_no_dp": no_dp,
         "encrypted_query": served,
         "seconds": time.perf_counter() - start,
     }
