@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from hushtype.heldout import HeldOut, gap_interval
 from hushtype.pretrain import pretrain_public
 from keyboard_sim.dataset import DataConfig, FederatedData, build_federated_data
 from keyboard_sim.federation import (
@@ -53,7 +54,7 @@ from models.factory import build_model, load_weights, param_names
 from models.fused import fuse_lstm
 from models.lora import LORA_A, LORA_B, LoRAProjection
 from models.release import load_release
-from models.train import evaluate, train_central
+from models.train import train_central
 
 __all__ = ["BenchConfig", "run_federated_bench", "plain_fl_config", "fine_tune", "EPSILONS"]
 
@@ -91,6 +92,10 @@ class BenchConfig:
         """The dataset with the window the model kind reads."""
         context = shipped_model_config(data_config.vocab_size, self.model).context
         return dataclasses.replace(data_config, context=context)
+
+    def heldout_windows(self) -> int | None:
+        """How many held-out windows score every arm's final model: all of them (quick: 5,000)."""
+        return 5000 if self.quick else None
 
     def federation(
         self, data_config: DataConfig, warm_start: Path, run_dir: Path, eligible: int
@@ -174,13 +179,6 @@ def plain_fl_config(
     )
 
 
-def _eval_set(heldout: Examples, config: FederationConfig) -> Examples:
-    """The held-out windows the server scores (same seeded subset as ``server_app.heldout_sample``)."""
-    from server.server_app import heldout_sample
-
-    return heldout_sample(heldout, config.eval_max_examples, config.seed)
-
-
 def _warm_model(warm_start: Path) -> torch.nn.Module:
     """The warm start as a module (an LSTM as torch's fused ``nn.LSTM``: same arrays, ~4x faster)."""
     release = load_release(warm_start)
@@ -231,11 +229,11 @@ def _attach_adapter(model: torch.nn.Module, arrays: dict[str, np.ndarray]) -> Lo
     return adapter
 
 
-def _central(warm_start: Path, pooled: Examples, valid: Examples, eval_set: Examples, **fit) -> dict:
+def _central(warm_start: Path, pooled: Examples, valid: Examples, heldout: HeldOut, **fit) -> dict:
     """``fine_tune``'s model scored on the held-out windows, with its training summary."""
     model, summary = fine_tune(warm_start, pooled, valid, **fit)
     return {
-        **evaluate(model, eval_set),
+        **heldout.score(model),
         "steps": summary["steps"],
         "seconds": summary["seconds"],
         "valid": summary["valid_per_epoch"],
@@ -248,7 +246,7 @@ class BenchSplit:
 
     data: FederatedData
     shipped: FederationConfig  # the shipped defaults with every eligible train user a device (quick: 100)
-    eval_set: Examples  # the held-out users' windows every arm is scored on
+    heldout: HeldOut  # the held-out users' windows every arm's final model is scored on
     pooled: Examples  # the N devices' training windows (central's data)
     valid: Examples  # up to 20,000 of their later windows (central's early stopping)
 
@@ -263,7 +261,8 @@ def bench_split(bench: BenchConfig, data_config: DataConfig, warm: Path, run_dir
     eligible = len(eligible_users(data.train_users, FederationConfig()))
     shipped = bench.federation(data_config, warm, run_dir, eligible)
     pooled, valid = _train_users_data(data, shipped)
-    return BenchSplit(data, shipped, _eval_set(data.heldout, shipped), pooled, valid)
+    heldout = HeldOut.sample(data, bench.heldout_windows(), shipped.seed)
+    return BenchSplit(data, shipped, heldout, pooled, valid)
 
 
 def _train_users_data(data: FederatedData, config: FederationConfig) -> tuple[Examples, Examples]:
@@ -275,8 +274,8 @@ def _train_users_data(data: FederatedData, config: FederationConfig) -> tuple[Ex
     return pooled, Examples(later.x[idx], later.y[idx])
 
 
-def _fl(config: FederationConfig, eval_set: Examples | None = None) -> dict:
-    """One real federation; with ``eval_set`` its final release is scored there (not on the run's own
+def _fl(config: FederationConfig, heldout: HeldOut | None = None) -> dict:
+    """One real federation; with ``heldout`` its final release is scored there (not on the run's own
     per-round held-out sample)."""
     from hushtype.simulation import run_federated
 
@@ -287,12 +286,13 @@ def _fl(config: FederationConfig, eval_set: Examples | None = None) -> dict:
     trained = [r for r in rows if r["round"] > 0]
     round_seconds = sum(r.get("seconds", 0.0) for r in trained)
     final = card["metrics"]["final"]
-    if eval_set is not None:
-        final = evaluate(_warm_model(Path(config.run_dir) / "release"), eval_set)
+    if heldout is not None:
+        final = heldout.score(_warm_model(Path(config.run_dir) / "release"))
     return {
         "top1": final["top1"],
         "top3": final["top3"],
         "loss": final["loss"],
+        "by_user": final.get("by_user"),  # per held-out user sums, for the intervals (rescored runs only)
         "best_top1": max((r["top1"] for r in trained if r["top1"] is not None), default=None),
         "user_epsilon": card["user_epsilon"],
         "user_delta": card["user_delta"],
@@ -358,11 +358,11 @@ def run_federated_bench(bench: BenchConfig, data_config: DataConfig | None = Non
             data_config, warm, epochs=1.0 if bench.quick else 2.0, seed=bench.seed, kind=bench.model
         )
     split = bench_split(bench, data_config, warm, out / "dp_he")
-    shipped, eval_set, pooled, valid = split.shipped, split.eval_set, split.pooled, split.valid
-    public = evaluate(_warm_model(warm), eval_set)
+    shipped, heldout, pooled, valid = split.shipped, split.heldout, split.pooled, split.valid
+    public = heldout.score(_warm_model(warm))
     epochs = bench.central_epochs or (2.0 if bench.quick else 1.0)
     central_args = dict(epochs=epochs, seed=bench.seed)
-    central = _central(warm, pooled, valid, eval_set, **central_args)
+    central = _central(warm, pooled, valid, heldout, **central_args)
     warm_release = load_release(warm)
     model_config = warm_release.config
     dp_trainable = trainable_arrays(shipped, model_config)
@@ -370,12 +370,12 @@ def run_federated_bench(bench: BenchConfig, data_config: DataConfig | None = Non
 
     adapter = adapter_weights(shipped, model_config)  # a trainable=lora<r> run's A and B = 0, else none
     central_trainable = _central(
-        warm, pooled, valid, eval_set, trainable=dp_trainable, adapter_arrays=adapter, **central_args
+        warm, pooled, valid, heldout, trainable=dp_trainable, adapter_arrays=adapter, **central_args
     )
     dp_numbers = sum(int(np.size({**warm_release.weights, **adapter}[k])) for k in dp_trainable)
     plain_config = plain_fl_config(shipped, data_epochs=epochs, device_windows=split.device_windows())
-    plain = _fl(dataclasses.replace(plain_config, run_dir=str(out / "plain")), eval_set)
-    dp = _fl(shipped)
+    plain = _fl(dataclasses.replace(plain_config, run_dir=str(out / "plain")), heldout)
+    dp = _fl(shipped, heldout)
     frontier, same_as_dp = [], None
     for eps in EPSILONS:
         point = dataclasses.replace(
@@ -385,7 +385,7 @@ def run_federated_bench(bench: BenchConfig, data_config: DataConfig | None = Non
             target_epsilon=eps,
             run_dir=str(out / f"eps_{eps:g}"),
         )
-        run = _fl(point)
+        run = _fl(point, heldout)
         if eps == shipped.target_epsilon:
             same_as_dp = run  # the shipped config with plain aggregation: the HE round-time baseline
         frontier.append({"epsilon": run["user_epsilon"], "top1": run["top1"], "top3": run["top3"]})
@@ -405,6 +405,11 @@ def run_federated_bench(bench: BenchConfig, data_config: DataConfig | None = Non
         "dp_user_delta": dp["user_delta"],
         "gap_closed_plain": _gap(plain["top1"], public["top1"], central["top1"]),
         "gap_closed_dp": _gap(dp["top1"], public["top1"], central["top1"]),
+        # 95% intervals over the held-out users (hushtype.heldout.gap_interval), and the same gap in loss
+        "gap_closed_plain_interval": gap_interval(plain, public, central),
+        "gap_closed_dp_interval": gap_interval(dp, public, central),
+        "loss_gap_closed_plain": _gap(plain["loss"], public["loss"], central["loss"]),
+        "loss_gap_closed_plain_interval": gap_interval(plain, public, central, metric="loss"),
         "frontier": frontier,
         "client_rounds_per_min": dp["client_rounds_per_min"],
         "devices": shipped.devices,
@@ -416,8 +421,9 @@ def run_federated_bench(bench: BenchConfig, data_config: DataConfig | None = Non
             if same_as_dp and same_as_dp["round_seconds"]
             else None
         ),
-        "heldout_windows": len(eval_set),
-        "topk_spread": float(np.sqrt(central["top1"] * (1 - central["top1"]) / len(eval_set))),
+        "heldout_windows": len(heldout),
+        "heldout_users": heldout.n_users,
+        "topk_spread": float(np.sqrt(central["top1"] * (1 - central["top1"]) / len(heldout))),
         "gap_closed_dp_vs_trainable": _gap(dp["top1"], public["top1"], central_trainable["top1"]),
         "dp_trained_numbers": dp_numbers,  # d: what each device clips, noises and sends
         # user-level noise norm on the mean update over the clip: update_sigma * sqrt(d) / m

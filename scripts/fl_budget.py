@@ -25,8 +25,13 @@ from hushtype.bench_federated import (  # noqa: E402 - after the path fix
     bench_split,
     plain_fl_config,
 )
+from hushtype.heldout import gap_interval  # noqa: E402
 from keyboard_sim.dataset import DataConfig  # noqa: E402
-from models.train import evaluate  # noqa: E402
+
+
+def _printable(arm: dict) -> dict:
+    """An arm's scores without the per-user sums (they serve the intervals)."""
+    return {k: v for k, v in arm.items() if k != "by_user"}
 
 
 def main() -> None:
@@ -38,15 +43,19 @@ def main() -> None:
     bench = BenchConfig(model="lstm", out=str(out))
     warm = out / "pretrained_lstm"
     split = bench_split(bench, bench.data(DataConfig()), warm, out / "dp")
-    public = evaluate(_warm_model(warm), split.eval_set)
-    central = _central(warm, split.pooled, split.valid, split.eval_set, epochs=args.epochs, seed=0)
-    print(json.dumps({"public": public, "central": central}), flush=True)
+    public = split.heldout.score(_warm_model(warm))
+    central = _central(warm, split.pooled, split.valid, split.heldout, epochs=args.epochs, seed=0)
+    print(json.dumps({"public": _printable(public), "central": _printable(central)}), flush=True)
     config = plain_fl_config(split.shipped, data_epochs=args.epochs, device_windows=split.device_windows())
-    plain = _fl(dataclasses.replace(config, run_dir=str(out / "plain")), split.eval_set)
-    gap = _gap(plain["top1"], public["top1"], central["top1"])
-    loss_gap = (public["loss"] - plain["loss"]) / (public["loss"] - central["loss"])
-    row = {"epochs": args.epochs, "rounds": config.rounds, "plain": plain}
-    print(json.dumps({**row, "gap_closed_plain": gap, "loss_gap_closed": loss_gap}), flush=True)
+    plain = _fl(dataclasses.replace(config, run_dir=str(out / "plain")), split.heldout)
+    gaps = {
+        "gap_closed_plain": _gap(plain["top1"], public["top1"], central["top1"]),
+        "gap_closed_plain_interval": gap_interval(plain, public, central),
+        "loss_gap_closed": _gap(plain["loss"], public["loss"], central["loss"]),
+        "loss_gap_closed_interval": gap_interval(plain, public, central, metric="loss"),
+    }
+    row = {"epochs": args.epochs, "rounds": config.rounds, "plain": _printable(plain)}
+    print(json.dumps({**row, **gaps}), flush=True)
 
 
 if __name__ == "__main__":

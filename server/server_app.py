@@ -62,6 +62,7 @@ __all__ = [
     "initial_weights",
     "adapter_weights",
     "heldout_sample",
+    "heldout_indices",
     "RunRecorder",
     "RoundAccounting",
     "RoundScorer",
@@ -121,11 +122,19 @@ def adapter_weights(config: FederationConfig, model_config: ModelConfig) -> dict
     return lora_arrays(rank, model_config.hidden, model_config.vocab_size, config.lora_seed)
 
 
+def heldout_indices(n: int, max_examples: int | None, seed: int) -> np.ndarray:
+    """Which of ``n`` held-out windows are scored: a fixed, seeded, sorted subset (all when ``max_examples``
+    is None or at least ``n``)."""
+    if max_examples is None or n <= max_examples:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, size=max_examples, replace=False))
+
+
 def heldout_sample(heldout: Examples, max_examples: int | None, seed: int) -> Examples:
-    """A fixed, seeded subset of the held-out windows (all of them when ``max_examples`` is None)."""
+    """The held-out windows ``heldout_indices`` picks (``heldout`` itself when it picks them all)."""
     if max_examples is None or len(heldout) <= max_examples:
         return heldout
-    idx = np.sort(np.random.default_rng(seed).choice(len(heldout), size=max_examples, replace=False))
+    idx = heldout_indices(len(heldout), max_examples, seed)
     return Examples(heldout.x[idx], heldout.y[idx])
 
 
