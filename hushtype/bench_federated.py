@@ -20,12 +20,11 @@ scored on the same held-out users:
 ``gap_closed_x = (x - public) / (central - public)``, each with its 95% interval over the held-out users
 (``*_interval``: a paired bootstrap of users, ``hushtype.heldout``); ``loss_gap_closed_plain`` is the same
 gap in held-out loss. Final models are scored on every held-out window (``--quick``: 5,000).
-``dp_noise_over_clip`` is the user-level noise
-norm on the mean update over the clip, ``update_sigma * sqrt(d) / m`` for the ``dp_trained_numbers`` d.
-``client_rounds_per_min`` is device updates aggregated per minute of round time in the DP + HE run;
-``he_round_ratio`` its mean round time over the epsilon-8 frontier run's (the same configuration with
-plain aggregation). Every federated run is a
-real Flower simulation (``hushtype.simulation.run_federated``). Prints one JSON object; writes
+``dp_noise_over_clip`` is the user-level noise norm on the mean update over the clip,
+``update_sigma * sqrt(d) / m`` for the ``dp_trained_numbers`` d. ``client_rounds_per_min`` is device
+updates aggregated per minute of round time in the DP + HE run; ``he_round_ratio`` its mean round time
+over the epsilon-8 frontier run's (the same configuration with plain aggregation). Every federated run
+is a real Flower simulation (``hushtype.simulation.run_federated``). Prints one JSON object; writes
 ``frontier.png`` to ``--out``.
 """
 
