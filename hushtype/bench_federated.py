@@ -118,9 +118,11 @@ class BenchConfig:
         )
 
 
-def plain_round_windows(device_windows: list[int], batch_size: int = 32) -> float:
+def plain_round_windows(
+    device_windows: list[int], batch_size: int = 32, local_steps: int = PLAIN_LOCAL_STEPS
+) -> float:
     """Mean windows a sampled device trains on in a round of the no-DP arm: K batches, or all it has."""
-    return float(np.mean([min(n, PLAIN_LOCAL_STEPS * batch_size) for n in device_windows]))
+    return float(np.mean([min(n, local_steps * batch_size) for n in device_windows]))
 
 
 def plain_fl_config(

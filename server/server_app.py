@@ -8,7 +8,8 @@ Per round t (``Strategy.start`` runs the loop; this module supplies the pieces):
     3. ``RoundAccounting`` (called by the strategy after aggregation, evaluation or not) steps the
        user-level accountant (q = m / N; the noise that arrived: sigma_t = sigma * sqrt(|A_t| / m))
        and counts rounds with fewer than ``min_clients`` usable replies;
-    4. ``evaluate_fn`` scores w_{t+1} on held-out users, appends a line to rounds.jsonl, writes a
+    4. ``evaluate_fn`` scores w_{t+1} (with ``server_ema``: the EMA of w_1..w_{t+1}, also what is
+       released) on held-out users, appends a line to rounds.jsonl, writes a
        checkpoint, and aborts the run (abort.json, ``FederationAborted``) after
        ``abort_after_failed_rounds`` failed rounds in a row;
     5. after the last round (``write_release``): progress.png, the model card and the release.
@@ -42,6 +43,7 @@ from safetensors.numpy import save_file
 from tqdm import tqdm
 
 from federation import FederationConfig
+from federation.schedule import IterateAverage
 from models.config import ModelConfig, shipped_model_config
 from models.data import Examples
 from models.factory import build_model, export_weights, load_weights
@@ -310,6 +312,7 @@ def build_strategy(config: FederationConfig, noise: NoisePlan, authority: object
         beta_2=config.server_beta2,
         tau=config.server_tau,
         min_available_nodes=m,
+        lr_schedule=(config.server_lr_schedule, config.rounds, config.server_lr_floor),
     )
 
 
@@ -584,6 +587,9 @@ def run_federation(grid: Grid, config: FederationConfig, data: RunData) -> dict:
     optimizer_state: dict[str, np.ndarray] = {}
     if config.resume:  # a restarted server: continue from the last checkpoint, as if never stopped
         kept_rows, w0, optimizer_state = resume_point(config)
+    # server_ema > 0: the release (and every score) is an EMA of the global weights, not the last iterate
+    average = IterateAverage.from_arrays(config.server_ema, optimizer_state) if config.server_ema else None
+    if config.resume:
         accounting.replay(kept_rows)
         log(INFO, "resuming %s after round %d of %d", config.run_dir, kept_rows[-1]["round"], config.rounds)
     offset = kept_rows[-1]["round"] if kept_rows else 0
@@ -643,15 +649,17 @@ def run_federation(grid: Grid, config: FederationConfig, data: RunData) -> dict:
                 return None
             server_round = offset + flower_round
             weights = arrays_to_numpy(arrays)
+            if average is not None and server_round > 0:
+                average.update(weights)
+            released = average.value() if average is not None and average.count else weights
             scores = UNSCORED
             if eval_due(config, server_round):
-                scores = evaluate(load_weights(model, merge_lora(weights)), eval_set, unk_id=vocab.unk_id)
+                scores = evaluate(load_weights(model, merge_lora(released)), eval_set, unk_id=vocab.unk_id)
             stats = accounting.stats.get(server_round, {})
             device_bound = example_epsilon_bound(config, server_round)  # public: no device's own value
             row = _round_row(server_round, scores, stats, accountant.user_epsilon(), device_bound)
-            recorder.record(
-                row, weights, final=server_round == config.rounds, state=strategy.optimizer_state()
-            )
+            state = {**strategy.optimizer_state(), **(average.to_arrays() if average is not None else {})}
+            recorder.record(row, weights, final=server_round == config.rounds, state=state)
             if server_round > 0:
                 progress.update(1)
             log(
@@ -690,6 +698,8 @@ def run_federation(grid: Grid, config: FederationConfig, data: RunData) -> dict:
         finally:
             progress.close()
     final = arrays_to_numpy(result.arrays) if len(result.arrays) else w0
+    if average is not None and average.count:
+        final = average.value()
     run = {
         "rows": recorder.rows,
         "noise": noise,
