@@ -198,10 +198,12 @@ def fine_tune(
     seed: int,
     trainable: tuple[str, ...] | None = None,
     adapter_arrays: dict[str, np.ndarray] | None = None,
+    lr_floor: float = 0.1,
 ) -> tuple[torch.nn.Module, dict]:
     """Warm start + Adam on ``pooled`` (no DP), early-stopped on ``valid`` (the devices' later lines);
     ``trainable``: only those arrays train (the rest stay the warm start's); ``adapter_arrays``: a LoRA
-    adapter on W2 (``models.lora``) trains too, merged into W2 at the end. Returns (model, summary)."""
+    adapter on W2 (``models.lora``) trains too, merged into W2 at the end; the lr decays by a cosine to
+    ``lr_floor`` x ``CENTRAL_LR`` (``train_central``; 1.0: constant). Returns (model, summary)."""
     model = _warm_model(warm_start)
     if trainable is not None:
         for key, name in param_names(model).items():
@@ -209,7 +211,7 @@ def fine_tune(
     adapter = _attach_adapter(model, adapter_arrays) if adapter_arrays else None
     torch.manual_seed(seed)
     summary = train_central(
-        model, pooled, epochs=epochs, lr=CENTRAL_LR, batch_size=512, seed=seed, valid=valid
+        model, pooled, epochs=epochs, lr=CENTRAL_LR, batch_size=512, seed=seed, valid=valid, lr_floor=lr_floor
     )
     if adapter is not None:  # W2 + B A back in the head's place: the model has the released shape again
         model.set_submodule(_head_name(model), adapter.merged())
@@ -444,6 +446,8 @@ def run_federated_bench(bench: BenchConfig, data_config: DataConfig | None = Non
             "eta": plain_config.server_lr,
             "tau": plain_config.server_tau,
             "weighting": plain_config.weighting,
+            "lr_schedule": plain_config.server_lr_schedule,
+            "ema": plain_config.server_ema,
         },
         "central_epochs": epochs,
         "central_seconds": central["seconds"],
