@@ -2,12 +2,14 @@
 
 The bench's own arms (``hushtype.bench_federated``: ``_central`` early-stopped per epoch, and ``_fl`` of
 ``plain_fl_config(data_epochs=E)``) on the bench's split and held-out windows, from the warm start in
-``OUT/pretrained_lstm``; prints one JSON line per arm and the gaps closed. ``--central-lr-floors``: one
-central arm per floor of its cosine lr decay (0.1 the bench's, 1 a constant lr), each with its own gap;
+``OUT/pretrained_lstm``; prints one JSON line per arm and the gaps closed. ``--central-arms``: one
+central arm per ``floor[:ema]`` (the floor of its cosine lr decay: 0.1 the bench's, 1 a constant lr; ema:
+``train_central``'s per-step weight average, competing with the trained weights on the valid windows),
+each with its own gap;
 ``--server-lr-schedule``/``--server-ema``: the no-DP arm's server eta schedule and iterate average.
 
     python scripts/fl_budget.py --epochs 2 --out /tmp/ep2   # OUT/pretrained_lstm: the bench's warm start
-    python scripts/fl_budget.py --epochs 1 --out /tmp/ep1 --central-lr-floors 0.1,1 --server-lr-schedule cos
+    python scripts/fl_budget.py --epochs 1 --out /tmp/ep1 --central-arms 0.1,0.1:0.992,1 --server-ema 0.95
 """
 
 from __future__ import annotations
@@ -37,9 +39,9 @@ def main() -> None:
     parser.add_argument("--epochs", type=float, required=True, help="data passes for both arms")
     parser.add_argument("--out", required=True, help="holds pretrained_lstm; runs are written here")
     parser.add_argument(
-        "--central-lr-floors",
+        "--central-arms",
         default="0.1",
-        help="comma list: one central arm per cosine floor of its lr (0.1: the bench's; 1: constant lr)",
+        help="comma list of floor[:ema]: the central lr's cosine floor (0.1: the bench's; 1: constant), EMA",
     )
     parser.add_argument(
         "--server-lr-schedule", default=None, help="the no-DP arm's eta schedule (none|cos|lin)"
@@ -54,20 +56,19 @@ def main() -> None:
     split = bench_split(bench, bench.data(DataConfig()), warm, out / "dp")
     public = evaluate(_warm_model(warm), split.eval_set)
     centrals = {}
-    for floor in (float(f) for f in args.central_lr_floors.split(",")):
-        fit = dict(epochs=args.epochs, seed=0, lr_floor=floor)
-        centrals[floor] = _central(warm, split.pooled, split.valid, split.eval_set, **fit)
-        print(
-            json.dumps({"public": public, "central": centrals[floor], "central_lr_floor": floor}), flush=True
-        )
+    for arm in args.central_arms.split(","):
+        floor, ema = (*map(float, arm.split(":")), 0.0)[:2]
+        fit = dict(epochs=args.epochs, seed=0, lr_floor=floor, ema=ema)
+        centrals[arm] = _central(warm, split.pooled, split.valid, split.eval_set, **fit)
+        print(json.dumps({"public": public, "central": centrals[arm], "central_arm": arm}), flush=True)
     config = plain_fl_config(split.shipped, data_epochs=args.epochs, device_windows=split.device_windows())
     overrides = {"server_lr_schedule": args.server_lr_schedule, "server_ema": args.server_ema}
     config = dataclasses.replace(config, **{k: v for k, v in overrides.items() if v is not None})
     plain = _fl(dataclasses.replace(config, run_dir=str(out / "plain")), split.eval_set)
     row = {"epochs": args.epochs, "rounds": config.rounds, "plain": plain}
     row |= {"server_lr_schedule": config.server_lr_schedule, "server_ema": config.server_ema}
-    for floor, central in centrals.items():  # one gap per central arm; the first is the bench's
-        suffix = "" if floor == 0.1 else f"_vs_central_lr_floor_{floor:g}"
+    for arm, central in centrals.items():  # one gap per central arm; "0.1" is the bench's
+        suffix = "" if arm == "0.1" else f"_vs_central_{arm}"
         row[f"gap_closed_plain{suffix}"] = _gap(plain["top1"], public["top1"], central["top1"])
         row[f"loss_gap_closed{suffix}"] = (public["loss"] - plain["loss"]) / (
             public["loss"] - central["loss"]
