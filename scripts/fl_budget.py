@@ -3,13 +3,13 @@
 The bench's own arms (``hushtype.bench_federated``: ``_central`` early-stopped per epoch, and ``_fl`` of
 ``plain_fl_config(data_epochs=E)``) on the bench's split and held-out windows, from the warm start in
 ``OUT/pretrained_lstm``; prints one JSON line per arm and the gaps closed. ``--central-arms``: one
-central arm per ``floor[:ema]`` (the floor of its cosine lr decay: 0.1 the bench's, 1 a constant lr; ema:
+central arm per ``floor[:ema]`` (the floor of its cosine lr decay, 1 a constant lr; ema:
 ``train_central``'s per-step weight average, competing with the trained weights on the valid windows),
 each with its own gap;
 ``--server-lr-schedule``/``--server-ema``: the no-DP arm's server eta schedule and iterate average.
 
     python scripts/fl_budget.py --epochs 2 --out /tmp/ep2   # OUT/pretrained_lstm: the bench's warm start
-    python scripts/fl_budget.py --epochs 1 --out /tmp/ep1 --central-arms 0.1,0.1:0.992,1 --server-ema 0.95
+    python scripts/fl_budget.py --epochs 1 --out /tmp/ep1 --central-arms 0.1,0.1:0.992,1:0.992
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from hushtype.bench_federated import (  # noqa: E402 - after the path fix
+    CENTRAL_EMA,
+    CENTRAL_LR_FLOOR,
     BenchConfig,
     _central,
     _fl,
@@ -33,6 +35,8 @@ from hushtype.bench_federated import (  # noqa: E402 - after the path fix
 from keyboard_sim.dataset import DataConfig  # noqa: E402
 from models.train import evaluate  # noqa: E402
 
+BENCH_CENTRAL = f"{CENTRAL_LR_FLOOR:g}:{CENTRAL_EMA:g}"  # the bench's central arm as floor:ema
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -40,8 +44,8 @@ def main() -> None:
     parser.add_argument("--out", required=True, help="holds pretrained_lstm; runs are written here")
     parser.add_argument(
         "--central-arms",
-        default="0.1",
-        help="comma list of floor[:ema]: the central lr's cosine floor (0.1: the bench's; 1: constant), EMA",
+        default=BENCH_CENTRAL,
+        help=f"comma list of floor[:ema]: cosine lr floor (1: constant), EMA; {BENCH_CENTRAL}: the bench's",
     )
     parser.add_argument(
         "--server-lr-schedule", default=None, help="the no-DP arm's eta schedule (none|cos|lin)"
@@ -67,8 +71,8 @@ def main() -> None:
     plain = _fl(dataclasses.replace(config, run_dir=str(out / "plain")), split.eval_set)
     row = {"epochs": args.epochs, "rounds": config.rounds, "plain": plain}
     row |= {"server_lr_schedule": config.server_lr_schedule, "server_ema": config.server_ema}
-    for arm, central in centrals.items():  # one gap per central arm; "0.1" is the bench's
-        suffix = "" if arm == "0.1" else f"_vs_central_{arm}"
+    for arm, central in centrals.items():  # one gap per central arm; no suffix: the bench's
+        suffix = "" if arm == BENCH_CENTRAL else f"_vs_central_{arm}"
         row[f"gap_closed_plain{suffix}"] = _gap(plain["top1"], public["top1"], central["top1"])
         row[f"loss_gap_closed{suffix}"] = (public["loss"] - plain["loss"]) / (
             public["loss"] - central["loss"]

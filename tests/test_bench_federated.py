@@ -95,6 +95,7 @@ def test_central_baseline_trains_only_the_named_arrays(tmp_path: Path) -> None:
     model, summary = fine_tune(tmp_path / "warm", windows, windows, epochs=2.0, seed=0, trainable=("b2",))
     # Assert: early-stopped per epoch; b2 moved, every other array is the warm start's
     assert len(summary["valid_per_epoch"]) == 2
+    assert all("ema_top1" in e for e in summary["valid_per_epoch"])  # CENTRAL_EMA competes on valid
     warm, tuned = load_release(tmp_path / "warm").weights, export_weights(model)
     assert np.abs(tuned["b2"] - warm["b2"]).max() > 1e-4
     for key in ("embedding", "w1", "b1", "w2"):
