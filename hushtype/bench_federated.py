@@ -4,15 +4,15 @@ On one split and one public warm start (``--model``, default the federation's), 
 scored on the same held-out users:
 
     public_top1             the warm start (public split only, no private text)
-    central_top1            the warm start fine-tuned centrally (Adam, no DP, every array) on the
-                            pooled data of the N devices, early-stopped on their *later* lines
-                            (never on held-out users)
+    central_top1            the warm start fine-tuned centrally (Adam, no DP, every array, constant lr,
+                            a per-step weight average) on the pooled data of the N devices,
+                            early-stopped on their *later* lines (never on held-out users)
     central_trainable_top1  the same, training only what the DP devices train (``trainable``; a
                             ``lora<r>`` adapter is trained, then merged into W2);
     plain_fl_top1           federated, no DP at all (no clip, no noise), plain aggregation, every array
                             trained (plain torch on the device, K SGD steps a round), FedAdam on the
                             server, rounds (``plain_rounds`` x ``plain_devices_per_round``) for as many
-                            windows as the central epochs
+                            windows as the central epochs; releases an EMA of the server's weights
     dp_fl_top1              federated at the shipped defaults (user-level DP, example-level DP-SGD, HE)
     frontier                federated DP at user-level epsilon in {1, 2, 4, 8, 16} (shipped defaults
                             otherwise, plain aggregation: CKKS changes the mean by < 1e-5)
