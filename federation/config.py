@@ -15,6 +15,8 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 
+from federation.schedule import LR_SCHEDULES
+
 __all__ = ["FederationConfig", "DEFAULT_TARGET_EPSILON", "EXAMPLE_RDP_ORDERS"]
 
 DEFAULT_TARGET_EPSILON = 8.0  # user-level; the shipped point of the frontier (hushtype bench federated)
@@ -51,6 +53,12 @@ class FederationConfig:
     server_momentum: float = 0.9  # FedAvgM's beta, FedAdam/FedYogi's beta_1
     server_beta2: float = 0.99  # FedAdam/FedYogi beta_2
     server_tau: float = 1e-3  # FedAdam/FedYogi tau (adaptivity)
+    # server-side post-processing (no privacy cost, same with HE; federation.schedule): eta's schedule over
+    # the run's rounds ("none" | "cos" | "lin", down to server_lr_floor x eta) and the weights released
+    # and scored: the last iterate (server_ema 0) or a bias-corrected EMA of the iterates (decay a round)
+    server_lr_schedule: str = "none"
+    server_lr_floor: float = 0.0
+    server_ema: float = 0.0
     weighting: str = "uniform"  # "uniform" keeps user-level sensitivity C / m; "examples" does not
     # user-level DP (DP-FedAvg): clip each device's update to C, Gaussian noise sigma * C on the sum
     clip: float = 0.3  # C (C_0 with adaptive_clip); 0 = no user-level clip (only with noise_multiplier 0)
@@ -178,6 +186,19 @@ class FederationConfig:
             raise ValueError("FederationConfig.server_momentum and server_beta2 must be in [0, 1)")
         if self.server_tau <= 0:
             raise ValueError(f"FederationConfig.server_tau must be positive, got {self.server_tau}")
+        if self.server_lr_schedule not in LR_SCHEDULES:
+            raise ValueError(
+                f"FederationConfig.server_lr_schedule must be one of {LR_SCHEDULES}, "
+                f"got {self.server_lr_schedule!r}"
+            )
+        if not 0.0 <= self.server_lr_floor <= 1.0:
+            raise ValueError(
+                f"FederationConfig.server_lr_floor must be in [0, 1], got {self.server_lr_floor}"
+            )
+        if not 0.0 <= self.server_ema < 1.0:
+            raise ValueError(
+                f"FederationConfig.server_ema must be in [0, 1) (0: no average), got {self.server_ema}"
+            )
         if not 0.0 < self.clip_quantile < 1.0:
             raise ValueError(f"FederationConfig.clip_quantile must be in (0, 1), got {self.clip_quantile}")
         if self.clip_lr <= 0:

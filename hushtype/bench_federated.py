@@ -4,15 +4,15 @@ On one split and one public warm start (``--model``, default the federation's), 
 scored on the same held-out users:
 
     public_top1             the warm start (public split only, no private text)
-    central_top1            the warm start fine-tuned centrally (Adam, no DP, every array) on the
-                            pooled data of the N devices, early-stopped on their *later* lines
-                            (never on held-out users)
+    central_top1            the warm start fine-tuned centrally (Adam, no DP, every array, constant lr,
+                            a per-step weight average) on the pooled data of the N devices,
+                            early-stopped on their *later* lines (never on held-out users)
     central_trainable_top1  the same, training only what the DP devices train (``trainable``; a
                             ``lora<r>`` adapter is trained, then merged into W2);
     plain_fl_top1           federated, no DP at all (no clip, no noise), plain aggregation, every array
                             trained (plain torch on the device, K SGD steps a round), FedAdam on the
                             server, rounds (``plain_rounds`` x ``plain_devices_per_round``) for as many
-                            windows as the central epochs
+                            windows as the central epochs; releases an EMA of the server's weights
     dp_fl_top1              federated at the shipped defaults (user-level DP, example-level DP-SGD, HE)
     frontier                federated DP at user-level epsilon in {1, 2, 4, 8, 16} (shipped defaults
                             otherwise, plain aggregation: CKKS changes the mean by < 1e-5)
@@ -74,10 +74,18 @@ PLAIN_DEVICES_PER_ROUND = 20  # smaller cohorts, more server steps for the same 
 PLAIN_WEIGHTING = "examples"  # the mean delta weights each device by the windows it trained this round:
 # uniform weights make a round's ~3,300 windows an effective batch of ~1,600 (harmonic mean of the device
 # batches); in process at 1 epoch: top-1 0.1198 / loss 5.000 (README "MimeLite and the oracles")
+PLAIN_SERVER_EMA = 0.95  # the arm releases a bias-corrected EMA of the global weights (decay a round;
+# federation.schedule): in process at 1 epoch top-1 0.1212 / loss 4.988 vs the last iterate's 0.1198 / 5.000
+# (0.9: 0.1206 / 4.992, 0.98: 0.1198 / 4.990); a cosine eta decay did not help (README "Server eta decay")
 PLAIN_EVAL_WINDOWS = 2000  # held-out windows scored each round (progress only: the bench scores the
 # final model on its own held-out windows; 20,000 a round would cost more than the round)
 PLAIN_EVAL_EVERY = 10  # and only every 10th round (and the last): ~0.3 s a scoring, ~10% of a round
 CENTRAL_LR = 1e-3  # Adam, fine-tuning from the warm start
+# the best central recipe measured (README "Server eta decay and server weight averaging"; fl_budget.py at
+# 1 epoch): a constant lr and a per-step weight average competing on the valid windows, top-1 0.1232 /
+# loss 4.926, vs 0.1212 / 4.958 with train_central's cosine to 10% (with or without the average)
+CENTRAL_LR_FLOOR = 1.0  # the cosine's last lr factor: 1 = constant
+CENTRAL_EMA = 0.992  # per step (~ the no-DP arm's 0.95 a round: the same share of the run)
 
 
 @dataclass
@@ -125,9 +133,11 @@ class BenchConfig:
         )
 
 
-def plain_round_windows(device_windows: list[int], batch_size: int = 32) -> float:
+def plain_round_windows(
+    device_windows: list[int], batch_size: int = 32, local_steps: int = PLAIN_LOCAL_STEPS
+) -> float:
     """Mean windows a sampled device trains on in a round of the no-DP arm: K batches, or all it has."""
-    return float(np.mean([min(n, PLAIN_LOCAL_STEPS * batch_size) for n in device_windows]))
+    return float(np.mean([min(n, local_steps * batch_size) for n in device_windows]))
 
 
 def plain_fl_config(
@@ -178,6 +188,7 @@ def plain_fl_config(
         server_beta2=0.99,
         server_tau=PLAIN_SERVER_TAU,
         weighting=PLAIN_WEIGHTING,
+        server_ema=PLAIN_SERVER_EMA,
     )
 
 
@@ -196,10 +207,14 @@ def fine_tune(
     seed: int,
     trainable: tuple[str, ...] | None = None,
     adapter_arrays: dict[str, np.ndarray] | None = None,
+    lr_floor: float = CENTRAL_LR_FLOOR,
+    ema: float = CENTRAL_EMA,
 ) -> tuple[torch.nn.Module, dict]:
     """Warm start + Adam on ``pooled`` (no DP), early-stopped on ``valid`` (the devices' later lines);
     ``trainable``: only those arrays train (the rest stay the warm start's); ``adapter_arrays``: a LoRA
-    adapter on W2 (``models.lora``) trains too, merged into W2 at the end. Returns (model, summary)."""
+    adapter on W2 (``models.lora``) trains too, merged into W2 at the end; the lr decays by a cosine to
+    ``lr_floor`` x ``CENTRAL_LR`` (``train_central``; 1.0: constant); ``ema`` > 0: its per-step weight
+    average competes with the trained weights on ``valid``. Returns (model, summary)."""
     model = _warm_model(warm_start)
     if trainable is not None:
         for key, name in param_names(model).items():
@@ -207,7 +222,15 @@ def fine_tune(
     adapter = _attach_adapter(model, adapter_arrays) if adapter_arrays else None
     torch.manual_seed(seed)
     summary = train_central(
-        model, pooled, epochs=epochs, lr=CENTRAL_LR, batch_size=512, seed=seed, valid=valid
+        model,
+        pooled,
+        epochs=epochs,
+        lr=CENTRAL_LR,
+        batch_size=512,
+        seed=seed,
+        valid=valid,
+        lr_floor=lr_floor,
+        ema=ema,
     )
     if adapter is not None:  # W2 + B A back in the head's place: the model has the released shape again
         model.set_submodule(_head_name(model), adapter.merged())
@@ -450,6 +473,8 @@ def run_federated_bench(bench: BenchConfig, data_config: DataConfig | None = Non
             "eta": plain_config.server_lr,
             "tau": plain_config.server_tau,
             "weighting": plain_config.weighting,
+            "lr_schedule": plain_config.server_lr_schedule,
+            "ema": plain_config.server_ema,
         },
         "central_epochs": epochs,
         "central_seconds": central["seconds"],

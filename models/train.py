@@ -129,6 +129,7 @@ def train_central(
     positions: int = 1,
     ema: float = 0.0,
     label_smoothing: float = 0.0,
+    lr_floor: float = 0.1,
 ) -> dict:
     """Train ``model`` in place with Adam and cross-entropy; returns a small training summary.
 
@@ -149,10 +150,13 @@ def train_central(
     ``weight_decay`` is AdamW's (decoupled). ``ema`` > 0 keeps an exponential moving average of
     the weights (Polyak averaging, decay ``ema`` per step): with ``valid`` the averaged and the
     trained weights of every epoch compete for best (``best_averaged`` says which won); without,
-    the averaged weights are returned. ``label_smoothing`` is cross-entropy's.
+    the averaged weights are returned. ``label_smoothing`` is cross-entropy's. The lr decays by a cosine
+    to ``lr_floor`` x lr over the run (1.0: a constant lr).
     """
     if len(examples) == 0:
         raise ValueError("no training examples")
+    if not 0.0 <= lr_floor <= 1.0:
+        raise ValueError(f"lr_floor must be in [0, 1], got {lr_floor}")
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     # <s>: padding / sentence boundary, never a target
@@ -199,9 +203,11 @@ def train_central(
             order = windows[torch.randperm(len(windows), generator=gen)]
         for i in range(0, max(1, len(order) - batch_windows + 1), batch_windows):
             idx = order[i : i + batch_windows]
-            # cosine decay to 10% of lr, so short runs still settle
+            # cosine decay to lr_floor x lr (default 10%), so short runs still settle
             for group in opt.param_groups:
-                group["lr"] = lr * (0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * step / total_steps)))
+                group["lr"] = lr * (
+                    lr_floor + (1 - lr_floor) * 0.5 * (1 + np.cos(np.pi * step / total_steps))
+                )
             loss = _batch_loss(model, loss_fn, x_all[idx], y_all[idx], positions)
             opt.zero_grad(set_to_none=True)
             loss.backward()

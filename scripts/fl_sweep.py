@@ -10,6 +10,9 @@ one device holding every window (with K=1, m=1, B=5120 the FL code path is centr
 ``opt=mime,server=mime`` is MimeLite (``federation.mime``: server-held Adam moments, devices step with
 them frozen, ``keyboard_sim.plain_device.FrozenAdam``); ``wt=1`` weights the mean by windows trained.
 ``--central-batch``/``--central-lr`` give the device-batch and round-batch oracles of central Adam.
+``decay=cos|lin`` decays the server's eta over the run's planned rounds (``federation.schedule``, to
+``floor`` x eta); ``ema=0.9/0.95`` also scores bias-corrected EMAs of the server's iterates (one run, each
+decay a row ``ema``); ``--central-decay``/``--central-ema`` give central Adam the same (per step).
 Prints one JSON line per scored point.
 
     python scripts/fl_sweep.py --warm /tmp/fl8d/warm/pretrained_lstm --central 1.0 \\
@@ -34,6 +37,8 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from federation import FederationConfig  # noqa: E402
 from federation.mime import MimeState  # noqa: E402 - after the path fix
+from federation.schedule import IterateAverage, lr_factor  # noqa: E402
+from hushtype.bench_federated import plain_round_windows  # noqa: E402
 from keyboard_sim.dataset import DataConfig, build_federated_data  # noqa: E402
 from keyboard_sim.device import LocalDPConfig  # noqa: E402
 from keyboard_sim.federation import eligible_users, select_devices  # noqa: E402
@@ -46,6 +51,7 @@ from models.train import evaluate  # noqa: E402
 from server.server_app import heldout_sample  # noqa: E402
 
 MARKS = (0.1, 0.25, 0.5, 0.75, 1.0)  # data budgets (central epochs) at which arms are scored
+EMA_FROM = 0.5  # iterate averages are scored from this mark on (a decayed schedule: only 1.0 compares)
 
 
 @dataclass
@@ -69,6 +75,9 @@ class Arm:
     gvs: float = 1.0  # mime: scales the weight of the step's own g^2 in the device's denominator
     wt: int = 0  # 1: the mean weights each device by the windows it trained on this round (else uniform)
     clip: float = 5.0  # the device's batch-gradient norm clip (PlainDevice's max_grad_norm)
+    decay: str = "none"  # the server eta's schedule over the planned rounds: "none" | "cos" | "lin"
+    floor: float = 0.0  # the schedule's last factor on eta
+    ema: str = "0"  # "/"-separated decays of iterate averages scored beside the last iterate ("0": none)
     iid: int = 0  # 1: IID oracle (user-sized devices, random windows); 2: one device holding every window
     seed: int = 0
 
@@ -111,40 +120,58 @@ class Bench:
         ]
 
 
-def central(bench: Bench, epochs: float, lr: float = 1e-3, batch: int = 512) -> None:
-    """Adam on the pooled windows (the bench's central arm), scored at each of MARKS."""
+def central(
+    bench: Bench,
+    epochs: float,
+    lr: float = 1e-3,
+    batch: int = 512,
+    decay: str = "none",
+    floor: float = 0.0,
+    emas: tuple[float, ...] = (),
+) -> None:
+    """Adam on the pooled windows (the bench's central arm), scored at each of MARKS; ``decay`` schedules
+    lr over the run's steps (to ``floor`` x lr), each of ``emas`` scores an iterate average beside it."""
     model = bench.warm()
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     gen = torch.Generator().manual_seed(0)
     x, y = torch.from_numpy(bench.pooled.x), torch.from_numpy(bench.pooled.y)
     per_epoch = len(y) // batch
+    total = round(epochs * per_epoch)
     marks = {round(e * per_epoch): e for e in MARKS if e <= epochs}
-    for step in range(1, round(epochs * per_epoch) + 1):
+    averages = [IterateAverage(d) for d in emas]
+    name = f"central adam {lr:g} b{batch}" + (f" {decay} floor {floor:g}" if decay != "none" else "")
+    for step in range(1, total + 1):
         if (step - 1) % per_epoch == 0:
             perm = torch.randperm(len(y), generator=gen)
         idx = perm[((step - 1) % per_epoch) * batch :][:batch]
+        for group in opt.param_groups:
+            group["lr"] = lr * lr_factor(decay, step, total, floor)
         model.train()
         loss = nn.functional.cross_entropy(model(x[idx]), y[idx])
         opt.zero_grad()
         loss.backward()
         opt.step()
+        state = {k: v.detach().numpy() for k, v in model.state_dict().items() if v.is_floating_point()}
+        for average in averages:
+            average.update(state)
         if step in marks:
-            print(
-                json.dumps(
-                    {"arm": f"central adam {lr:g} b{batch}", "data": marks[step], **bench.score(model)}
-                ),
-                flush=True,
-            )
+            print(json.dumps({"arm": name, "data": marks[step], **bench.score(model)}), flush=True)
+            for average in averages if marks[step] >= EMA_FROM else ():
+                scored = bench.warm()
+                scored.load_state_dict({k: torch.from_numpy(v) for k, v in average.value().items()})
+                row = {"arm": name, "ema": average.decay, "data": marks[step], **bench.score(scored)}
+                print(json.dumps(row), flush=True)
 
 
-def server_step(arm: Arm, r: int, w: dict, mean: dict, state: dict) -> None:
-    """Flower's FedAdam (or FedAvgM) update of ``w`` in place by the round's mean delta."""
+def server_step(arm: Arm, r: int, w: dict, mean: dict, state: dict, scale: float = 1.0) -> None:
+    """Flower's FedAdam (or FedAvgM) update of ``w`` in place by the round's mean delta (eta x ``scale``)."""
     m_t, v_t = state.setdefault("m", {}), state.setdefault("v", {})
-    eta_norm = arm.eta * np.sqrt(1 - arm.b2 ** (r + 1.0)) / (1 - arm.b1 ** (r + 1.0))
+    eta = arm.eta * scale
+    eta_norm = eta * np.sqrt(1 - arm.b2 ** (r + 1.0)) / (1 - arm.b1 ** (r + 1.0))
     for k, d in mean.items():
         if arm.server == "fedavgm":
             m_t[k] = arm.b1 * m_t.get(k, 0) + d
-            w[k] = (w[k] + arm.eta * m_t[k]).astype(np.float32)
+            w[k] = (w[k] + eta * m_t[k]).astype(np.float32)
             continue
         m_t[k] = arm.b1 * m_t.get(k, 0) + (1 - arm.b1) * d
         v_t[k] = arm.b2 * v_t.get(k, 0) + (1 - arm.b2) * d * d
@@ -169,6 +196,10 @@ def federated(bench: Bench, arm: Arm) -> None:
     state: dict = {}
     mime = MimeState(arm.b1, arm.b2, arm.eps, arm.vstat)
     marks, seen, r, start = [e for e in MARKS if e <= arm.data], 0, 0, time.perf_counter()
+    # the planned rounds (plain_fl_config's count): the schedule decays over them
+    per_round = arm.m * plain_round_windows([len(d) for d in devices], arm.B, arm.K)
+    planned = max(1, int(np.ceil(arm.data * len(bench.pooled) / per_round)))
+    averages = [IterateAverage(float(d)) for d in arm.ema.split("/") if float(d) > 0]
     while seen < arm.data * len(bench.pooled):
         r += 1
         mean = {k: np.zeros_like(w[k]) for k in device.trainable}
@@ -196,11 +227,16 @@ def federated(bench: Bench, arm: Arm) -> None:
             keys = device.trainable
             mime.update({k: stats[f"g/{k}"] for k in keys}, {k: stats[f"g2/{k}"] for k in keys}, arm.B)
         else:
-            server_step(arm, r, w, mean, state)
+            server_step(arm, r, w, mean, state, lr_factor(arm.decay, r, planned, arm.floor))
+        for average in averages:
+            average.update(w)
         while marks and seen / len(bench.pooled) >= marks[0] - 1e-9:
             scores = bench.score(load_weights(model, w))
-            row = {"arm": arm.__dict__, "round": r, "data": marks.pop(0), **scores}
+            row = {"arm": arm.__dict__, "round": r, "planned": planned, "data": marks.pop(0), **scores}
             print(json.dumps({**row, "seconds": round(time.perf_counter() - start)}), flush=True)
+            for average in averages if row["data"] >= EMA_FROM else ():
+                scores = bench.score(load_weights(model, average.value()))
+                print(json.dumps({**row, "ema": average.decay, **scores}), flush=True)
 
 
 def main() -> None:
@@ -211,6 +247,9 @@ def main() -> None:
     parser.add_argument("--central", type=float, default=None, help="central epochs (scored at 0.1 ... 1.0)")
     parser.add_argument("--central-lr", type=float, default=1e-3, help="central Adam's lr")
     parser.add_argument("--central-batch", type=int, default=512, help="central Adam's batch")
+    parser.add_argument("--central-decay", default="none", help="central lr schedule: none | cos | lin")
+    parser.add_argument("--central-floor", type=float, default=0.0, help="the schedule's last lr factor")
+    parser.add_argument("--central-ema", default="", help="comma-separated per-step EMA decays to score")
     parser.add_argument("--fl", action="append", default=[], help="an arm: key=value,... (see Arm)")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -219,7 +258,16 @@ def main() -> None:
         json.dumps({"arm": "public", "windows": len(bench.pooled), **bench.score(bench.warm())}), flush=True
     )
     if args.central:
-        central(bench, args.central, args.central_lr, args.central_batch)
+        emas = tuple(float(d) for d in args.central_ema.split(",") if d)
+        central(
+            bench,
+            args.central,
+            args.central_lr,
+            args.central_batch,
+            args.central_decay,
+            args.central_floor,
+            emas,
+        )
     for spec in args.fl:
         federated(bench, Arm.parse(spec))
 

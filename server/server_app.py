@@ -8,8 +8,9 @@ Per round t (``Strategy.start`` runs the loop; this module supplies the pieces):
     3. ``RoundAccounting`` (called by the strategy after aggregation, evaluation or not) steps the
        user-level accountant (q = m / N; the noise that arrived: sigma_t = sigma * sqrt(|A_t| / m))
        and counts rounds with fewer than ``min_clients`` usable replies;
-    4. ``RoundScorer`` (the strategy's ``evaluate_fn``) scores w_{t+1} on held-out users, appends a
-       line to rounds.jsonl, writes a checkpoint, and aborts the run (abort.json, ``FederationAborted``) after
+    4. ``RoundScorer`` (the strategy's ``evaluate_fn``) scores w_{t+1} (with ``server_ema``: the EMA of
+       w_1..w_{t+1}, also what is released) on held-out users, appends a line to rounds.jsonl, writes
+       a checkpoint, and aborts the run (abort.json, ``FederationAborted``) after
        ``abort_after_failed_rounds`` failed rounds in a row;
     5. after the last round (``write_release``): progress.png, the model card and the release.
 
@@ -43,6 +44,7 @@ from safetensors.numpy import save_file
 from tqdm import tqdm
 
 from federation import FederationConfig
+from federation.schedule import IterateAverage
 from models.config import ModelConfig, shipped_model_config
 from models.data import Examples
 from models.factory import build_model, export_weights, load_weights
@@ -321,6 +323,7 @@ def build_strategy(config: FederationConfig, noise: NoisePlan, authority: object
         beta_2=config.server_beta2,
         tau=config.server_tau,
         min_available_nodes=m,
+        lr_schedule=(config.server_lr_schedule, config.rounds, config.server_lr_floor),
     )
 
 
@@ -595,8 +598,10 @@ class RoundScorer:
         recorder: RunRecorder,
         strategy: DeltaAggregation,
         offset: int,
+        average: IterateAverage | None = None,
     ) -> None:
         self.config, self.eval_set, self.unk_id = config, eval_set, unk_id
+        self.average = average  # server_ema: scores and the release are this average of the iterates
         self.accounting, self.recorder, self.strategy = accounting, recorder, strategy
         self.offset = offset  # rounds done before a resume: Flower counts from 0 again
         self.model = model  # evaluation only
@@ -609,11 +614,12 @@ class RoundScorer:
             return None
         server_round = self.offset + flower_round
         weights = arrays_to_numpy(arrays)
+        if self.average is not None and server_round > 0:
+            self.average.update(weights)
         scores = UNSCORED
         if eval_due(self.config, server_round):
-            scores = evaluate(
-                load_weights(self.model, merge_lora(weights)), self.eval_set, unk_id=self.unk_id
-            )
+            scored = self.released(weights)
+            scores = evaluate(load_weights(self.model, merge_lora(scored)), self.eval_set, unk_id=self.unk_id)
         self.record(server_round, scores, weights)
         self.abort_if_failing(server_round)
         if scores is UNSCORED:
@@ -626,7 +632,8 @@ class RoundScorer:
         stats = self.accounting.stats.get(server_round, {})
         device_bound = example_epsilon_bound(config, server_round)  # public: no device's own value
         row = _round_row(server_round, scores, stats, self.accounting.accountant.user_epsilon(), device_bound)
-        state = self.strategy.optimizer_state()
+        average = self.average.to_arrays() if self.average is not None else {}
+        state = {**self.strategy.optimizer_state(), **average}
         self.recorder.record(row, weights, final=server_round == config.rounds, state=state)
         if server_round > 0:
             self.progress.update(1)
@@ -651,6 +658,10 @@ class RoundScorer:
         record = {"round": server_round, "reason": reason, "failures": stats.get("failures", [])}
         (self.recorder.run_dir / "abort.json").write_text(json.dumps(record), encoding="utf-8")
         raise FederationAborted(reason)
+
+    def released(self, weights: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """What the run scores and releases: the iterate average once it has one, else ``weights``."""
+        return self.average.value() if self.average is not None and self.average.count else weights
 
     def close(self) -> None:
         self.progress.close()
@@ -739,6 +750,7 @@ def run_federation(grid: Grid, config: FederationConfig, data: RunData) -> dict:
     accountant = UserLevelAccountant(delta=config.user_delta, accountant=config.accountant)
     accounting = RoundAccounting(config, noise, accountant)
     kept_rows, w0, optimizer_state = _resume(config, accounting, w0)
+    average = IterateAverage.from_arrays(config.server_ema, optimizer_state) if config.server_ema else None
     offset = kept_rows[-1]["round"] if kept_rows else 0
     run_id, recorder = _open_run(config, offset, kept_rows)
 
@@ -751,7 +763,7 @@ def run_federation(grid: Grid, config: FederationConfig, data: RunData) -> dict:
         _enrol_devices(grid, config, strategy)
         _log_start(config, noise, provenance, recorder.run_dir)
         scorer = RoundScorer(
-            config, model, eval_set, data.vocab.unk_id, accounting, recorder, strategy, offset
+            config, model, eval_set, data.vocab.unk_id, accounting, recorder, strategy, offset, average
         )
         try:
             result = strategy.start(
@@ -764,7 +776,7 @@ def run_federation(grid: Grid, config: FederationConfig, data: RunData) -> dict:
             )
         finally:
             scorer.close()
-    final = arrays_to_numpy(result.arrays) if len(result.arrays) else w0
+    final = scorer.released(arrays_to_numpy(result.arrays) if len(result.arrays) else w0)
     run = {
         "rows": recorder.rows,
         "noise": noise,

@@ -11,6 +11,7 @@ import pytest
 from hushtype.bench_federated import (
     PLAIN_DEVICES_PER_ROUND,
     PLAIN_LOCAL_STEPS,
+    PLAIN_SERVER_EMA,
     _gap,
     plain_fl_config,
     plot_frontier,
@@ -39,6 +40,7 @@ def test_plain_arm_spends_the_central_data_budget_in_short_rounds() -> None:
     assert plain.rounds == math.ceil(2.0 * sum(windows) / (plain.devices_per_round * per_device))
     assert plain.max_local_steps == PLAIN_LOCAL_STEPS and plain.server_optimizer == "fedadam"
     assert plain.weighting == "examples"  # each device weighs the windows it trained this round
+    assert plain.server_ema == PLAIN_SERVER_EMA > 0 and plain.server_lr_schedule == "none"  # releases the EMA
     assert plain.eval_max_examples == 2000 and plain.checkpoint_every == plain.rounds
     with pytest.raises(ValueError, match="device_windows"):
         plain_fl_config(shipped, data_epochs=2.0)
@@ -93,6 +95,7 @@ def test_central_baseline_trains_only_the_named_arrays(tmp_path: Path) -> None:
     model, summary = fine_tune(tmp_path / "warm", windows, windows, epochs=2.0, seed=0, trainable=("b2",))
     # Assert: early-stopped per epoch; b2 moved, every other array is the warm start's
     assert len(summary["valid_per_epoch"]) == 2
+    assert all("ema_top1" in e for e in summary["valid_per_epoch"])  # CENTRAL_EMA competes on valid
     warm, tuned = load_release(tmp_path / "warm").weights, export_weights(model)
     assert np.abs(tuned["b2"] - warm["b2"]).max() > 1e-4
     for key in ("embedding", "w1", "b1", "w2"):

@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from hushtype.simulation import FederationConfig, FederationFailed, run_federated
@@ -131,7 +132,16 @@ def test_a_restarted_server_resumes_from_its_last_checkpoint(tmp_path: Path) -> 
     # after round 2"
     import shutil
 
-    common = _tiny_federation(tmp_path, rounds=3, aggregation="plain", seed=3, eval_every=2)
+    # (the server's eta schedule and iterate average on: their state must survive the restart too)
+    common = _tiny_federation(
+        tmp_path,
+        rounds=3,
+        aggregation="plain",
+        seed=3,
+        eval_every=2,
+        server_lr_schedule="cos",
+        server_ema=0.5,
+    )
     whole = run_federated(FederationConfig(**common, run_dir=str(tmp_path / "whole")))
     crashed = tmp_path / "crashed"
     shutil.copytree(tmp_path / "whole", crashed)
@@ -165,6 +175,19 @@ def test_a_restarted_server_resumes_from_its_last_checkpoint(tmp_path: Path) -> 
     assert card["mean_device_example_epsilon"] >= whole["mean_device_example_epsilon"] - 1e-6
     with pytest.raises(ValueError, match="already done"):
         run_federated(FederationConfig(**common, run_dir=str(crashed), resume=True))
+    # the release is the bias-corrected EMA (decay 0.5) of the iterates w_1..w_3, not w_3
+    from safetensors.numpy import load_file
+
+    from models.release import load_release
+
+    iterates = [
+        load_file(str(tmp_path / "whole" / "checkpoints" / f"round_00{r}.safetensors")) for r in (1, 2, 3)
+    ]
+    released = load_release(crashed / "release").weights
+    for key in ("w2", "b2"):
+        ema = (0.25 * iterates[0][key] + 0.5 * iterates[1][key] + iterates[2][key]) / 1.75
+        np.testing.assert_allclose(released[key], ema, rtol=1e-5, atol=1e-7)
+        assert not np.allclose(released[key], iterates[2][key])
 
 
 def test_a_bad_configuration_fails_before_ray_starts(tmp_path: Path) -> None:

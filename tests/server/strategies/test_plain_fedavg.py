@@ -140,3 +140,29 @@ def test_fedadam_steps_on_the_mean_delta() -> None:
     eta_hat = 0.1 * np.sqrt(1 - 0.99**2) / (1 - 0.9**2)
     expected = W0["w"] + eta_hat * (0.1 * delta) / (np.sqrt(0.01 * delta**2) + 1e-3)
     np.testing.assert_allclose(arrays["w"].numpy(), expected, rtol=1e-5)
+
+
+@pytest.mark.parametrize("optimizer", ["fedadam", "fedavgm"])
+def test_server_lr_schedule_scales_eta_at_the_runs_round(optimizer: str) -> None:
+    # Prepare: the same strategy with and without a linear decay over 4 rounds (round 3: 0.5 x eta)
+    setup = dict(server_lr=0.1, server_momentum=0.0)
+    plain = make_strategy(optimizer, RoundSetup(mean_update=PlainMean(), devices_per_round=2), **setup)
+    decayed = make_strategy(
+        optimizer,
+        RoundSetup(mean_update=PlainMean(), devices_per_round=2),
+        **setup,
+        lr_schedule=("lin", 4, 0.0),
+    )
+    decayed.resume_after(2, 2)  # Flower's round 1 is the run's round 3
+    steps = []
+    for strategy in (plain, decayed):
+        sent = _start_round(strategy, 1, W0, [1, 2])
+        arrays, _ = strategy.aggregate_train(1, [_reply(sent[0], [1, 0]), _reply(sent[1], [0, 2])])
+        steps.append(arrays_to_numpy(arrays)["w"] - W0["w"])
+    # Assert: half the undecayed step (FedAdam's bias correction is then at round 3, not 1: compare
+    # with the undecayed rule at round 3 for it)
+    if optimizer == "fedadam":
+        correction = lambda r: np.sqrt(1 - 0.99 ** (r + 1)) / (1 - 0.0 ** (r + 1))  # noqa: E731 (b1 = 0)
+        steps[0] = steps[0] * correction(3) / correction(1)
+    np.testing.assert_allclose(steps[1], 0.5 * steps[0], rtol=1e-5)
+    assert np.all(np.abs(steps[1]) > 0)
