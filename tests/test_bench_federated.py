@@ -11,8 +11,8 @@ import pytest
 from hushtype.bench_federated import (
     PLAIN_DEVICES_PER_ROUND,
     PLAIN_LOCAL_STEPS,
-    PLAIN_SERVER_EMA,
     _gap,
+    plain_ema,
     plain_fl_config,
     plot_frontier,
 )
@@ -40,10 +40,16 @@ def test_plain_arm_spends_the_central_data_budget_in_short_rounds() -> None:
     assert plain.rounds == math.ceil(2.0 * sum(windows) / (plain.devices_per_round * per_device))
     assert plain.max_local_steps == PLAIN_LOCAL_STEPS and plain.server_optimizer == "fedadam"
     assert plain.weighting == "examples"  # each device weighs the windows it trained this round
-    assert plain.server_ema == PLAIN_SERVER_EMA > 0 and plain.server_lr_schedule == "none"  # releases the EMA
+    assert plain.server_ema == plain_ema(plain.rounds) and plain.server_lr_schedule == "none"  # the EMA
     assert plain.eval_max_examples == 2000 and plain.checkpoint_every == plain.rounds
     with pytest.raises(ValueError, match="device_windows"):
         plain_fl_config(shipped, data_epochs=2.0)
+
+
+def test_plain_ema_spans_a_share_of_the_run() -> None:
+    assert plain_ema(133) == pytest.approx(0.95, abs=1e-3)  # the measured point (1 epoch, 777 devices)
+    assert plain_ema(22) == pytest.approx(1 - 1 / 3.3)  # the quick bench: a short average
+    assert plain_ema(4) == 0.0  # too few rounds to average: the last iterate
 
 
 def test_gap_closed() -> None:
