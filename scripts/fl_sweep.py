@@ -61,6 +61,8 @@ class Arm:
     data: float = 0.5
     m: int = 20
     K: int = 8
+    E: float = 1.0  # local epochs a round (each device's passes over its windows), capped at K steps
+    ps: int = 0  # 1: sample devices with probability proportional to their windows (else uniformly)
     B: int = 32
     lr: float = 0.05
     opt: str = "sgd"  # the device's optimizer: "sgd" | "adam" (fresh state every round) | "mime"
@@ -182,6 +184,7 @@ def federated(bench: Bench, arm: Arm) -> None:
     """Rounds of ``arm`` until it has trained on ``arm.data`` passes of the windows; scored at MARKS."""
     devices = [bench.pooled] if arm.iid == 2 else bench.iid_devices() if arm.iid else bench.devices
     rng = np.random.default_rng(arm.seed)
+    sizes = np.array([len(d) for d in devices], float) / sum(len(d) for d in devices)
     model = bench.warm()
     w = export_weights(model)
     dp = LocalDPConfig(
@@ -190,6 +193,7 @@ def federated(bench: Bench, arm: Arm) -> None:
         batch_size=arm.B,
         lr=arm.lr,
         max_local_steps=arm.K,
+        local_epochs=arm.E,
         optimizer="sgd" if arm.opt == "mime" else arm.opt,
     )
     device = PlainDevice("sweep", devices[0], bench.release.config, dp)
@@ -208,7 +212,7 @@ def federated(bench: Bench, arm: Arm) -> None:
         frozen = mime.frozen({k: w[k] for k in device.trainable}) if arm.opt == "mime" else None
         if frozen is not None and arm.gvs != 1.0:
             frozen = dataclasses.replace(frozen, gv=frozen.gv * arm.gvs)
-        for i in rng.choice(len(devices), arm.m, replace=False):
+        for i in rng.choice(len(devices), arm.m, replace=False, p=sizes if arm.ps else None):
             device.examples = devices[i]
             seed = arm.seed * 10**6 + r * 1000 + int(i)
             result = device.train(w, server_round=r, seed=seed, frozen=frozen)
