@@ -60,6 +60,10 @@ class FederationConfig:
     server_lr_floor: float = 0.0
     server_ema: float = 0.0
     weighting: str = "uniform"  # "uniform" keeps user-level sensitivity C / m; "examples" does not
+    # which m devices a round: "uniform" (what user-level DP's accountant assumes, q = m / N) or "windows"
+    # (probability proportional to each device's training windows, which devices report at the roll call:
+    # every window is trained about once per pass, as centrally; only without user-level noise)
+    device_sampling: str = "uniform"
     # user-level DP (DP-FedAvg): clip each device's update to C, Gaussian noise sigma * C on the sum
     clip: float = 0.3  # C (C_0 with adaptive_clip); 0 = no user-level clip (only with noise_multiplier 0)
     adaptive_clip: bool = True  # track the clip_quantile of update norms (Andrew et al. 2021)
@@ -224,6 +228,17 @@ class FederationConfig:
             raise ValueError("FederationConfig: set exactly one of noise_multiplier and target_epsilon")
         if self.noise_multiplier is not None and self.noise_multiplier < 0:
             raise ValueError(f"FederationConfig.noise_multiplier must be >= 0, got {self.noise_multiplier}")
+        if self.device_sampling not in ("uniform", "windows"):
+            raise ValueError(
+                "FederationConfig.device_sampling must be 'uniform' or 'windows', "
+                f"got {self.device_sampling!r}"
+            )
+        if self.device_sampling == "windows" and self.noise_multiplier != 0:
+            raise ValueError(
+                "FederationConfig.device_sampling='windows' samples devices by their data size, which the "
+                "user-level accountant (uniform sampling, q = m / N) does not cover: use it only without "
+                "user-level noise (noise_multiplier=0)"
+            )
         if self.target_epsilon is not None and self.target_epsilon <= 0:
             raise ValueError(f"FederationConfig.target_epsilon must be positive, got {self.target_epsilon}")
         if self.delta is not None and not 0 < self.delta < 1:

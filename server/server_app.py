@@ -314,6 +314,7 @@ def build_strategy(config: FederationConfig, noise: NoisePlan, authority: object
         clip_count_stddev=noise.count_stddev,
         seed=config.seed,
         base_dir=Path(config.run_dir) / "public_base" if config.base_by_reference else None,
+        size_weighted=config.device_sampling == "windows",
     )
     return make_strategy(
         config.server_optimizer,
@@ -398,8 +399,9 @@ def roll_call(
     connect_timeout: float,
     reply_timeout: float,
     enrol: ConfigRecord | None = None,
-) -> dict[int, int]:
-    """Ask every connected SuperNode for its device (partition) id: ``{node_id: device_id}``.
+) -> dict[int, dict[str, int]]:
+    """Ask every connected SuperNode for its device (partition) id: ``{node_id: answer}``, the answer
+    ``{"partition-id": id}`` (with ``device_sampling="windows"`` also ``"windows"``, its data size).
 
     ``enrol`` (the codec and, with HE, the federation public context) rides along, so devices get ready
     to train before the first round (``keyboard_sim.client_app``: imports, public context).
@@ -418,12 +420,12 @@ def roll_call(
         Message(content, dst_node_id=node_id, message_type=MessageType.QUERY)
         for node_id in grid.get_node_ids()
     ]
-    device_ids: dict[int, int] = {}
+    answers: dict[int, dict[str, int]] = {}
     for reply in grid.send_and_receive(messages, timeout=reply_timeout):
         if reply.has_error() or "metrics" not in reply.content:
             continue
-        device_ids[reply.metadata.src_node_id] = int(reply.content["metrics"]["partition-id"])
-    return device_ids
+        answers[reply.metadata.src_node_id] = {k: int(v) for k, v in reply.content["metrics"].items()}
+    return answers
 
 
 def resume_point(
@@ -704,20 +706,23 @@ def _train_config(config: FederationConfig, run_id: str) -> ConfigRecord:
     )
 
 
-def _enrol_devices(grid: Grid, config: FederationConfig, strategy: DeltaAggregation) -> dict[int, int]:
-    """The roll call, with the codec (and the HE public context) riding along: ``{node_id: device_id}``."""
+def _enrol_devices(grid: Grid, config: FederationConfig, strategy: DeltaAggregation) -> None:
+    """The roll call, with the codec (and the HE public context) riding along: the strategy learns each
+    node's device id (and, for ``device_sampling="windows"``, its window count)."""
     enrol = ConfigRecord()
     strategy.rounds_setup.mean_update.configure(enrol)
-    device_ids = roll_call(
+    answers = roll_call(
         grid,
         expected=config.devices,
         connect_timeout=min(config.round_timeout, 60.0),
         reply_timeout=config.round_timeout,
         enrol=enrol,
     )
-    strategy.device_ids = device_ids
+    strategy.device_ids = {node: answer["partition-id"] for node, answer in answers.items()}
+    strategy.device_windows = {
+        node: answer["windows"] for node, answer in answers.items() if "windows" in answer
+    }
     _check_nodes(grid, config, strategy)
-    return device_ids
 
 
 def _log_start(config: FederationConfig, noise: NoisePlan, provenance: str, run_dir: Path) -> None:

@@ -32,7 +32,9 @@ def test_plain_arm_spends_the_central_data_budget_in_short_rounds() -> None:
     # Prepare: 40 devices, half with more windows than K batches, half with fewer
     shipped = FederationConfig(devices=40, devices_per_round=8, rounds=3, eval_max_examples=20000)
     windows = [1000] * 20 + [100] * 20
-    per_device = (20 * PLAIN_LOCAL_STEPS * shipped.batch_size + 20 * 100) / 40
+    k_batches = PLAIN_LOCAL_STEPS * shipped.batch_size  # 256 < 1000
+    # devices drawn in proportion to their windows: a drawn device is a 1000-window one 10 times in 11
+    per_device = (20 * 1000 * k_batches + 20 * 100 * 100) / sum(windows)
     # Execute
     plain = plain_fl_config(shipped, data_epochs=2.0, device_windows=windows)
     # Assert: K steps a device, rounds = 2 passes of every window / the windows a round trains on
@@ -40,6 +42,7 @@ def test_plain_arm_spends_the_central_data_budget_in_short_rounds() -> None:
     assert plain.rounds == math.ceil(2.0 * sum(windows) / (plain.devices_per_round * per_device))
     assert plain.max_local_steps == PLAIN_LOCAL_STEPS and plain.server_optimizer == "fedadam"
     assert plain.weighting == "examples"  # each device weighs the windows it trained this round
+    assert plain.device_sampling == "windows"  # each window trained about once a pass, as centrally
     assert plain.server_ema == plain_ema(plain.rounds) and plain.server_lr_schedule == "none"  # the EMA
     assert plain.eval_max_examples == 2000 and plain.checkpoint_every == plain.rounds
     with pytest.raises(ValueError, match="device_windows"):

@@ -65,6 +65,7 @@ class RoundSetup:
         clip_count_stddev: float = 0.0,
         seed: int = 0,
         base_dir: str | Path | None = None,
+        size_weighted: bool = False,
     ) -> None:
         if devices_per_round < 1:
             raise ValueError(f"devices_per_round must be >= 1, got {devices_per_round}")
@@ -80,6 +81,7 @@ class RoundSetup:
         self.clip_count_stddev = clip_count_stddev
         self.rng = random.Random(seed)
         self.base_dir = base_dir  # None: every array in every message; else see federation.public_base
+        self.size_weighted = size_weighted  # sample devices in proportion to their windows (no user-level DP)
 
 
 class RunRounds:
@@ -114,6 +116,7 @@ class DeltaAggregation(FedAvg):
         self.rounds_setup = setup
         self.devices_per_round = setup.devices_per_round
         self.device_ids: dict[int, int] = {}  # node id -> device (partition) id, from a roll call
+        self.device_windows: dict[int, int] = {}  # node id -> training windows (size-weighted sampling)
         self.round_offset = 0  # rounds done before a resume: Flower's round r is the run's offset + r
         self.on_round: Callable[[int, dict], None] | None = None
         self._w_t: dict[str, np.ndarray] | None = None
@@ -172,18 +175,34 @@ class DeltaAggregation(FedAvg):
         return (0, device, node_id) if device is not None else (1, 0, node_id)
 
     def _sample_nodes(self, grid: Grid) -> list[int]:
-        """Wait for enough devices, then sample m of them (seeded, without replacement, by device id)."""
+        """Wait for enough devices, then sample m of them (seeded, without replacement, by device id;
+        ``size_weighted``: in proportion to their windows)."""
         while len(node_ids := list(grid.get_node_ids())) < self.min_available_nodes:
             log(INFO, "Waiting for devices: %d connected, %d needed", len(node_ids), self.min_available_nodes)
             time.sleep(1)
         node_ids.sort(key=self._device_rank)
+        if self.rounds_setup.size_weighted:
+            return self._sample_by_size(node_ids)
         return self.rounds_setup.rng.sample(node_ids, self.devices_per_round)
+
+    def _sample_by_size(self, node_ids: list[int]) -> list[int]:
+        """m nodes without replacement, each draw in proportion to the node's windows w (Efraimidis and
+        Spirakis 2006: the m largest keys u^(1/w), here log(u) / w, u uniform; a node without a count
+        weighs 1)."""
+        keys = {}
+        for node in node_ids:
+            u = self.rounds_setup.rng.random()
+            keys[node] = math.log(u) / max(self.device_windows.get(node, 1), 1) if u > 0 else -math.inf
+        return sorted(node_ids, key=keys.__getitem__, reverse=True)[: self.devices_per_round]
 
     def resume_after(self, rounds_done: int, devices: int) -> None:
         """Continue a run after ``rounds_done`` rounds: number rounds after them and advance the sampler."""
         self.round_offset = rounds_done
         for _ in range(rounds_done):
-            self.rounds_setup.rng.sample(range(devices), self.devices_per_round)
+            if self.rounds_setup.size_weighted:  # one uniform draw per device a round
+                [self.rounds_setup.rng.random() for _ in range(devices)]
+            else:
+                self.rounds_setup.rng.sample(range(devices), self.devices_per_round)
 
     def _round_config(self, config: ConfigRecord, server_round: int) -> None:
         setup = self.rounds_setup

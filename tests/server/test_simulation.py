@@ -233,3 +233,36 @@ def test_a_run_whose_devices_all_fail_aborts_with_their_error(tmp_path: Path) ->
     rows = [json.loads(line) for line in (tmp_path / "run" / "rounds.jsonl").read_text().splitlines()]
     assert [r["round"] for r in rows] == [0, 1] and rows[1]["participants"] == 0
     assert any("injected failure" in f for f in rows[1]["failures"])
+
+
+def test_a_run_without_user_dp_draws_devices_by_their_reported_windows(tmp_path: Path) -> None:
+    # Prepare: users of very different sizes; no user-level DP, so devices may be drawn by data size
+    import random
+
+    from keyboard_sim.corpus import UserText
+    from keyboard_sim.federation import device_examples
+
+    users = [UserText(u.user_id, u.lines[: 4 + 2 * i]) for i, u in enumerate(make_users(30, 64))]
+    sized = tmp_path / "sized.jsonl"
+    save_jsonl(users, sized)
+    cfg = FederationConfig(
+        **{**_tiny_federation(tmp_path, rounds=3, aggregation="plain", seed=5), "jsonl_path": str(sized)},
+        noise_multiplier=0.0,
+        clip=0.0,
+        adaptive_clip=False,
+        example_noise_multiplier=0.0,
+        device_sampling="windows",
+        run_dir=str(tmp_path / "run"),
+    )
+    windows = [len(device_examples(cfg, p).train) for p in range(cfg.devices)]
+    rng = random.Random(cfg.seed)  # the server's sampler: Efraimidis-Spirakis keys over devices in id order
+    expected = []
+    for _ in range(cfg.rounds):
+        keys = [math.log(rng.random()) / w for w in windows]
+        expected.append(sorted(sorted(range(cfg.devices), key=keys.__getitem__)[-cfg.devices_per_round :]))
+    # Execute
+    run_federated(cfg)
+    # Assert: every round drew the devices the windows they reported at the roll call make likeliest
+    rows = [json.loads(x) for x in (tmp_path / "run" / "rounds.jsonl").read_text().splitlines()]
+    assert len(set(windows)) > 1
+    assert [r["devices"] for r in rows[1:]] == expected

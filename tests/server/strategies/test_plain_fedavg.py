@@ -166,3 +166,40 @@ def test_server_lr_schedule_scales_eta_at_the_runs_round(optimizer: str) -> None
         steps[0] = steps[0] * correction(3) / correction(1)
     np.testing.assert_allclose(steps[1], 0.5 * steps[0], rtol=1e-5)
     assert np.all(np.abs(steps[1]) > 0)
+
+
+def test_size_weighted_sampling_draws_devices_in_proportion_to_their_windows() -> None:
+    # Prepare: 40 devices, the first 10 with 10x the windows of the others; m = 4 a round
+    windows = [1000] * 10 + [100] * 30
+    strategy = make_strategy(
+        "fedavg", RoundSetup(mean_update=PlainMean(), devices_per_round=4, size_weighted=True), server_lr=1.0
+    )
+    strategy.device_windows = dict(enumerate(windows))
+    # Execute: 2,000 rounds of draws
+    drawn = np.zeros(40)
+    for _ in range(2000):
+        for node in strategy._sample_by_size(list(range(40))):
+            drawn[node] += 1
+    # Assert: a big device is drawn ~10x as often as a small one (not 1x: uniform), m distinct a round
+    ratio = drawn[:10].mean() / drawn[10:].mean()
+    assert 7 < ratio < 13
+    assert drawn.sum() == 2000 * 4
+
+
+def test_a_resumed_size_weighted_sampler_draws_what_the_uninterrupted_one_would() -> None:
+    windows = {node: 50 + 37 * node for node in range(12)}
+
+    def strategy_after(rounds_done: int):  # noqa: ANN202
+        s = make_strategy(
+            "fedavg",
+            RoundSetup(mean_update=PlainMean(), devices_per_round=3, size_weighted=True),
+            server_lr=1.0,
+        )
+        s.device_windows = windows
+        s.resume_after(rounds_done, devices=12)
+        return s
+
+    uninterrupted = strategy_after(0)
+    draws = [uninterrupted._sample_by_size(list(range(12))) for _ in range(5)]
+    resumed = strategy_after(3)
+    assert [resumed._sample_by_size(list(range(12))) for _ in range(2)] == draws[3:]
