@@ -8,12 +8,17 @@ batch gradient to ``max_grad_norm`` (a stability guard, not privacy). It has the
 client app uses (``train``, ``state``, ``load_state``, ``rounds_trained``) and reports an infinite
 example-level epsilon. User-level clipping and noise still happen in the client app. Its ``num_examples``
 is the windows this round's steps covered (K batches, or all it has), the weight of ``weighting=examples``.
+
+A round that trains fewer windows than the device holds takes the *next* ones of a fixed shuffle of its
+windows (a cursor kept in the ledger, so it survives the worker's cache and a restart), as a central
+epoch would, rather than a fresh random draw: fresh draws re-train some windows and skip others.
 """
 
 from __future__ import annotations
 
 import math
 import time
+import zlib
 from collections import OrderedDict
 
 import numpy as np
@@ -126,6 +131,21 @@ class PlainDevice:
         for key, name in param_names(self._model).items():
             self._model.get_parameter(name).requires_grad_(key in self.trainable)
         self.ledger: list[dict] = []
+        order_seed = zlib.crc32(device_id.encode())  # the device's own fixed shuffle of its windows
+        self._order = torch.randperm(len(examples), generator=torch.Generator().manual_seed(order_seed))
+
+    def _round_batches(self, steps: int, generator: torch.Generator) -> list[torch.Tensor]:
+        """The round's ``steps`` batches: passes over every window, a fresh shuffle each, when they cover
+        them all; else the next ``steps`` x B windows of the device's fixed shuffle from its cursor."""
+        n, batch = len(self.examples), self.dp.batch_size
+        if steps * batch >= n:
+            batches: list[torch.Tensor] = []
+            while len(batches) < steps:
+                batches.extend(torch.randperm(n, generator=generator).split(batch))
+            return batches[:steps]
+        cursor = sum(int(e.get("windows", 0)) for e in self.ledger) % n
+        chunk = self._order[(cursor + torch.arange(steps * batch)) % n]
+        return list(chunk[torch.randperm(len(chunk), generator=generator)].split(batch))
 
     def _optimizer(self, lr: float, frozen: FrozenState | None) -> torch.optim.Optimizer:
         params = [p for p in self._model.parameters() if p.requires_grad]
@@ -165,24 +185,23 @@ class PlainDevice:
         torch.manual_seed(seed)  # dropout
         self._model.train()
         losses: list[float] = []
-        while len(losses) < total:
-            order = torch.randperm(len(y), generator=generator)
-            for batch in order.split(self.dp.batch_size):
-                loss = nn.functional.cross_entropy(self._model(x[batch]), y[batch])
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                nn.utils.clip_grad_norm_(params, self.dp.max_grad_norm)
-                optimizer.step()
-                losses.append(loss.item())
-                if len(losses) >= total:
-                    break
+        for batch in self._round_batches(total, generator):
+            loss = nn.functional.cross_entropy(self._model(x[batch]), y[batch])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_(params, self.dp.max_grad_norm)
+            optimizer.step()
+            losses.append(loss.item())
         self._model.eval()
         delta = local_update(export_weights(self._model), global_weights, self.trainable)
         stats = frozen_stats(optimizer, self.trainable, total)
-        self.ledger.append({"round": int(server_round), "steps": total, "example_epsilon": math.inf})
+        windows = min(total * self.dp.batch_size, len(self.examples))  # trained this round: moves the cursor
+        self.ledger.append(
+            {"round": int(server_round), "steps": total, "windows": windows, "example_epsilon": math.inf}
+        )
         return LocalResult(
             delta=delta,
-            num_examples=min(total * self.dp.batch_size, len(self.examples)),  # windows trained this round
+            num_examples=windows,
             steps=total,
             train_loss=float(np.mean(losses)),
             example_epsilon=math.inf,

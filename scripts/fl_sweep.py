@@ -204,6 +204,7 @@ def federated(bench: Bench, arm: Arm) -> None:
     per_round = arm.m * plain_round_windows([len(d) for d in devices], arm.B, arm.K)
     planned = max(1, int(np.ceil(arm.data * len(bench.pooled) / per_round)))
     averages = [IterateAverage(float(d)) for d in arm.ema.split("/") if float(d) > 0]
+    fleet: dict[int, PlainDevice] = {}  # each device keeps its cursor over its own windows
     while seen < arm.data * len(bench.pooled):
         r += 1
         mean = {k: np.zeros_like(w[k]) for k in device.trainable}
@@ -213,7 +214,9 @@ def federated(bench: Bench, arm: Arm) -> None:
         if frozen is not None and arm.gvs != 1.0:
             frozen = dataclasses.replace(frozen, gv=frozen.gv * arm.gvs)
         for i in rng.choice(len(devices), arm.m, replace=False, p=sizes if arm.ps else None):
-            device.examples = devices[i]
+            if int(i) not in fleet:
+                fleet[int(i)] = PlainDevice(f"device{i}", devices[i], bench.release.config, dp)
+            device = fleet[int(i)]
             seed = arm.seed * 10**6 + r * 1000 + int(i)
             result = device.train(w, server_round=r, seed=seed, frozen=frozen)
             seen += min(result.steps * arm.B, len(devices[i]))

@@ -46,10 +46,12 @@ def test_plain_device_trains_every_named_array_and_repeats_by_seed() -> None:
     w = _global()
     dp = LocalDPConfig(batch_size=10, max_local_steps=3, lr=0.1, max_grad_norm=5.0)
     device = PlainDevice("u", _examples(40), LSTM, dp)
-    # Execute: the same round twice from the same weights and seed, once more with another seed
+    # Execute: the same first round on the same device twice (a fresh copy), once more with another seed
     first = device.train(w, server_round=1, seed=7)
-    again = device.train(w, server_round=2, seed=7)
-    other = device.train(w, server_round=3, seed=8)
+    again = PlainDevice("u", _examples(40), LSTM, dp).train(w, server_round=1, seed=7)
+    other = PlainDevice("u", _examples(40), LSTM, dp).train(w, server_round=1, seed=8)
+    device.train(w, server_round=2, seed=7)
+    device.train(w, server_round=3, seed=7)
     # Assert: every array moved, the same seed repeats exactly, another seed differs; no DP: epsilon inf
     assert set(first.delta) == set(trainable_keys(LSTM)) and first.steps == 3
     assert all(np.abs(d).max() > 0 for d in first.delta.values())
@@ -89,3 +91,24 @@ def test_mimelite_round_steps_with_the_frozen_state_and_returns_its_statistics()
     g, g2 = result.stats["g/b2"], result.stats["g2/b2"]
     assert g.shape == w["b2"].shape and np.all(g2 >= g * g - 1e-12) and plain.stats == {}
     assert np.abs(result.delta["b2"]).max() <= 2 * 0.01 + 1e-6 and np.abs(result.delta["b2"]).max() > 0.01
+
+
+def test_rounds_walk_through_the_devices_windows_and_the_ledger_keeps_the_place() -> None:
+    # Prepare: 40 windows, rounds of 3 batches of 10 (30 windows: fewer than the device holds)
+    w = _global()
+    dp = LocalDPConfig(batch_size=10, max_local_steps=3, lr=0.1, max_grad_norm=5.0)
+    device = PlainDevice("u", _examples(40), LSTM, dp)
+    gen = torch.Generator().manual_seed(0)
+    # Execute: the windows round 1 and round 2 would train
+    round_1 = torch.cat(device._round_batches(3, gen))
+    device.train(w, server_round=1, seed=1)
+    round_2 = torch.cat(device._round_batches(3, gen))
+    restarted = PlainDevice("u", _examples(40), LSTM, dp)  # a worker that lost the device: its saved state
+    restarted.load_state(device.state())
+    # Assert: 30 distinct windows, then the 10 left and 20 from the start again: every window in 2 rounds
+    assert len(set(round_1.tolist())) == 30
+    assert set(round_1.tolist()) | set(round_2.tolist()) == set(range(40))
+    assert set(torch.cat(restarted._round_batches(3, gen)).tolist()) == set(round_2.tolist())
+    # a device with fewer windows than the round's batches trains all of them, once a pass
+    small = PlainDevice("s", _examples(25), LSTM, dp)
+    assert sorted(torch.cat(small._round_batches(3, gen)).tolist()) == list(range(25))
