@@ -144,13 +144,17 @@ class BenchConfig:
 
 
 def plain_round_windows(
-    device_windows: list[int], batch_size: int = 32, local_steps: int = PLAIN_LOCAL_STEPS
+    device_windows: list[int],
+    batch_size: int = 32,
+    local_steps: int = PLAIN_LOCAL_STEPS,
+    device_sampling: str = PLAIN_DEVICE_SAMPLING,
 ) -> float:
     """Mean windows a sampled device trains on in a round of the no-DP arm (K batches, or all it has),
-    devices drawn as ``PLAIN_DEVICE_SAMPLING`` draws them (in proportion to their windows)."""
+    devices drawn as ``device_sampling`` draws them ("windows": in proportion to their windows)."""
     windows = np.asarray(device_windows, dtype=np.float64)
     trained = np.minimum(windows, local_steps * batch_size)
-    return float(np.sum(windows * trained) / np.sum(windows))
+    draw = windows if device_sampling == "windows" else np.ones_like(windows)
+    return float(np.sum(draw * trained) / np.sum(draw))
 
 
 def plain_ema(rounds: int) -> float:

@@ -113,14 +113,13 @@ def _start_to_final(card: dict) -> str:
     )
 
 
-def _federated_without_dp(fed_cfg: FederationConfig, data_config: DataConfig, run_dir: Path) -> dict:
+def _federated_without_dp(fed_cfg: FederationConfig, run_dir: Path) -> dict:
     """The bench's no-DP arm (``plain_fl_config``) on the demo's devices, one pass over their windows."""
     from hushtype.bench_federated import plain_fl_config
     from hushtype.simulation import run_federated
-    from keyboard_sim.dataset import build_federated_data
-    from keyboard_sim.federation import select_devices
+    from keyboard_sim.federation import load_data, select_devices
 
-    windows = [len(u.train) for u in select_devices(build_federated_data(data_config).train_users, fed_cfg)]
+    windows = [len(u.train) for u in select_devices(load_data(fed_cfg).train_users, fed_cfg)]  # cached
     plain = plain_fl_config(fed_cfg, data_epochs=1.0, device_windows=windows)
     return run_federated(
         dataclasses.replace(plain, run_dir=str(run_dir), eval_max_examples=fed_cfg.eval_max_examples)
@@ -184,7 +183,7 @@ def run_demo(
         f"max device example-level epsilon {card['max_device_example_epsilon']:.2f}; "
         f"held-out {_start_to_final(card)}",
     )
-    no_dp = _federated_without_dp(fed_cfg, data_config, out / "federated_no_dp")
+    no_dp = _federated_without_dp(fed_cfg, out / "federated_no_dp")
     _say(
         "3/5",
         f"the same devices without DP (no clip, no noise, plain sums): held-out {_start_to_final(no_dp)}",

@@ -14,6 +14,7 @@ from hushtype.bench_federated import (
     _gap,
     plain_ema,
     plain_fl_config,
+    plain_round_windows,
     plot_frontier,
 )
 from keyboard_sim.client_app import CLIP_BIT_KEY, add_clip_bit, clip_update
@@ -43,6 +44,8 @@ def test_plain_arm_spends_the_central_data_budget_in_short_rounds() -> None:
     assert plain.max_local_steps == PLAIN_LOCAL_STEPS and plain.server_optimizer == "fedadam"
     assert plain.weighting == "examples"  # each device weighs the windows it trained this round
     assert plain.device_sampling == "windows"  # each window trained about once a pass, as centrally
+    uniform = (20 * k_batches + 20 * 100) / 40  # the same devices drawn uniformly
+    assert plain_round_windows(windows, shipped.batch_size, device_sampling="uniform") == uniform
     assert plain.server_ema == plain_ema(plain.rounds) and plain.server_lr_schedule == "none"  # the EMA
     assert plain.eval_max_examples == 2000 and plain.checkpoint_every == plain.rounds
     with pytest.raises(ValueError, match="device_windows"):

@@ -200,7 +200,8 @@ class DeltaAggregation(FedAvg):
         self.round_offset = rounds_done
         for _ in range(rounds_done):
             if self.rounds_setup.size_weighted:  # one uniform draw per device a round
-                [self.rounds_setup.rng.random() for _ in range(devices)]
+                for _ in range(devices):
+                    self.rounds_setup.rng.random()
             else:
                 self.rounds_setup.rng.sample(range(devices), self.devices_per_round)
 
