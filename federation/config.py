@@ -15,6 +15,7 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 
+from federation.passes import DEVICE_SAMPLING
 from federation.schedule import LR_SCHEDULES
 
 __all__ = ["FederationConfig", "DEFAULT_TARGET_EPSILON", "EXAMPLE_RDP_ORDERS"]
@@ -60,9 +61,10 @@ class FederationConfig:
     server_lr_floor: float = 0.0
     server_ema: float = 0.0
     weighting: str = "uniform"  # "uniform" keeps user-level sensitivity C / m; "examples" does not
-    # which m devices a round: "uniform" (what user-level DP's accountant assumes, q = m / N) or "windows"
-    # (probability proportional to each device's training windows, which devices report at the roll call:
-    # every window is trained about once per pass, as centrally; only without user-level noise)
+    # which m devices a round: "uniform" (what user-level DP's accountant assumes, q = m / N), "windows"
+    # (probability proportional to each device's training windows, which devices report at the roll call)
+    # or "passes" (each device ceil(windows / (max_local_steps x batch_size)) times a pass, shuffled: every
+    # window trained once a pass, as centrally; federation.passes); the last two only without user noise
     device_sampling: str = "uniform"
     # user-level DP (DP-FedAvg): clip each device's update to C, Gaussian noise sigma * C on the sum
     clip: float = 0.3  # C (C_0 with adaptive_clip); 0 = no user-level clip (only with noise_multiplier 0)
@@ -228,16 +230,21 @@ class FederationConfig:
             raise ValueError("FederationConfig: set exactly one of noise_multiplier and target_epsilon")
         if self.noise_multiplier is not None and self.noise_multiplier < 0:
             raise ValueError(f"FederationConfig.noise_multiplier must be >= 0, got {self.noise_multiplier}")
-        if self.device_sampling not in ("uniform", "windows"):
+        if self.device_sampling not in DEVICE_SAMPLING:
             raise ValueError(
-                "FederationConfig.device_sampling must be 'uniform' or 'windows', "
+                f"FederationConfig.device_sampling must be one of {DEVICE_SAMPLING}, "
                 f"got {self.device_sampling!r}"
             )
-        if self.device_sampling == "windows" and self.noise_multiplier != 0:
+        if self.device_sampling != "uniform" and self.noise_multiplier != 0:
             raise ValueError(
-                "FederationConfig.device_sampling='windows' samples devices by their data size, which the "
-                "user-level accountant (uniform sampling, q = m / N) does not cover: use it only without "
-                "user-level noise (noise_multiplier=0)"
+                f"FederationConfig.device_sampling={self.device_sampling!r} draws devices by their data "
+                "size, which the user-level accountant (uniform sampling, q = m / N) does not cover: use "
+                "it only without user-level noise (noise_multiplier=0)"
+            )
+        if self.device_sampling == "passes" and self.max_local_steps is None:
+            raise ValueError(
+                "FederationConfig.device_sampling='passes' deals each device's windows in chunks of "
+                "max_local_steps x batch_size: set max_local_steps"
             )
         if self.target_epsilon is not None and self.target_epsilon <= 0:
             raise ValueError(f"FederationConfig.target_epsilon must be positive, got {self.target_epsilon}")

@@ -40,6 +40,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from federation.passes import draws_per_pass
 from hushtype.heldout import HeldOut, gap_interval
 from hushtype.pretrain import pretrain_public
 from keyboard_sim.dataset import DataConfig, FederatedData, build_federated_data
@@ -150,8 +151,11 @@ def plain_round_windows(
     device_sampling: str = PLAIN_DEVICE_SAMPLING,
 ) -> float:
     """Mean windows a sampled device trains on in a round of the no-DP arm (K batches, or all it has),
-    devices drawn as ``device_sampling`` draws them ("windows": in proportion to their windows)."""
+    devices drawn as ``device_sampling`` draws them ("windows": in proportion to their windows;
+    "passes": each device ``ceil(n / (K B))`` times a pass, the last draw training the rest)."""
     windows = np.asarray(device_windows, dtype=np.float64)
+    if device_sampling == "passes":
+        return float(np.sum(windows) / sum(draws_per_pass(device_windows, local_steps * batch_size)))
     trained = np.minimum(windows, local_steps * batch_size)
     draw = windows if device_sampling == "windows" else np.ones_like(windows)
     return float(np.sum(draw * trained) / np.sum(draw))

@@ -341,12 +341,12 @@ def make_client_app(config: FederationConfig | None = None) -> ClientApp:
     @client_app.query()
     def device_id(msg: Message, context: Context) -> Message:
         """Answer the server's roll call with this SuperNode's device (partition) id (and warm up); with
-        ``device_sampling="windows"`` (no user-level DP) also its count of training windows."""
+        ``device_sampling`` "windows" or "passes" (no user-level DP) also its count of training windows."""
         cfg = _config(context)
         partition = _partition(context, cfg)
         _warm_up(msg.content.config_records.get("config"))
         answer = {"partition-id": partition}
-        if cfg.device_sampling == "windows":
+        if cfg.device_sampling != "uniform":
             answer["windows"] = len(device_examples(cfg, partition).train)
         return Message(RecordDict({"metrics": MetricRecord(answer)}), reply_to=msg)
 

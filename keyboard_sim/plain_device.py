@@ -11,7 +11,9 @@ is the windows this round's steps covered (K batches, or all it has), the weight
 
 A round that trains fewer windows than the device holds takes the *next* ones of a fixed shuffle of its
 windows (a cursor kept in the ledger, so it survives the worker's cache and a restart), as a central
-epoch would, rather than a fresh random draw: fresh draws re-train some windows and skip others.
+epoch would, rather than a fresh random draw: fresh draws re-train some windows and skip others. The
+last round of a pass trains the rest (fewer steps), so ``ceil(n / (K B))`` rounds train every window
+once: the draws ``device_sampling="passes"`` deals (``federation.passes``).
 """
 
 from __future__ import annotations
@@ -144,7 +146,7 @@ class PlainDevice:
                 batches.extend(torch.randperm(n, generator=generator).split(batch))
             return batches[:steps]
         cursor = sum(int(e.get("windows", 0)) for e in self.ledger) % n
-        chunk = self._order[(cursor + torch.arange(steps * batch)) % n]
+        chunk = self._order[cursor : cursor + steps * batch]  # a pass's last chunk is the rest of it
         return list(chunk[torch.randperm(len(chunk), generator=generator)].split(batch))
 
     def _optimizer(self, lr: float, frozen: FrozenState | None) -> torch.optim.Optimizer:
@@ -185,7 +187,8 @@ class PlainDevice:
         torch.manual_seed(seed)  # dropout
         self._model.train()
         losses: list[float] = []
-        for batch in self._round_batches(total, generator):
+        batches = self._round_batches(total, generator)
+        for batch in batches:
             loss = nn.functional.cross_entropy(self._model(x[batch]), y[batch])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -194,15 +197,16 @@ class PlainDevice:
             losses.append(loss.item())
         self._model.eval()
         delta = local_update(export_weights(self._model), global_weights, self.trainable)
-        stats = frozen_stats(optimizer, self.trainable, total)
-        windows = min(total * self.dp.batch_size, len(self.examples))  # trained this round: moves the cursor
+        steps = len(batches)
+        stats = frozen_stats(optimizer, self.trainable, steps)
+        windows = min(sum(len(batch) for batch in batches), len(self.examples))  # moves the cursor
         self.ledger.append(
-            {"round": int(server_round), "steps": total, "windows": windows, "example_epsilon": math.inf}
+            {"round": int(server_round), "steps": steps, "windows": windows, "example_epsilon": math.inf}
         )
         return LocalResult(
             delta=delta,
             num_examples=windows,
-            steps=total,
+            steps=steps,
             train_loss=float(np.mean(losses)),
             example_epsilon=math.inf,
             seconds=time.perf_counter() - start,

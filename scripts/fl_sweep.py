@@ -29,6 +29,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from random import Random
 
 import numpy as np
 import torch
@@ -37,6 +38,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from federation import FederationConfig  # noqa: E402
 from federation.mime import MimeState  # noqa: E402 - after the path fix
+from federation.passes import PassSchedule, draws_per_pass  # noqa: E402
 from federation.schedule import IterateAverage, lr_factor  # noqa: E402
 from hushtype.bench_federated import plain_round_windows  # noqa: E402
 from keyboard_sim.dataset import DataConfig, build_federated_data  # noqa: E402
@@ -62,7 +64,9 @@ class Arm:
     m: int = 20
     K: int = 8
     E: float = 1.0  # local epochs a round (each device's passes over its windows), capped at K steps
-    ps: int = 0  # 1: sample devices with probability proportional to their windows (else uniformly)
+    ps: int = (
+        0  # 1: devices drawn in proportion to their windows; 2: by passes (federation.passes); 0: uniform
+    )
     B: int = 32
     lr: float = 0.05
     opt: str = "sgd"  # the device's optimizer: "sgd" | "adam" (fresh state every round) | "mime"
@@ -200,8 +204,15 @@ def federated(bench: Bench, arm: Arm) -> None:
     state: dict = {}
     mime = MimeState(arm.b1, arm.b2, arm.eps, arm.vstat)
     marks, seen, r, start = [e for e in MARKS if e <= arm.data], 0, 0, time.perf_counter()
+    if arm.ps == 2:  # each device's windows once a pass, in chunks of K batches
+        draws = draws_per_pass([len(d) for d in devices], arm.K * arm.B)
+        draw = PassSchedule(draws, arm.m, Random(arm.seed)).next_round
+    else:
+        p = sizes if arm.ps else None
+        draw = lambda: rng.choice(len(devices), arm.m, replace=False, p=p)  # noqa: E731
     # the planned rounds (plain_fl_config's count): the schedule decays over them
-    per_round = arm.m * plain_round_windows([len(d) for d in devices], arm.B, arm.K)
+    sampling = ("uniform", "windows", "passes")[arm.ps]
+    per_round = arm.m * plain_round_windows([len(d) for d in devices], arm.B, arm.K, sampling)
     planned = max(1, int(np.ceil(arm.data * len(bench.pooled) / per_round)))
     averages = [IterateAverage(float(d)) for d in arm.ema.split("/") if float(d) > 0]
     fleet: dict[int, PlainDevice] = {}  # each device keeps its cursor over its own windows
@@ -213,14 +224,14 @@ def federated(bench: Bench, arm: Arm) -> None:
         frozen = mime.frozen({k: w[k] for k in device.trainable}) if arm.opt == "mime" else None
         if frozen is not None and arm.gvs != 1.0:
             frozen = dataclasses.replace(frozen, gv=frozen.gv * arm.gvs)
-        for i in rng.choice(len(devices), arm.m, replace=False, p=sizes if arm.ps else None):
+        for i in draw():
             if int(i) not in fleet:
                 fleet[int(i)] = PlainDevice(f"device{i}", devices[i], bench.release.config, dp)
             device = fleet[int(i)]
             seed = arm.seed * 10**6 + r * 1000 + int(i)
             result = device.train(w, server_round=r, seed=seed, frozen=frozen)
-            seen += min(result.steps * arm.B, len(devices[i]))
-            share = min(result.steps * arm.B, len(devices[i])) if arm.wt else 1.0
+            seen += result.num_examples
+            share = result.num_examples if arm.wt else 1.0
             total += share
             for k in mean:
                 mean[k] += result.delta[k] * share

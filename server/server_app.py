@@ -314,7 +314,8 @@ def build_strategy(config: FederationConfig, noise: NoisePlan, authority: object
         clip_count_stddev=noise.count_stddev,
         seed=config.seed,
         base_dir=Path(config.run_dir) / "public_base" if config.base_by_reference else None,
-        size_weighted=config.device_sampling == "windows",
+        device_sampling=config.device_sampling,
+        pass_chunk=(config.max_local_steps or 0) * config.batch_size,
     )
     return make_strategy(
         config.server_optimizer,
@@ -401,7 +402,7 @@ def roll_call(
     enrol: ConfigRecord | None = None,
 ) -> dict[int, dict[str, int]]:
     """Ask every connected SuperNode for its device (partition) id: ``{node_id: answer}``, the answer
-    ``{"partition-id": id}`` (with ``device_sampling="windows"`` also ``"windows"``, its data size).
+    ``{"partition-id": id}`` (unless ``device_sampling="uniform"`` also ``"windows"``, its data size).
 
     ``enrol`` (the codec and, with HE, the federation public context) rides along, so devices get ready
     to train before the first round (``keyboard_sim.client_app``: imports, public context).
@@ -708,7 +709,7 @@ def _train_config(config: FederationConfig, run_id: str) -> ConfigRecord:
 
 def _enrol_devices(grid: Grid, config: FederationConfig, strategy: DeltaAggregation) -> None:
     """The roll call, with the codec (and the HE public context) riding along: the strategy learns each
-    node's device id (and, for ``device_sampling="windows"``, its window count)."""
+    node's device id (and, unless ``device_sampling="uniform"``, its window count)."""
     enrol = ConfigRecord()
     strategy.rounds_setup.mean_update.configure(enrol)
     answers = roll_call(

@@ -46,6 +46,8 @@ def test_plain_arm_spends_the_central_data_budget_in_short_rounds() -> None:
     assert plain.device_sampling == "windows"  # each window trained about once a pass, as centrally
     uniform = (20 * k_batches + 20 * 100) / 40  # the same devices drawn uniformly
     assert plain_round_windows(windows, shipped.batch_size, device_sampling="uniform") == uniform
+    by_passes = sum(windows) / (20 * 4 + 20 * 1)  # 1000 windows: 4 chunks of 256 a pass, 100: one
+    assert plain_round_windows(windows, shipped.batch_size, device_sampling="passes") == by_passes
     assert plain.server_ema == plain_ema(plain.rounds) and plain.server_lr_schedule == "none"  # the EMA
     assert plain.eval_max_examples == 2000 and plain.checkpoint_every == plain.rounds
     with pytest.raises(ValueError, match="device_windows"):

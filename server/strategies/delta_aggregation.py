@@ -7,7 +7,7 @@ pseudo-gradient ``Delta_t = mean - w_t`` from it. Our devices send deltas, possi
 class sits between those strategies and ``FedAvg`` in the method resolution order
 (``class DeltaFedAdam(FedAdam, DeltaAggregation)``) and replaces only that first step::
 
-    S_t       m devices sampled (seeded, by device id)
+    S_t       m devices sampled (seeded, by device id; without user-level DP also by size or by passes)
     A_t       the devices whose update was usable
     Delta_t   = MeanUpdate.mean(A_t)          plain mean, or CKKS sum decrypted by the key authority only
     returns   w_t + Delta_t                    the optimizer then steps on Delta_t (momentum, Adam, Yogi)
@@ -39,6 +39,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 from flwr.supercore import log
 
+from federation.passes import DEVICE_SAMPLING, PassSchedule, draws_per_pass
 from federation.public_base import BASE_PATH_KEY, BASE_SHA_KEY, changed_arrays, write_base
 from federation.wire import CLIP_BIT_KEY, decode_stats
 from server.strategies.adaptive_clipping import QuantileClip
@@ -65,12 +66,17 @@ class RoundSetup:
         clip_count_stddev: float = 0.0,
         seed: int = 0,
         base_dir: str | Path | None = None,
-        size_weighted: bool = False,
+        device_sampling: str = "uniform",
+        pass_chunk: int = 0,
     ) -> None:
         if devices_per_round < 1:
             raise ValueError(f"devices_per_round must be >= 1, got {devices_per_round}")
         if update_noise_multiplier < 0:
             raise ValueError(f"update_noise_multiplier must be >= 0, got {update_noise_multiplier}")
+        if device_sampling not in DEVICE_SAMPLING:
+            raise ValueError(f"device_sampling must be one of {DEVICE_SAMPLING}, got {device_sampling!r}")
+        if device_sampling == "passes" and pass_chunk < 1:
+            raise ValueError(f"device_sampling='passes' needs pass_chunk >= 1 window, got {pass_chunk}")
         self.mean_update = mean_update
         self.devices_per_round = devices_per_round
         self.adaptive = isinstance(clip, QuantileClip)
@@ -81,7 +87,10 @@ class RoundSetup:
         self.clip_count_stddev = clip_count_stddev
         self.rng = random.Random(seed)
         self.base_dir = base_dir  # None: every array in every message; else see federation.public_base
-        self.size_weighted = size_weighted  # sample devices in proportion to their windows (no user-level DP)
+        # how m devices are drawn (no user-level DP but "uniform"): "windows" in proportion to their windows,
+        # "passes" each device's windows once a pass in chunks of pass_chunk (federation.passes)
+        self.device_sampling = device_sampling
+        self.pass_chunk = pass_chunk
 
 
 class RunRounds:
@@ -116,7 +125,9 @@ class DeltaAggregation(FedAvg):
         self.rounds_setup = setup
         self.devices_per_round = setup.devices_per_round
         self.device_ids: dict[int, int] = {}  # node id -> device (partition) id, from a roll call
-        self.device_windows: dict[int, int] = {}  # node id -> training windows (size-weighted sampling)
+        self.device_windows: dict[int, int] = {}  # node id -> training windows ("windows", "passes" draws)
+        self._passes: tuple[list[int], PassSchedule] | None = None  # nodes in device order, their schedule
+        self._replay_rounds = 0  # rounds a resumed pass schedule skips once it is built
         self.round_offset = 0  # rounds done before a resume: Flower's round r is the run's offset + r
         self.on_round: Callable[[int, dict], None] | None = None
         self._w_t: dict[str, np.ndarray] | None = None
@@ -181,8 +192,10 @@ class DeltaAggregation(FedAvg):
             log(INFO, "Waiting for devices: %d connected, %d needed", len(node_ids), self.min_available_nodes)
             time.sleep(1)
         node_ids.sort(key=self._device_rank)
-        if self.rounds_setup.size_weighted:
+        if self.rounds_setup.device_sampling == "windows":
             return self._sample_by_size(node_ids)
+        if self.rounds_setup.device_sampling == "passes":
+            return self._sample_by_passes(node_ids)
         return self.rounds_setup.rng.sample(node_ids, self.devices_per_round)
 
     def _sample_by_size(self, node_ids: list[int]) -> list[int]:
@@ -195,11 +208,27 @@ class DeltaAggregation(FedAvg):
             keys[node] = math.log(u) / max(self.device_windows.get(node, 1), 1) if u > 0 else -math.inf
         return sorted(node_ids, key=keys.__getitem__, reverse=True)[: self.devices_per_round]
 
+    def _sample_by_passes(self, node_ids: list[int]) -> list[int]:
+        """The next round of the pass schedule over ``node_ids`` (built at the first round, from the
+        windows the roll call reported; a node without a count is drawn once a pass)."""
+        if self._passes is None:
+            windows = [self.device_windows.get(node, 1) for node in node_ids]
+            draws = draws_per_pass(windows, self.rounds_setup.pass_chunk)
+            schedule = PassSchedule(draws, self.devices_per_round, self.rounds_setup.rng)
+            for _ in range(self._replay_rounds):  # a resumed run: the rounds already done
+                schedule.next_round()
+            self._passes = node_ids, schedule
+        nodes, schedule = self._passes
+        return [nodes[i] for i in schedule.next_round()]
+
     def resume_after(self, rounds_done: int, devices: int) -> None:
         """Continue a run after ``rounds_done`` rounds: number rounds after them and advance the sampler."""
         self.round_offset = rounds_done
+        if self.rounds_setup.device_sampling == "passes":  # replayed once the roll call gave the windows
+            self._replay_rounds = rounds_done
+            return
         for _ in range(rounds_done):
-            if self.rounds_setup.size_weighted:  # one uniform draw per device a round
+            if self.rounds_setup.device_sampling == "windows":  # one uniform draw per device a round
                 for _ in range(devices):
                     self.rounds_setup.rng.random()
             else:

@@ -99,15 +99,19 @@ def test_rounds_walk_through_the_devices_windows_and_the_ledger_keeps_the_place(
     dp = LocalDPConfig(batch_size=10, max_local_steps=3, lr=0.1, max_grad_norm=5.0)
     device = PlainDevice("u", _examples(40), LSTM, dp)
     gen = torch.Generator().manual_seed(0)
-    # Execute: the windows round 1 and round 2 would train
+    # Execute: the windows rounds 1, 2 and 3 would train
     round_1 = torch.cat(device._round_batches(3, gen))
-    device.train(w, server_round=1, seed=1)
+    first = device.train(w, server_round=1, seed=1)
     round_2 = torch.cat(device._round_batches(3, gen))
     restarted = PlainDevice("u", _examples(40), LSTM, dp)  # a worker that lost the device: its saved state
     restarted.load_state(device.state())
-    # Assert: 30 distinct windows, then the 10 left and 20 from the start again: every window in 2 rounds
-    assert len(set(round_1.tolist())) == 30
-    assert set(round_1.tolist()) | set(round_2.tolist()) == set(range(40))
+    second = device.train(w, server_round=2, seed=2)
+    round_3 = torch.cat(device._round_batches(3, gen))
+    # Assert: 30 distinct windows, then the 10 left (one batch: the pass ends), then the pass starts over
+    assert len(set(round_1.tolist())) == 30 and (first.num_examples, first.steps) == (30, 3)
+    assert sorted(round_1.tolist() + round_2.tolist()) == list(range(40))
+    assert (second.num_examples, second.steps) == (10, 1)
+    assert set(round_3.tolist()) == set(round_1.tolist())
     assert set(torch.cat(restarted._round_batches(3, gen)).tolist()) == set(round_2.tolist())
     # a device with fewer windows than the round's batches trains all of them, once a pass
     small = PlainDevice("s", _examples(25), LSTM, dp)

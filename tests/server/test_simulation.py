@@ -235,10 +235,12 @@ def test_a_run_whose_devices_all_fail_aborts_with_their_error(tmp_path: Path) ->
     assert any("injected failure" in f for f in rows[1]["failures"])
 
 
-def test_a_run_without_user_dp_draws_devices_by_their_reported_windows(tmp_path: Path) -> None:
+@pytest.mark.parametrize("sampling", ["windows", "passes"])
+def test_a_run_without_user_dp_draws_devices_by_their_reported_windows(tmp_path: Path, sampling: str) -> None:
     # Prepare: users of very different sizes; no user-level DP, so devices may be drawn by data size
     import random
 
+    from federation.passes import PassSchedule, draws_per_pass
     from keyboard_sim.corpus import UserText
     from keyboard_sim.federation import device_examples
 
@@ -251,18 +253,25 @@ def test_a_run_without_user_dp_draws_devices_by_their_reported_windows(tmp_path:
         clip=0.0,
         adaptive_clip=False,
         example_noise_multiplier=0.0,
-        device_sampling="windows",
+        device_sampling=sampling,
         run_dir=str(tmp_path / "run"),
     )
     windows = [len(device_examples(cfg, p).train) for p in range(cfg.devices)]
-    rng = random.Random(cfg.seed)  # the server's sampler: Efraimidis-Spirakis keys over devices in id order
-    expected = []
-    for _ in range(cfg.rounds):
-        keys = [math.log(rng.random()) / w for w in windows]
-        expected.append(sorted(sorted(range(cfg.devices), key=keys.__getitem__)[-cfg.devices_per_round :]))
+    rng = random.Random(cfg.seed)  # the server's sampler, over devices in id order
+    if sampling == "windows":  # Efraimidis-Spirakis keys
+        expected = []
+        for _ in range(cfg.rounds):
+            keys = [math.log(rng.random()) / w for w in windows]
+            largest = sorted(range(cfg.devices), key=keys.__getitem__)[-cfg.devices_per_round :]
+            expected.append(sorted(largest))
+    else:  # each device's chunks of K batches, dealt once a pass
+        draws = draws_per_pass(windows, cfg.max_local_steps * cfg.batch_size)
+        assert len(set(draws)) > 1
+        schedule = PassSchedule(draws, cfg.devices_per_round, rng)
+        expected = [sorted(schedule.next_round()) for _ in range(cfg.rounds)]
     # Execute
     run_federated(cfg)
-    # Assert: every round drew the devices the windows they reported at the roll call make likeliest
+    # Assert: every round drew the devices the windows they reported at the roll call imply
     rows = [json.loads(x) for x in (tmp_path / "run" / "rounds.jsonl").read_text().splitlines()]
     assert len(set(windows)) > 1
     assert [r["devices"] for r in rows[1:]] == expected

@@ -172,7 +172,9 @@ def test_size_weighted_sampling_draws_devices_in_proportion_to_their_windows() -
     # Prepare: 40 devices, the first 10 with 10x the windows of the others; m = 4 a round
     windows = [1000] * 10 + [100] * 30
     strategy = make_strategy(
-        "fedavg", RoundSetup(mean_update=PlainMean(), devices_per_round=4, size_weighted=True), server_lr=1.0
+        "fedavg",
+        RoundSetup(mean_update=PlainMean(), devices_per_round=4, device_sampling="windows"),
+        server_lr=1.0,
     )
     strategy.device_windows = dict(enumerate(windows))
     # Execute: 2,000 rounds of draws
@@ -192,7 +194,7 @@ def test_a_resumed_size_weighted_sampler_draws_what_the_uninterrupted_one_would(
     def strategy_after(rounds_done: int):  # noqa: ANN202
         s = make_strategy(
             "fedavg",
-            RoundSetup(mean_update=PlainMean(), devices_per_round=3, size_weighted=True),
+            RoundSetup(mean_update=PlainMean(), devices_per_round=3, device_sampling="windows"),
             server_lr=1.0,
         )
         s.device_windows = windows
@@ -203,3 +205,29 @@ def test_a_resumed_size_weighted_sampler_draws_what_the_uninterrupted_one_would(
     draws = [uninterrupted._sample_by_size(list(range(12))) for _ in range(5)]
     resumed = strategy_after(3)
     assert [resumed._sample_by_size(list(range(12))) for _ in range(2)] == draws[3:]
+
+
+def test_a_resumed_pass_schedule_draws_what_the_uninterrupted_one_would() -> None:
+    # Prepare: 12 devices of 1 to 4 chunks of 100 windows, 30 chunks in all: 10 rounds of 3 a pass
+    sizes = [60, 100, 150, 200, 101, 199, 250, 300, 201, 400, 350, 280]
+    windows = dict(enumerate(sizes))
+
+    def strategy_after(rounds_done: int):  # noqa: ANN202
+        setup = RoundSetup(
+            mean_update=PlainMean(), devices_per_round=3, device_sampling="passes", pass_chunk=100
+        )
+        s = make_strategy("fedavg", setup, server_lr=1.0)
+        s.device_windows = windows
+        s.resume_after(rounds_done, devices=12)
+        return s
+
+    # Execute: 10 rounds (one pass: 30 draws), and the same run resumed after 4
+    uninterrupted = strategy_after(0)
+    draws = [uninterrupted._sample_by_passes(list(range(12))) for _ in range(10)]
+    resumed = strategy_after(4)
+    # Assert: each device drawn ceil(windows / 100) times in the pass; the resumed run continues it
+    drawn = [node for r in draws for node in r]
+    assert {node: drawn.count(node) for node in windows} == {n: -(-w // 100) for n, w in windows.items()}
+    assert [resumed._sample_by_passes(list(range(12))) for _ in range(6)] == draws[4:]
+    with pytest.raises(ValueError, match="pass_chunk"):
+        RoundSetup(mean_update=PlainMean(), devices_per_round=3, device_sampling="passes")
