@@ -34,8 +34,9 @@ def test_plain_arm_spends_the_central_data_budget_in_short_rounds() -> None:
     shipped = FederationConfig(devices=40, devices_per_round=8, rounds=3, eval_max_examples=20000)
     windows = [1000] * 20 + [100] * 20
     k_batches = PLAIN_LOCAL_STEPS * shipped.batch_size  # 256 < 1000
-    # devices drawn in proportion to their windows: a drawn device is a 1000-window one 10 times in 11
-    per_device = (20 * 1000 * k_batches + 20 * 100 * 100) / sum(windows)
+    # drawn by passes: a 1000-window device 4 times a pass (256 windows thrice, then the 232 left), a
+    # 100-window one once
+    per_device = sum(windows) / (20 * 4 + 20 * 1)
     # Execute
     plain = plain_fl_config(shipped, data_epochs=2.0, device_windows=windows)
     # Assert: K steps a device, rounds = 2 passes of every window / the windows a round trains on
@@ -43,11 +44,11 @@ def test_plain_arm_spends_the_central_data_budget_in_short_rounds() -> None:
     assert plain.rounds == math.ceil(2.0 * sum(windows) / (plain.devices_per_round * per_device))
     assert plain.max_local_steps == PLAIN_LOCAL_STEPS and plain.server_optimizer == "fedadam"
     assert plain.weighting == "examples"  # each device weighs the windows it trained this round
-    assert plain.device_sampling == "windows"  # each window trained about once a pass, as centrally
+    assert plain.device_sampling == "passes"  # each window trained once a pass, as centrally
     uniform = (20 * k_batches + 20 * 100) / 40  # the same devices drawn uniformly
     assert plain_round_windows(windows, shipped.batch_size, device_sampling="uniform") == uniform
-    by_passes = sum(windows) / (20 * 4 + 20 * 1)  # 1000 windows: 4 chunks of 256 a pass, 100: one
-    assert plain_round_windows(windows, shipped.batch_size, device_sampling="passes") == by_passes
+    by_size = (20 * 1000 * k_batches + 20 * 100 * 100) / sum(windows)  # a 1000-window device 10 times in 11
+    assert plain_round_windows(windows, shipped.batch_size, device_sampling="windows") == by_size
     assert plain.server_ema == plain_ema(plain.rounds) and plain.server_lr_schedule == "none"  # the EMA
     assert plain.eval_max_examples == 2000 and plain.checkpoint_every == plain.rounds
     with pytest.raises(ValueError, match="device_windows"):
