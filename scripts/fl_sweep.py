@@ -8,15 +8,17 @@ only. Every eligible train user is a device; scores are on the bench's 20,000 he
 epochs). ``iid=1`` is the heterogeneity oracle: the same device sizes, windows dealt at random; ``iid=2``
 one device holding every window (with K=1, m=1, B=5120 the FL code path is central large-batch Adam).
 ``opt=mime,server=mime`` is MimeLite (``federation.mime``: server-held Adam moments, devices step with
-them frozen, ``keyboard_sim.plain_device.FrozenAdam``); ``wt=1`` weights the mean by windows trained.
+them frozen, ``keyboard_sim.plain_device.FrozenAdam``); ``wt=1`` weights the mean by windows trained;
+``ps=1`` draws devices in proportion to their windows, ``ps=2`` by passes (``federation.passes``: the
+bench's no-DP arm, ``hushtype.bench_federated``).
 ``--central-batch``/``--central-lr`` give the device-batch and round-batch oracles of central Adam.
 ``decay=cos|lin`` decays the server's eta over the run's planned rounds (``federation.schedule``, to
 ``floor`` x eta); ``ema=0.9/0.95`` also scores bias-corrected EMAs of the server's iterates (one run, each
 decay a row ``ema``); ``--central-decay``/``--central-ema`` give central Adam the same (per step).
 Prints one JSON line per scored point.
 
-    python scripts/fl_sweep.py --warm /tmp/fl8d/warm/pretrained_lstm --central 1.0 \\
-        --fl K=8,eta=2e-3,tau=1e-6,lr=0.05,data=0.5 --fl K=8,eta=2e-3,tau=1e-6,lr=0.05,data=0.5,iid=1
+    python scripts/fl_sweep.py --warm /tmp/fl8d/warm/pretrained_lstm --central 1.0 --central-ema 0.992 \\
+        --fl m=5,K=8,eta=3e-3,tau=1e-6,lr=0.05,wt=1,ps=2,data=1.0,ema=0.985
 """
 
 from __future__ import annotations

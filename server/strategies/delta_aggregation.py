@@ -219,7 +219,17 @@ class DeltaAggregation(FedAvg):
                 schedule.next_round()
             self._passes = node_ids, schedule
         nodes, schedule = self._passes
-        return [nodes[i] for i in schedule.next_round()]
+        dealt = schedule.passes
+        chosen = [nodes[i] for i in schedule.next_round()]
+        if schedule.passes > dealt:
+            log(
+                INFO,
+                "device draws: pass %d dealt, %d draws of %d devices",
+                schedule.passes,
+                sum(schedule.draws),
+                len(nodes),
+            )
+        return chosen
 
     def resume_after(self, rounds_done: int, devices: int) -> None:
         """Continue a run after ``rounds_done`` rounds: number rounds after them and advance the sampler."""
