@@ -489,15 +489,23 @@ def write_release(
     return card
 
 
+def _trained(config: FederationConfig, noise: NoisePlan) -> str:
+    """How the release was trained, naming only the DP that was applied (the API shows it to apps)."""
+    updates = "DP-FedAvg updates" if noise.sigma > 0 else "FedAvg updates without user-level noise"
+    devices = (
+        "example-level DP-SGD on devices"
+        if config.example_noise_multiplier > 0
+        else "plain local SGD on devices (no example-level DP)"
+    )
+    return f"federated {config.server_optimizer} over {updates} ({config.aggregation} aggregation), {devices}"
+
+
 def _model_card(config: FederationConfig, run: dict) -> dict:
     """The run's model card from what ``run_federation`` measured (``run`` holds its pieces)."""
     rows, noise, accountant = run["rows"], run["noise"], run["accountant"]
     first, last = rows[0], rows[-1]
     return {
-        "trained": (
-            f"federated {config.server_optimizer} over DP-FedAvg updates ({config.aggregation} aggregation), "
-            "example-level DP-SGD on devices"
-        ),
+        "trained": _trained(config, noise),
         "start": run["provenance"],
         "round": last["round"],
         "user_epsilon": last["user_epsilon"],

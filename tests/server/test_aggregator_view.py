@@ -92,6 +92,7 @@ def test_he_round_gives_the_aggregator_only_ciphertexts_and_ids(
         assert 4 <= row["num_examples_mean"] < 1e4 and 0 < row["train_loss"] < 20
         assert 0 < row["example_epsilon_mean"] <= row["max_device_epsilon"] < math.inf
     assert card["mean_device_example_epsilon"] == trained[-1]["example_epsilon_mean"]
+    assert "DP-FedAvg updates" in card["trained"] and "example-level DP-SGD" in card["trained"]
     # the canary planner's replay of the sampler (keyboard_sim.canaries.participation) is what happened
     sampled = [d for r in trained for d in r["devices"]]
     assert participation(config) == [sampled.count(d) for d in range(config.devices)]

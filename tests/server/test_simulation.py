@@ -270,8 +270,10 @@ def test_a_run_without_user_dp_draws_devices_by_their_reported_windows(tmp_path:
         schedule = PassSchedule(draws, cfg.devices_per_round, rng)
         expected = [sorted(schedule.next_round()) for _ in range(cfg.rounds)]
     # Execute
-    run_federated(cfg)
+    card = run_federated(cfg)
     # Assert: every round drew the devices the windows they reported at the roll call imply
     rows = [json.loads(x) for x in (tmp_path / "run" / "rounds.jsonl").read_text().splitlines()]
     assert len(set(windows)) > 1
     assert [r["devices"] for r in rows[1:]] == expected
+    # and the model card claims no DP it did not apply
+    assert "without user-level noise" in card["trained"] and "no example-level DP" in card["trained"]
