@@ -188,22 +188,20 @@ def test_size_weighted_sampling_draws_devices_in_proportion_to_their_windows() -
     assert drawn.sum() == 2000 * 4
 
 
+def _resumed(windows: dict[int, int], rounds_done: int, **sampling: object):  # noqa: ANN202
+    """A 3-a-round strategy over 12 devices with these windows, resumed after ``rounds_done`` rounds."""
+    setup = RoundSetup(mean_update=PlainMean(), devices_per_round=3, **sampling)
+    strategy = make_strategy("fedavg", setup, server_lr=1.0)
+    strategy.device_windows = windows
+    strategy.resume_after(rounds_done, devices=12)
+    return strategy
+
+
 def test_a_resumed_size_weighted_sampler_draws_what_the_uninterrupted_one_would() -> None:
     windows = {node: 50 + 37 * node for node in range(12)}
-
-    def strategy_after(rounds_done: int):  # noqa: ANN202
-        s = make_strategy(
-            "fedavg",
-            RoundSetup(mean_update=PlainMean(), devices_per_round=3, device_sampling="windows"),
-            server_lr=1.0,
-        )
-        s.device_windows = windows
-        s.resume_after(rounds_done, devices=12)
-        return s
-
-    uninterrupted = strategy_after(0)
+    uninterrupted = _resumed(windows, 0, device_sampling="windows")
     draws = [uninterrupted._sample_by_size(list(range(12))) for _ in range(5)]
-    resumed = strategy_after(3)
+    resumed = _resumed(windows, 3, device_sampling="windows")
     assert [resumed._sample_by_size(list(range(12))) for _ in range(2)] == draws[3:]
 
 
@@ -211,20 +209,11 @@ def test_a_resumed_pass_schedule_draws_what_the_uninterrupted_one_would() -> Non
     # Prepare: 12 devices of 1 to 4 chunks of 100 windows, 30 chunks in all: 10 rounds of 3 a pass
     sizes = [60, 100, 150, 200, 101, 199, 250, 300, 201, 400, 350, 280]
     windows = dict(enumerate(sizes))
-
-    def strategy_after(rounds_done: int):  # noqa: ANN202
-        setup = RoundSetup(
-            mean_update=PlainMean(), devices_per_round=3, device_sampling="passes", pass_chunk=100
-        )
-        s = make_strategy("fedavg", setup, server_lr=1.0)
-        s.device_windows = windows
-        s.resume_after(rounds_done, devices=12)
-        return s
-
+    passes = dict(device_sampling="passes", pass_chunk=100)
     # Execute: 10 rounds (one pass: 30 draws), and the same run resumed after 4
-    uninterrupted = strategy_after(0)
+    uninterrupted = _resumed(windows, 0, **passes)
     draws = [uninterrupted._sample_by_passes(list(range(12))) for _ in range(10)]
-    resumed = strategy_after(4)
+    resumed = _resumed(windows, 4, **passes)
     # Assert: each device drawn ceil(windows / 100) times in the pass; the resumed run continues it
     drawn = [node for r in draws for node in r]
     assert {node: drawn.count(node) for node in windows} == {n: -(-w // 100) for n, w in windows.items()}
