@@ -40,7 +40,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from federation import FederationConfig  # noqa: E402
 from federation.mime import MimeState  # noqa: E402 - after the path fix
-from federation.passes import PassSchedule, draws_per_pass  # noqa: E402
+from federation.passes import DEVICE_SAMPLING, PassSchedule, draws_per_pass  # noqa: E402
 from federation.schedule import IterateAverage, lr_factor  # noqa: E402
 from hushtype.bench_federated import plain_round_windows  # noqa: E402
 from keyboard_sim.dataset import DataConfig, build_federated_data  # noqa: E402
@@ -66,9 +66,7 @@ class Arm:
     m: int = 20
     K: int = 8
     E: float = 1.0  # local epochs a round (each device's passes over its windows), capped at K steps
-    ps: int = (
-        0  # 1: devices drawn in proportion to their windows; 2: by passes (federation.passes); 0: uniform
-    )
+    ps: int = 0  # device draws, DEVICE_SAMPLING[ps]: 0 uniform, 1 by windows, 2 by passes
     B: int = 32
     lr: float = 0.05
     opt: str = "sgd"  # the device's optimizer: "sgd" | "adam" (fresh state every round) | "mime"
@@ -213,7 +211,7 @@ def federated(bench: Bench, arm: Arm) -> None:
         p = sizes if arm.ps else None
         draw = lambda: rng.choice(len(devices), arm.m, replace=False, p=p)  # noqa: E731
     # the planned rounds (plain_fl_config's count): the schedule decays over them
-    sampling = ("uniform", "windows", "passes")[arm.ps]
+    sampling = DEVICE_SAMPLING[arm.ps]
     per_round = arm.m * plain_round_windows([len(d) for d in devices], arm.B, arm.K, sampling)
     planned = max(1, int(np.ceil(arm.data * len(bench.pooled) / per_round)))
     averages = [IterateAverage(float(d)) for d in arm.ema.split("/") if float(d) > 0]

@@ -134,10 +134,8 @@ def heldout_indices(n: int, max_examples: int | None, seed: int) -> np.ndarray:
 
 def heldout_sample(heldout: Examples, max_examples: int | None, seed: int) -> Examples:
     """The held-out windows ``heldout_indices`` picks (``heldout`` itself when it picks them all)."""
-    if max_examples is None or len(heldout) <= max_examples:
-        return heldout
     idx = heldout_indices(len(heldout), max_examples, seed)
-    return Examples(heldout.x[idx], heldout.y[idx])
+    return heldout if len(idx) == len(heldout) else Examples(heldout.x[idx], heldout.y[idx])
 
 
 def _finite(value: float) -> float | None:

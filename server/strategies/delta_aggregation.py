@@ -127,7 +127,6 @@ class DeltaAggregation(FedAvg):
         self.device_ids: dict[int, int] = {}  # node id -> device (partition) id, from a roll call
         self.device_windows: dict[int, int] = {}  # node id -> training windows ("windows", "passes" draws)
         self._passes: tuple[list[int], PassSchedule] | None = None  # nodes in device order, their schedule
-        self._replay_rounds = 0  # rounds a resumed pass schedule skips once it is built
         self.round_offset = 0  # rounds done before a resume: Flower's round r is the run's offset + r
         self.on_round: Callable[[int, dict], None] | None = None
         self._w_t: dict[str, np.ndarray] | None = None
@@ -187,7 +186,7 @@ class DeltaAggregation(FedAvg):
 
     def _sample_nodes(self, grid: Grid) -> list[int]:
         """Wait for enough devices, then sample m of them (seeded, without replacement, by device id;
-        ``size_weighted``: in proportion to their windows)."""
+        ``device_sampling`` "windows": in proportion to their windows, "passes": the pass schedule)."""
         while len(node_ids := list(grid.get_node_ids())) < self.min_available_nodes:
             log(INFO, "Waiting for devices: %d connected, %d needed", len(node_ids), self.min_available_nodes)
             time.sleep(1)
@@ -215,7 +214,7 @@ class DeltaAggregation(FedAvg):
             windows = [self.device_windows.get(node, 1) for node in node_ids]
             draws = draws_per_pass(windows, self.rounds_setup.pass_chunk)
             schedule = PassSchedule(draws, self.devices_per_round, self.rounds_setup.rng)
-            for _ in range(self._replay_rounds):  # a resumed run: the rounds already done
+            for _ in range(self.round_offset):  # a resumed run: the rounds already done
                 schedule.next_round()
             self._passes = node_ids, schedule
         nodes, schedule = self._passes
@@ -234,8 +233,7 @@ class DeltaAggregation(FedAvg):
     def resume_after(self, rounds_done: int, devices: int) -> None:
         """Continue a run after ``rounds_done`` rounds: number rounds after them and advance the sampler."""
         self.round_offset = rounds_done
-        if self.rounds_setup.device_sampling == "passes":  # replayed once the roll call gave the windows
-            self._replay_rounds = rounds_done
+        if self.rounds_setup.device_sampling == "passes":  # _sample_by_passes replays round_offset rounds
             return
         for _ in range(rounds_done):
             if self.rounds_setup.device_sampling == "windows":  # one uniform draw per device a round
