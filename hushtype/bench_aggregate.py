@@ -73,13 +73,16 @@ class RoundCPU:
         return sum(self._seen.values())
 
     def _watch(self) -> None:
-        rows = 0
         while not self._stop.wait(0.1):
             total = self.tree_cpu()
-            lines = self.rounds_path.read_text().splitlines() if self.rounds_path.is_file() else []
-            for row in range(rows, len(lines)):
-                self.marks[row] = total
-            rows = len(lines)
+            text = self.rounds_path.read_text() if self.rounds_path.is_file() else ""
+            self.mark_rows(text.count("\n"), total)
+
+    def mark_rows(self, complete_rows: int, total: float) -> None:
+        """Note ``total`` for each row first seen now; a read that sees fewer rows (the file caught while
+        being rewritten) or a row still without its newline marks nothing."""
+        for row in range(len(self.marks), complete_rows):
+            self.marks[row] = total
 
     def __enter__(self) -> RoundCPU:
         self._thread.start()

@@ -27,6 +27,7 @@ alone, which every device of the user shares.
 from __future__ import annotations
 
 import json
+import logging
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -52,6 +53,7 @@ from models.vocab import Vocabulary
 
 __all__ = ["Suggestion", "PredictionClient", "APIError", "context_ids"]
 
+log = logging.getLogger(__name__)
 _OCTETS = {"Content-Type": "application/octet-stream"}
 _USER_FILE = struct.Struct("<4sI")  # b"HTUF" | u32 length of the JSON {"user_id", "token"} | JSON | HTUK
 _ADAPTER_ATTEMPTS = 10  # re-derivations when other devices add increments meanwhile (412)
@@ -356,12 +358,25 @@ class PredictionClient:
             query_slots(x, self.he["mode"], self.he["hidden"], self.params.slot_count)
         )
 
+    def predict(self, query: bytes, http: httpx.Client | None = None) -> httpx.Response:
+        """``POST .../predict`` of an encrypted query (through ``http`` if given, e.g. one per thread).
+
+        A connection that breaks before the whole reply arrives (a replica that dies mid-body, after the
+        proxy can no longer retry) is asked once more: predict is a pure function of (keys, query,
+        adapter), so asking twice is safe. An HTTP error answer is not retried.
+        """
+        http = http or self.http
+        path = f"/v1/sessions/{self.session_id}/predict"
+        try:
+            return _check(http.post(path, content=query, headers=self._auth()))
+        except httpx.TransportError as exc:
+            log.warning("predict: the connection broke (%r); asking once more", exc)
+        return _check(http.post(path, content=query, headers=self._auth()))
+
     def logits(self, ids: np.ndarray) -> np.ndarray:
         """Decrypted (personalized) logits for context ids, computed by the server on ciphertexts."""
         query = self.encrypt_context(ids)
-        response = _check(
-            self.http.post(f"/v1/sessions/{self.session_id}/predict", content=query, headers=self._auth())
-        )
+        response = self.predict(query)
         self.bytes_sent += len(query)
         self.bytes_received += len(response.content)
         z = self.secret.decrypt_logits(response.content, len(self.vocab))

@@ -55,3 +55,17 @@ def test_round_cpu_counts_a_child_process_between_rows(tmp_path: Path) -> None:
     # round costs next to nothing
     assert first >= 0.45
     assert second < 0.25
+
+
+def test_round_cpu_marks_each_row_once_when_a_read_catches_the_file_mid_write(tmp_path: Path) -> None:
+    # Prepare: a meter that has seen row 0 at 1.0 CPU-s
+    cpu = RoundCPU(tmp_path / "rounds.jsonl")
+    cpu.mark_rows(1, 1.0)
+    # Execute: a read of the file while it is truncated for a rewrite, one of a row without its newline yet,
+    # then the complete rows 0 and 1
+    cpu.mark_rows(0, 2.0)
+    cpu.mark_rows(1, 2.5)
+    cpu.mark_rows(2, 3.0)
+    # Assert: row 0 keeps its first reading, so round 1 costs 2.0 CPU-s rather than 0
+    assert cpu.marks == {0: 1.0, 1: 3.0}
+    assert cpu.per_round() == [2.0]

@@ -2,7 +2,7 @@
 
 A session made through one replica predicts through the other; a replica killed (SIGKILL, no
 graceful shutdown) in the middle of a load loses no session and, thanks to the proxy's health checks
-and L7 retries, no request.
+and L7 retries and the client asking once more when a reply breaks off mid-body, no request.
 """
 
 from __future__ import annotations
@@ -38,12 +38,7 @@ def test_rendered_haproxy_config_keeps_the_repo_file_and_swaps_only_ports(tmp_pa
 
 
 def _predict(http: httpx.Client, device: PredictionClient, query: bytes) -> tuple[np.ndarray, str]:
-    r = http.post(
-        f"/v1/sessions/{device.session_id}/predict",
-        content=query,
-        headers={"Content-Type": "application/octet-stream", "Authorization": f"Bearer {device.token}"},
-    )
-    r.raise_for_status()
+    r = device.predict(query, http=http)
     return device.secret.decrypt_logits(r.content, len(device.vocab)), r.headers.get(REPLICA_HEADER, "")
 
 
