@@ -59,7 +59,17 @@ from models.lora import LORA_A, LORA_B, LoRAProjection
 from models.release import load_release
 from models.train import train_central
 
-__all__ = ["BenchConfig", "run_federated_bench", "plain_fl_config", "fine_tune", "EPSILONS"]
+__all__ = [
+    "BenchConfig",
+    "run_federated_bench",
+    "plain_fl_config",
+    "fine_tune",
+    "EPSILONS",
+    "central_arm",
+    "fl_arm",
+    "gap_closed",
+    "warm_model",
+]
 
 EPSILONS = (1.0, 2.0, 4.0, 8.0, 16.0)
 # the no-DP arm (measured in process, all 777 Shakespeare devices, README "Federated training"): central
@@ -222,7 +232,7 @@ def plain_fl_config(
     )
 
 
-def _warm_model(warm_start: Path) -> torch.nn.Module:
+def warm_model(warm_start: Path) -> torch.nn.Module:
     """The warm start as a module (an LSTM as torch's fused ``nn.LSTM``: same arrays, ~4x faster)."""
     release = load_release(warm_start)
     return fuse_lstm(load_weights(build_model(release.config), release.weights))
@@ -245,7 +255,7 @@ def fine_tune(
     adapter on W2 (``models.lora``) trains too, merged into W2 at the end; the lr decays by a cosine to
     ``lr_floor`` x ``CENTRAL_LR`` (``train_central``; 1.0: constant); ``ema`` > 0: its per-step weight
     average competes with the trained weights on ``valid``. Returns (model, summary)."""
-    model = _warm_model(warm_start)
+    model = warm_model(warm_start)
     if trainable is not None:
         for key, name in param_names(model).items():
             model.get_parameter(name).requires_grad_(key in trainable)
@@ -284,7 +294,7 @@ def _attach_adapter(model: torch.nn.Module, arrays: dict[str, np.ndarray]) -> Lo
     return adapter
 
 
-def _central(warm_start: Path, pooled: Examples, valid: Examples, heldout: HeldOut, **fit) -> dict:
+def central_arm(warm_start: Path, pooled: Examples, valid: Examples, heldout: HeldOut, **fit) -> dict:
     """``fine_tune``'s model scored on the held-out windows, with its training summary."""
     model, summary = fine_tune(warm_start, pooled, valid, **fit)
     return {
@@ -329,7 +339,7 @@ def _train_users_data(data: FederatedData, config: FederationConfig) -> tuple[Ex
     return pooled, Examples(later.x[idx], later.y[idx])
 
 
-def _fl(config: FederationConfig, heldout: HeldOut | None = None) -> dict:
+def fl_arm(config: FederationConfig, heldout: HeldOut | None = None) -> dict:
     """One real federation; with ``heldout`` its final release is scored there (not on the run's own
     per-round held-out sample)."""
     from hushtype.simulation import run_federated
@@ -342,7 +352,7 @@ def _fl(config: FederationConfig, heldout: HeldOut | None = None) -> dict:
     round_seconds = sum(r.get("seconds", 0.0) for r in trained)
     final = card["metrics"]["final"]
     if heldout is not None:
-        final = heldout.score(_warm_model(Path(config.run_dir) / "release"))
+        final = heldout.score(warm_model(Path(config.run_dir) / "release"))
     return {
         "top1": final["top1"],
         "top3": final["top3"],
@@ -359,7 +369,7 @@ def _fl(config: FederationConfig, heldout: HeldOut | None = None) -> dict:
     }
 
 
-def _gap(x: float, public: float, central: float) -> float | None:
+def gap_closed(x: float, public: float, central: float) -> float | None:
     return (x - public) / (central - public) if central != public else None
 
 
@@ -414,23 +424,23 @@ def run_federated_bench(bench: BenchConfig, data_config: DataConfig | None = Non
         )
     split = bench_split(bench, data_config, warm, out / "dp_he")
     shipped, heldout, pooled, valid = split.shipped, split.heldout, split.pooled, split.valid
-    public = heldout.score(_warm_model(warm))
+    public = heldout.score(warm_model(warm))
     epochs = bench.central_epochs or (2.0 if bench.quick else 1.0)
     central_args = dict(epochs=epochs, seed=bench.seed)
-    central = _central(warm, pooled, valid, heldout, **central_args)
+    central = central_arm(warm, pooled, valid, heldout, **central_args)
     warm_release = load_release(warm)
     model_config = warm_release.config
     dp_trainable = trainable_arrays(shipped, model_config)
     from server.server_app import adapter_weights
 
     adapter = adapter_weights(shipped, model_config)  # a trainable=lora<r> run's A and B = 0, else none
-    central_trainable = _central(
+    central_trainable = central_arm(
         warm, pooled, valid, heldout, trainable=dp_trainable, adapter_arrays=adapter, **central_args
     )
     dp_numbers = sum(int(np.size({**warm_release.weights, **adapter}[k])) for k in dp_trainable)
     plain_config = plain_fl_config(shipped, data_epochs=epochs, device_windows=split.device_windows())
-    plain = _fl(dataclasses.replace(plain_config, run_dir=str(out / "plain")), heldout)
-    dp = _fl(shipped, heldout)
+    plain = fl_arm(dataclasses.replace(plain_config, run_dir=str(out / "plain")), heldout)
+    dp = fl_arm(shipped, heldout)
     frontier, same_as_dp = [], None
     for eps in EPSILONS:
         point = dataclasses.replace(
@@ -440,7 +450,7 @@ def run_federated_bench(bench: BenchConfig, data_config: DataConfig | None = Non
             target_epsilon=eps,
             run_dir=str(out / f"eps_{eps:g}"),
         )
-        run = _fl(point, heldout)
+        run = fl_arm(point, heldout)
         if eps == shipped.target_epsilon:
             same_as_dp = run  # the shipped config with plain aggregation: the HE round-time baseline
         frontier.append({"epsilon": run["user_epsilon"], "top1": run["top1"], "top3": run["top3"]})
@@ -458,12 +468,12 @@ def run_federated_bench(bench: BenchConfig, data_config: DataConfig | None = Non
         "dp_fl_top1": dp["top1"],
         "dp_user_epsilon": dp["user_epsilon"],
         "dp_user_delta": dp["user_delta"],
-        "gap_closed_plain": _gap(plain["top1"], public["top1"], central["top1"]),
-        "gap_closed_dp": _gap(dp["top1"], public["top1"], central["top1"]),
+        "gap_closed_plain": gap_closed(plain["top1"], public["top1"], central["top1"]),
+        "gap_closed_dp": gap_closed(dp["top1"], public["top1"], central["top1"]),
         # 95% intervals over the held-out users (hushtype.heldout.gap_interval), and the same gap in loss
         "gap_closed_plain_interval": gap_interval(plain, public, central),
         "gap_closed_dp_interval": gap_interval(dp, public, central),
-        "loss_gap_closed_plain": _gap(plain["loss"], public["loss"], central["loss"]),
+        "loss_gap_closed_plain": gap_closed(plain["loss"], public["loss"], central["loss"]),
         "loss_gap_closed_plain_interval": gap_interval(plain, public, central, metric="loss"),
         "frontier": frontier,
         "client_rounds_per_min": dp["client_rounds_per_min"],
@@ -479,7 +489,7 @@ def run_federated_bench(bench: BenchConfig, data_config: DataConfig | None = Non
         "heldout_windows": len(heldout),
         "heldout_users": heldout.n_users,
         "topk_spread": float(np.sqrt(central["top1"] * (1 - central["top1"]) / len(heldout))),
-        "gap_closed_dp_vs_trainable": _gap(dp["top1"], public["top1"], central_trainable["top1"]),
+        "gap_closed_dp_vs_trainable": gap_closed(dp["top1"], public["top1"], central_trainable["top1"]),
         "dp_trained_numbers": dp_numbers,  # d: what each device clips, noises and sends
         # user-level noise norm on the mean update over the clip: update_sigma * sqrt(d) / m
         "dp_noise_over_clip": (dp["update_sigma"] or 0.0) * math.sqrt(dp_numbers) / shipped.devices_per_round,

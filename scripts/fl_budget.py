@@ -1,7 +1,7 @@
 """Central training and the no-DP federated arm at one longer data budget, side by side (issue #8).
 
-The bench's own arms (``hushtype.bench_federated``: ``_central`` early-stopped per epoch, and ``_fl`` of
-``plain_fl_config(data_epochs=E)``) on the bench's split and held-out windows, from the warm start in
+The bench's own arms (``hushtype.bench_federated``: ``central_arm`` early-stopped per epoch, and
+``fl_arm`` of ``plain_fl_config(data_epochs=E)``) on the bench's split and held-out windows, from the warm start in
 ``OUT/pretrained_lstm``; prints one JSON line per arm and the gaps closed. ``--central-arms``: one
 central arm per ``floor[:ema]`` (the floor of its cosine lr decay, 1 a constant lr; ema:
 ``train_central``'s per-step weight average, competing with the trained weights on the valid windows),
@@ -25,12 +25,12 @@ from hushtype.bench_federated import (  # noqa: E402 - after the path fix
     CENTRAL_EMA,
     CENTRAL_LR_FLOOR,
     BenchConfig,
-    _central,
-    _fl,
-    _gap,
-    _warm_model,
     bench_split,
+    central_arm,
+    fl_arm,
+    gap_closed,
     plain_fl_config,
+    warm_model,
 )
 from hushtype.heldout import gap_interval  # noqa: E402
 from keyboard_sim.dataset import DataConfig  # noqa: E402
@@ -63,25 +63,25 @@ def main() -> None:
     bench = BenchConfig(model="lstm", out=str(out))
     warm = out / "pretrained_lstm"
     split = bench_split(bench, bench.data(DataConfig()), warm, out / "dp")
-    public = split.heldout.score(_warm_model(warm))
+    public = split.heldout.score(warm_model(warm))
     centrals = {}
     for arm in args.central_arms.split(","):
         floor, ema = (*map(float, arm.split(":")), 0.0)[:2]
         fit = dict(epochs=args.epochs, seed=0, lr_floor=floor, ema=ema)
-        centrals[arm] = _central(warm, split.pooled, split.valid, split.heldout, **fit)
+        centrals[arm] = central_arm(warm, split.pooled, split.valid, split.heldout, **fit)
         row = {"public": _printable(public), "central": _printable(centrals[arm]), "central_arm": arm}
         print(json.dumps(row), flush=True)
     config = plain_fl_config(split.shipped, data_epochs=args.epochs, device_windows=split.device_windows())
     overrides = {"server_lr_schedule": args.server_lr_schedule, "server_ema": args.server_ema}
     config = dataclasses.replace(config, **{k: v for k, v in overrides.items() if v is not None})
-    plain = _fl(dataclasses.replace(config, run_dir=str(out / "plain")), split.heldout)
+    plain = fl_arm(dataclasses.replace(config, run_dir=str(out / "plain")), split.heldout)
     row = {"epochs": args.epochs, "rounds": config.rounds, "plain": _printable(plain)}
     row |= {"server_lr_schedule": config.server_lr_schedule, "server_ema": config.server_ema}
     for arm, central in centrals.items():  # one gap per central arm; no suffix: the bench's
         suffix = "" if arm == BENCH_CENTRAL else f"_vs_central_{arm}"
-        row[f"gap_closed_plain{suffix}"] = _gap(plain["top1"], public["top1"], central["top1"])
+        row[f"gap_closed_plain{suffix}"] = gap_closed(plain["top1"], public["top1"], central["top1"])
         row[f"gap_closed_plain_interval{suffix}"] = gap_interval(plain, public, central)
-        row[f"loss_gap_closed{suffix}"] = _gap(plain["loss"], public["loss"], central["loss"])
+        row[f"loss_gap_closed{suffix}"] = gap_closed(plain["loss"], public["loss"], central["loss"])
         row[f"loss_gap_closed_interval{suffix}"] = gap_interval(plain, public, central, metric="loss")
     print(json.dumps(row), flush=True)
 

@@ -11,7 +11,7 @@ import pytest
 from hushtype.bench_federated import (
     PLAIN_DEVICES_PER_ROUND,
     PLAIN_LOCAL_STEPS,
-    _gap,
+    gap_closed,
     plain_ema,
     plain_fl_config,
     plain_round_windows,
@@ -62,8 +62,8 @@ def test_plain_ema_spans_a_share_of_the_run() -> None:
 
 
 def test_gap_closed() -> None:
-    assert abs(_gap(0.11, public=0.10, central=0.12) - 0.5) < 1e-12
-    assert _gap(0.10, public=0.10, central=0.10) is None
+    assert abs(gap_closed(0.11, public=0.10, central=0.12) - 0.5) < 1e-12
+    assert gap_closed(0.10, public=0.10, central=0.10) is None
 
 
 def test_frontier_png(tmp_path: Path) -> None:
