@@ -132,10 +132,12 @@ class BenchConfig:
         return 5000 if self.quick else None
 
     def federation(
-        self, data_config: DataConfig, warm_start: Path, run_dir: Path, eligible: int
+        self, data_config: DataConfig, data: FederatedData, warm_start: Path, run_dir: Path
     ) -> FederationConfig:
-        """The shipped defaults, sized for this benchmark: every eligible train user a device (quick: 100)."""
+        """The shipped defaults, sized for this benchmark: every eligible train user of ``data`` (built
+        from ``data_config``) a device (quick: 100)."""
         defaults = FederationConfig()
+        eligible = len(eligible_users(data.train_users, defaults))
         size = (
             dict(devices=min(100, eligible), devices_per_round=20, rounds=4, eval_max_examples=5000)
             if self.quick
@@ -323,8 +325,7 @@ class BenchSplit:
 def bench_split(bench: BenchConfig, data_config: DataConfig, warm: Path, run_dir: Path) -> BenchSplit:
     """Build the dataset and size the shipped federation (run in ``run_dir``, from ``warm``) for ``bench``."""
     data = build_federated_data(data_config)
-    eligible = len(eligible_users(data.train_users, FederationConfig()))
-    shipped = bench.federation(data_config, warm, run_dir, eligible)
+    shipped = bench.federation(data_config, data, warm, run_dir)
     pooled, valid = _train_users_data(data, shipped)
     heldout = HeldOut.sample(data, bench.heldout_windows(), shipped.seed)
     return BenchSplit(data, shipped, heldout, pooled, valid)

@@ -61,8 +61,11 @@ NO_NOISE = dict(  # no user-level clip or noise, no example-level noise: the shi
     example_noise_multiplier=0.0, max_grad_norm=1e6,
 )  # fmt: skip
 NO_DP_RECIPE = dict(  # FedAvgM as measured to learn (README), devices running 4 local epochs (cap 100 steps)
-    server_optimizer="fedavgm", server_lr=1.0, server_momentum=0.9, local_epochs=4.0, max_local_steps=100
-)
+    server_optimizer="fedavgm", server_lr=1.0, server_momentum=0.9, local_epochs=4.0, max_local_steps=100,
+    # the last iterate of uniform draws: canaries sit on the devices the uniform sampler draws most
+    # (keyboard_sim.canaries.plan_canaries), which the bench arm's draws by passes would not follow
+    device_sampling="uniform", server_ema=0.0,
+)  # fmt: skip
 
 
 @dataclass
@@ -263,7 +266,7 @@ def _canary_config(base: FederationConfig) -> FederationConfig:
 def run_privacy_bench(bench: PrivacyBenchConfig, data_config: DataConfig | None = None) -> dict:
     """Every setting in one process; returns the JSON-ready result."""
     from hushtype.simulation import run_federated
-    from keyboard_sim.federation import load_data
+    from keyboard_sim.federation import federation_fields, load_data
 
     start = time.perf_counter()
     data_config = data_config or DataConfig()
@@ -272,9 +275,10 @@ def run_privacy_bench(bench: PrivacyBenchConfig, data_config: DataConfig | None 
     warm = out / "pretrained"
     if not (warm / "model_card.json").is_file():  # the public warm start is reused across runs
         pretrain_public(data_config, warm, epochs=1.0 if bench.quick else 3.0, seed=bench.seed)
-    sized = BenchConfig(quick=bench.quick, seed=bench.seed).federation(data_config, warm, out / "base")
+    data = load_data(FederationConfig(**federation_fields(data_config)))  # what the runs load
+    sized = BenchConfig(quick=bench.quick, seed=bench.seed).federation(data_config, data, warm, out / "base")
     base = _canary_config(sized)
-    vocab_words = load_data(base).vocab.words
+    vocab_words = data.vocab.words
     canaries = plan_canaries(base, vocab_words)
     vocab = len(vocab_words)
     chance, chance_fit = _exposures(warm, canaries, bench, vocab)

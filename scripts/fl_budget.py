@@ -1,11 +1,11 @@
 """Central training and the no-DP federated arm at one longer data budget, side by side (issue #8).
 
 The bench's own arms (``hushtype.bench_federated``: ``central_arm`` early-stopped per epoch, and
-``fl_arm`` of ``plain_fl_config(data_epochs=E)``) on the bench's split and held-out windows, from the warm start in
-``OUT/pretrained_lstm``; prints one JSON line per arm and the gaps closed. ``--central-arms``: one
-central arm per ``floor[:ema]`` (the floor of its cosine lr decay, 1 a constant lr; ema:
-``train_central``'s per-step weight average, competing with the trained weights on the valid windows),
-each with its own gap;
+``fl_arm`` of ``plain_fl_config(data_epochs=E)``) on the bench's split and held-out windows, from the
+warm start in ``OUT/pretrained_lstm``; prints one JSON line per arm and the gaps closed.
+``--central-arms``: one central arm per ``floor[:ema]`` (the floor of its cosine lr decay, 1 a constant
+lr; ema: ``train_central``'s per-step weight average, competing with the trained weights on the valid
+windows), each with its own gap;
 ``--server-lr-schedule``/``--server-ema``: the no-DP arm's server eta schedule and iterate average.
 
     python scripts/fl_budget.py --epochs 2 --out /tmp/ep2   # OUT/pretrained_lstm: the bench's warm start
