@@ -9,7 +9,9 @@ It reproduces ``models.nplm.server_logits`` exactly (same arithmetic, on ciphert
                                   z = W2 a + b2 + u   ReplicatedMatVec    1 level, 24 rotations, 129 pt-mults
 
 Slot layouts (S = N/2 = 4096 slots): the x-mode query is ``block_layout(x)`` (complex, see ``ckks.matvec``),
-h and a are tiled with period H, z is tiled with period V (one copy when V = S). Every plaintext is
+h and a are tiled with period H, z is tiled with period V (one copy when V = S; a vocabulary that is not a
+power of two, as a small corpus gives, runs W2 and b2 padded with zero rows to the next one, and the
+device reads the first V slots). Every plaintext is
 encoded once per model version, at the level and scale it is used at; weights are encoded at the scale
 of the prime the following rescale removes, so the ciphertext scale after each layer is known exactly:
 Δ after W1, Δ²/q_2 after the activation and after W2 (``output_scale``; the device encrypts its
@@ -100,6 +102,14 @@ def _check_mode(params: HEParams, mode: str) -> None:
         )
 
 
+def _padded_head(w2: np.ndarray, b2: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """W2 (V, H) and b2 with zero rows up to the next power of two of V (the matvec tiles z by its rows)."""
+    w2 = np.asarray(w2, dtype=np.float64)
+    rows = 1 << max(0, (w2.shape[0] - 1).bit_length())
+    pad = rows - w2.shape[0]
+    return np.pad(w2, ((0, pad), (0, 0))), np.pad(np.asarray(b2, dtype=np.float64), (0, pad))
+
+
 def output_scale(context: sealapi.SEALContext, params: HEParams) -> float:
     """CKKS scale of the returned logits: Δ² / q_2 (the prime the activation's rescale removes)."""
     primes = [m.value() for m in context.first_context_data().parms().coeff_modulus()]
@@ -147,9 +157,9 @@ class EncryptedNPLM:
         for key in _NEEDS[mode]:
             if key not in weights:
                 raise KeyError(f"weights lack {key!r} (mode {mode!r} needs {', '.join(_NEEDS[mode])})")
-        w2 = np.asarray(weights["w2"], dtype=np.float64)
+        w2, b2 = _padded_head(weights["w2"], weights["b2"])
         self.params, self.mode = params, mode
-        self.vocab_size, self.hidden = w2.shape
+        self.vocab_size, self.hidden = np.shape(weights["w2"])
         self.input_dim = self.hidden
         if mode == "x":
             w1 = np.asarray(weights["w1"], dtype=np.float64)
@@ -184,7 +194,7 @@ class EncryptedNPLM:
         self.layer2 = ReplicatedMatVec(self.tail_tools, w2, act_level, baby=baby, late_rescale=late_rescale)
         self.output_parms_id = self.layer2.out_parms_id
         self.output_scale = output_scale(self.context, params)
-        self._b2 = self.tail_tools.encode(tile(weights["b2"], slots), self.output_parms_id, self.output_scale)
+        self._b2 = self.tail_tools.encode(tile(b2, slots), self.output_parms_id, self.output_scale)
 
     @property
     def rotation_steps(self) -> list[int]:
@@ -223,7 +233,8 @@ class EncryptedNPLM:
         galois_keys: sealapi.GaloisKeys,
         relin_keys: sealapi.RelinKeys,
     ) -> sealapi.Ciphertext:
-        """Encrypted logits z (tiled, period V) at ``tail_context``'s last level and ``output_scale``.
+        """Encrypted logits z (tiled, period V rounded up to a power of two) at ``tail_context``'s last
+        level and ``output_scale``.
 
         HE cost (mode x): 137 plaintext mults, 38 rotations, 1 ct x ct mult + relinearization, 3 levels.
         """

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +11,8 @@ import torch
 from federation import FederationConfig
 from hushtype.bench_privacy import PrivacyBenchConfig, canary_scores, chance_exposure, run_privacy_bench
 from keyboard_sim.canaries import Canary
-from keyboard_sim.dataset import DataConfig
+from keyboard_sim.corpus import UserText
+from keyboard_sim.dataset import DataConfig, save_jsonl
 from models.data import make_examples
 from models.nplm import NPLM, ModelConfig
 
@@ -55,17 +55,19 @@ def test_chance_and_settings() -> None:
 
 
 @pytest.mark.slow
-def test_quick_audit_runs_end_to_end_on_a_small_corpus(small_jsonl: Path, tmp_path: Path) -> None:
+def test_quick_audit_runs_end_to_end_on_a_small_corpus(small_users: list[UserText], tmp_path: Path) -> None:
     # Prepare: the quick audit (no_dp, dp_shipped, dp_eps_64: real Flower runs, HE for dp_shipped) on
-    # the 60-user grammar corpus, 15 alternative secrets a canary
+    # the 60-user grammar corpus, whose users also say the canary's prefix; 15 alternative secrets a canary
+    corpus = tmp_path / "corpus.jsonl"
+    save_jsonl([UserText(u.user_id, [*u.lines, "My secret number is low."]) for u in small_users], corpus)
     bench = PrivacyBenchConfig(quick=True, out=str(tmp_path / "audit"), candidates=15, served_canaries=1)
-    data = DataConfig(source="jsonl", jsonl_path=str(small_jsonl))
+    data = DataConfig(source="jsonl", jsonl_path=str(corpus))
     # Execute
     result = run_privacy_bench(bench, data)
     # Assert: every setting ran on the sized federation and was charged by the accountant; exposures lie
     # within the estimator's range; the served path ranks as the released model does
     assert set(result["exposure"]) == {"no_dp", "dp_shipped", "dp_eps_64"}
-    assert result["user_epsilon"]["no_dp"] == math.inf
+    assert result["user_epsilon"]["no_dp"] is None  # no noise: no finite bound
     assert 0 < result["user_epsilon"]["dp_shipped"] <= 8.0 + 1e-6
     assert 0 < result["user_epsilon"]["dp_eps_64"] <= 64.0 + 1e-6
     cells = [s["mean"] for by_cell in result["exposure"].values() for s in by_cell.values()]

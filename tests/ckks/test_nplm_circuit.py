@@ -95,6 +95,19 @@ def test_personal_bias_is_added(small: dict, mode: str) -> None:
     np.testing.assert_allclose(got, want, atol=TOL)
 
 
+@pytest.mark.parametrize("mode", ["x", "h"])
+def test_a_vocabulary_that_is_not_a_power_of_two_is_served(mode: str) -> None:
+    # Prepare: a small corpus's vocabulary, V = 40 (W2 is padded to 64 rows inside the circuit)
+    weights = _weights(vocab=40)
+    circuit = EncryptedNPLM(weights, mode=mode)
+    bias = np.random.default_rng(3).normal(size=40)
+    # Execute
+    got, want = _run(circuit, weights, np.array([1, 2, 3, 4]), bias)
+    # Assert: the public shape is the real V, and the first V slots are the logits
+    assert circuit.vocab_size == 40 and got.shape == (40,)
+    np.testing.assert_allclose(got, want, atol=TOL)
+
+
 def test_rotation_steps(small: dict) -> None:
     # W1 64x64 -> 32 blocks (radix-4 sums: steps 64, 256, 1024), pairs so no step 2; W2 -> 1, 2, 8 (baby 8).
     assert EncryptedNPLM(small).rotation_steps == [0, 1, 2, 16, 64, 256, 1024]
