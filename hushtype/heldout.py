@@ -59,9 +59,10 @@ class HeldOut:
 
 def gap_interval(
     x: dict, public: dict, central: dict, metric: str = "top1", draws: int = 2000, seed: int = 0
-) -> list[float]:
+) -> list[float] | None:
     """95% interval of the gap closed, ``(x - public) / (central - public)`` in ``metric`` ("top1" or
-    "loss"), over ``draws`` resamplings of the held-out users; arms are ``HeldOut.score`` results."""
+    "loss"), over ``draws`` resamplings of the held-out users; arms are ``HeldOut.score`` results.
+    Resamples where central ties public (no gap to close) are left out; ``None`` if every one ties."""
     num, den = {"top1": ("hits", "known"), "loss": ("nll", "windows")}[metric]
     n_users = len(public["by_user"][den])
     counts = np.random.default_rng(seed).multinomial(n_users, np.full(n_users, 1.0 / n_users), size=draws)
@@ -69,5 +70,9 @@ def gap_interval(
     def value(arm: dict) -> np.ndarray:
         return counts @ arm["by_user"][num] / (counts @ arm["by_user"][den])
 
-    gaps = (value(x) - value(public)) / (value(central) - value(public))
+    gap_to_close = value(central) - value(public)
+    defined = gap_to_close != 0
+    if not defined.any():
+        return None
+    gaps = (value(x) - value(public))[defined] / gap_to_close[defined]
     return [float(v) for v in np.percentile(gaps, [2.5, 97.5])]

@@ -1,4 +1,4 @@
-"""bench federated's pieces that need no federation: the no-privacy arm, the gap, the frontier plot."""
+"""bench federated's pieces (the no-privacy arm, the gap, the frontier plot) and, slow, the quick bench."""
 
 from __future__ import annotations
 
@@ -11,13 +11,16 @@ import pytest
 from hushtype.bench_federated import (
     PLAIN_DEVICES_PER_ROUND,
     PLAIN_LOCAL_STEPS,
+    BenchConfig,
     gap_closed,
     plain_ema,
     plain_fl_config,
     plain_round_windows,
     plot_frontier,
+    run_federated_bench,
 )
 from keyboard_sim.client_app import CLIP_BIT_KEY, add_clip_bit, clip_update
+from keyboard_sim.dataset import DataConfig
 from keyboard_sim.federation import FederationConfig
 
 
@@ -141,3 +144,22 @@ def test_central_adapter_training_returns_the_merged_head(tmp_path: Path) -> Non
     a = lora_a(2, 8, seed=0)
     assert np.abs(moved).max() > 1e-4 and np.linalg.matrix_rank(moved, tol=1e-5) == 2
     np.testing.assert_allclose(moved, moved @ a.T @ a, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_quick_bench_runs_every_arm_end_to_end_on_a_small_corpus(small_jsonl: Path, tmp_path: Path) -> None:
+    # Prepare: the quick bench (central, public, no-DP FL, DP + HE FL, the epsilon sweep: real Flower
+    # runs) on the 60-user grammar corpus
+    bench = BenchConfig(quick=True, out=str(tmp_path / "bench"))
+    data = DataConfig(source="jsonl", jsonl_path=str(small_jsonl))
+    # Execute
+    result = run_federated_bench(bench, data)
+    # Assert: the issue's fields, each arm scored on the same held-out windows, the accountant's epsilons
+    for field in ("central_top1", "public_top1", "plain_fl_top1", "dp_fl_top1"):
+        assert 0.0 <= result[field] <= 1.0, field
+    assert 0 < result["dp_user_epsilon"] <= 8.0 + 1e-6
+    assert 0 < result["dp_user_delta"] <= result["devices"] ** -1.1 + 1e-12
+    assert [round(p["epsilon"]) for p in result["frontier"]] == [1, 2, 4, 8, 16]
+    assert result["client_rounds_per_min"] > 0 and result["he_round_ratio"] > 0
+    assert result["plain_server"]["device_sampling"] == "passes" and result["plain_rounds"] >= 1
+    assert Path(result["frontier_png"]).is_file()

@@ -57,3 +57,12 @@ def test_gap_interval_resamples_users() -> None:
     mixed = _arm([10.0, 14.0] * 20, known)  # half the users got nothing, half all of it: gap 0.5
     lo, hi = gap_interval(mixed, public, central, draws=4000)
     assert lo < 0.45 and hi > 0.55 and lo < 0.5 < hi
+
+
+def test_gap_interval_leaves_out_resamples_with_no_gap_to_close() -> None:
+    known = [100.0] * 4
+    public = _arm([10.0, 10.0, 10.0, 10.0], known)
+    one_user_gains = _arm([10.0, 10.0, 10.0, 14.0], known)  # many resamples miss that user: no gap there
+    lo, hi = gap_interval(one_user_gains, public, one_user_gains, draws=500)
+    assert np.isfinite([lo, hi]).all() and lo == hi == 1.0
+    assert gap_interval(public, public, public) is None  # central ties public everywhere
