@@ -53,7 +53,7 @@ from keyboard_sim.autocorrect import (
 from keyboard_sim.corpus import UserText, load_users
 from keyboard_sim.dataset import DataConfig
 from keyboard_sim.misspellings import Misspelling, load_codespell_pairs, split_pairs
-from keyboard_sim.split import split_users
+from keyboard_sim.split import SplitConfig, split_users
 from keyboard_sim.touch import TouchModel, TypistConfig
 from models.data import line_examples
 from models.factory import plaintext_logits
@@ -166,12 +166,22 @@ def _check_split(release: Release, config: DataConfig) -> None:
     if not trained_on:
         return
     ours = {"source": config.source, "split": asdict(config.split)}
-    theirs = {"source": trained_on.get("source"), "split": trained_on.get("split")}
+    theirs = {"source": trained_on.get("source"), "split": _trained_split(trained_on)}
     if ours != theirs:
         raise ValueError(
             f"the release was trained on data split as {theirs}, this run splits as {ours}: "
             "its held-out users would not be held out"
         )
+
+
+def _trained_split(trained_on: dict) -> dict | None:
+    """The split a release card names: a pretrained or central card records it whole, a federated one
+    its seed (the run split by ``SplitConfig``'s other defaults: ``keyboard_sim.federation.data_config``)."""
+    if "split" in trained_on:
+        return trained_on["split"]
+    if "split_seed" in trained_on:
+        return asdict(SplitConfig(seed=trained_on["split_seed"]))
+    return None
 
 
 class _Clock:

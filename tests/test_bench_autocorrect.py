@@ -147,6 +147,23 @@ def test_refuses_data_split_unlike_the_release(grammar_bench: tuple[Path, DataCo
         run_autocorrect_bench(str(other), data_config=data)
 
 
+def test_a_federated_release_names_its_split_by_seed(grammar_bench: tuple[Path, DataConfig]) -> None:
+    # Prepare: cards as a federated run writes them (server_app: the data fields, split_seed only)
+    release_dir, data = grammar_bench
+    release = load_release(release_dir)
+    fields = {"source": "jsonl", "jsonl_path": str(data.jsonl_path)}
+    for seed in (0, 1):
+        card = {"trained": "federated", "data": {**fields, "split_seed": seed}}
+        save_release(
+            release_dir.parent / f"federated-{seed}", release.weights, release.config, release.vocab, card
+        )
+    # Execute / Assert: the run's own split is accepted, another seed's refused
+    result = run_autocorrect_bench(str(release_dir.parent / "federated-0"), data_config=data, **SMALL)
+    assert result["words"] > 0
+    with pytest.raises(ValueError, match="held out"):
+        run_autocorrect_bench(str(release_dir.parent / "federated-1"), data_config=data)
+
+
 def _run(args: list[str], capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch, stdin: str = ""):
     """``hushtype ARGS`` in this process (the codespell tables are cached): (exit status, stdout)."""
     monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
