@@ -52,8 +52,9 @@ from keyboard_sim.autocorrect import (
 )
 from keyboard_sim.corpus import UserText, load_users
 from keyboard_sim.dataset import DataConfig
+from keyboard_sim.federation import data_config_of
 from keyboard_sim.misspellings import Misspelling, load_codespell_pairs, split_pairs
-from keyboard_sim.split import SplitConfig, split_users
+from keyboard_sim.split import split_users
 from keyboard_sim.touch import TouchModel, TypistConfig
 from models.data import line_examples
 from models.factory import plaintext_logits
@@ -176,11 +177,11 @@ def _check_split(release: Release, config: DataConfig) -> None:
 
 def _trained_split(trained_on: dict) -> dict | None:
     """The split a release card names: a pretrained or central card records it whole, a federated one
-    its seed (the run split by ``SplitConfig``'s other defaults: ``keyboard_sim.federation.data_config``)."""
+    its run's data fields (``split_seed``: ``keyboard_sim.federation.data_config_of``)."""
     if "split" in trained_on:
         return trained_on["split"]
     if "split_seed" in trained_on:
-        return asdict(SplitConfig(seed=trained_on["split_seed"]))
+        return asdict(data_config_of(trained_on).split)
     return None
 
 

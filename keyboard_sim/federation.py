@@ -26,6 +26,7 @@ from models.data import Examples
 __all__ = [
     "FederationConfig",
     "data_config",
+    "data_config_of",
     "load_data",
     "eligible_users",
     "select_devices",
@@ -83,7 +84,12 @@ def _adapter_rank(config: FederationConfig, model_config: ModelConfig, names: tu
 # ---------------------------------------------------------------------- data
 def data_config(config: FederationConfig) -> DataConfig:
     """The dataset this run trains and evaluates on."""
-    fields = config.data_fields()
+    return data_config_of(config.data_fields())
+
+
+def data_config_of(fields: dict) -> DataConfig:
+    """The dataset ``FederationConfig.data_fields()`` names (as a federated release's card records it):
+    the split is ``SplitConfig``'s defaults with ``split_seed``."""
     return DataConfig(
         **{k: v for k, v in fields.items() if k != "split_seed"}, split=SplitConfig(seed=fields["split_seed"])
     )
